@@ -1,0 +1,161 @@
+"""Audio decoding and the reference's spectrogram contract (SPEC.md section 2).
+
+The one place that turns sound into model input, used by data preparation and
+by prediction alike, so both see exactly the same numbers:
+
+  decode -> mono 22,050 Hz -> fixed-length window -> mel power spectrogram
+  (n_fft 2048, hop 512, 128 Slaney bands 0 Hz..Nyquist, centred frames)
+  -> log(power + 1e-9) -> per-clip min-max to 0..255, truncated to uint8
+  -> frequency axis flipped (low bands at the bottom) and inverted (255 - x).
+
+That uint8 "image" is what a data set stores; ``image_to_model_input``
+divides by 255 as the reference's image loader did.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Iterator
+
+import numpy as np
+
+SAMPLE_RATE = 22_050
+CLIP_SECONDS = 30.0
+N_FFT = 2048
+HOP_LENGTH = 512
+N_MELS = 128
+LOG_EPSILON = 1e-9
+# librosa < 0.10 (the reference's, 2020) padded centred frames by reflection;
+# librosa 0.10+ defaults to zeros. The first and last frame depend on it.
+PAD_MODE = 'reflect'
+
+
+class AudioError(Exception):
+  """A file that cannot give a clip; the message is the reason, for reports."""
+
+
+def clip_samples(seconds: float = CLIP_SECONDS, sample_rate: int = SAMPLE_RATE) -> int:
+  return int(round(seconds * sample_rate))
+
+
+def num_frames(seconds: float = CLIP_SECONDS, sample_rate: int = SAMPLE_RATE) -> int:
+  """Frames of a centred STFT of a clip: 1,292 for the reference's 30 s."""
+  return 1 + clip_samples(seconds, sample_rate) // HOP_LENGTH
+
+
+def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+  """Decodes any soundfile-readable file (wav/flac/ogg/mp3) to mono float32.
+
+  Channels are averaged (as librosa.load does), then resampled with soxr.
+  Raises AudioError with a one-line reason for anything that is not usable.
+  """
+  import soundfile as sf  # pylint: disable=import-outside-toplevel
+  path = os.fspath(path)
+  try:
+    size = os.path.getsize(path)
+  except OSError as e:
+    raise AudioError(f'unreadable path: {e.strerror or e}') from None
+  if size == 0:
+    raise AudioError('empty file (0 bytes)')
+  try:
+    data, rate = sf.read(path, dtype='float32', always_2d=True)
+  except Exception as e:  # soundfile raises several types for corrupt input
+    raise AudioError(f'not decodable audio: {str(e).splitlines()[0][:200]}') from None
+  if data.shape[0] == 0 or data.shape[1] == 0:
+    raise AudioError('no audio samples')
+  mono = data.mean(axis=1)
+  if not np.all(np.isfinite(mono)):
+    raise AudioError('audio contains NaN or infinite samples')
+  if rate != sample_rate:
+    import librosa  # pylint: disable=import-outside-toplevel
+    mono = librosa.resample(mono, orig_sr=rate, target_sr=sample_rate, res_type='soxr_hq')
+  return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def fixed_window(y: np.ndarray, seconds: float = CLIP_SECONDS, position: str = 'start',
+                 min_seconds: float = 0.0, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+  """Crops or zero-pads y to exactly ``seconds``.
+
+  position 'start' takes the first seconds (a Spotify preview, as the
+  reference); 'center' the middle of a longer track. Clips shorter than
+  ``min_seconds`` raise AudioError rather than being mostly padding.
+  """
+  n = clip_samples(seconds, sample_rate)
+  if len(y) < int(min_seconds * sample_rate):
+    raise AudioError(f'clip too short: {len(y) / sample_rate:.2f} s < minimum {min_seconds:g} s')
+  if len(y) >= n:
+    if position == 'center':
+      start = (len(y) - n) // 2
+    elif position == 'start':
+      start = 0
+    else:
+      raise ValueError(f"unknown window position {position!r}: use 'start' or 'center'")
+    return y[start:start + n]
+  return np.pad(y, (0, n - len(y)))
+
+
+def sliding_windows(y: np.ndarray, seconds: float = CLIP_SECONDS, min_seconds: float = 0.0,
+                    sample_rate: int = SAMPLE_RATE) -> Iterator[np.ndarray]:
+  """Non-overlapping full windows of a long clip (prediction averages them).
+
+  A clip shorter than one window yields one padded window, as in preparation.
+  """
+  n = clip_samples(seconds, sample_rate)
+  if len(y) <= n:
+    yield fixed_window(y, seconds, 'start', min_seconds, sample_rate)
+    return
+  for start in range(0, len(y) - n + 1, n):
+    yield y[start:start + n]
+
+
+def log_mel(y: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+  """Natural log of the mel power spectrogram: float32 (128, frames)."""
+  import librosa  # pylint: disable=import-outside-toplevel
+  power = librosa.feature.melspectrogram(
+      y=y, sr=sample_rate, n_fft=N_FFT, hop_length=HOP_LENGTH, n_mels=N_MELS,
+      fmin=0.0, fmax=sample_rate / 2, htk=False, norm='slaney', power=2.0,
+      center=True, pad_mode=PAD_MODE)
+  return np.log(power + LOG_EPSILON).astype(np.float32)
+
+
+def to_image(log_spec: np.ndarray) -> np.ndarray:
+  """Min-max to 0..255, truncate, flip frequency, invert: the stored uint8."""
+  lo, hi = float(log_spec.min()), float(log_spec.max())
+  if not hi > lo:
+    raise AudioError('silent clip (constant spectrogram)')
+  scaled = ((log_spec - lo) / (hi - lo) * 255.0).astype(np.uint8)
+  return (255 - scaled[::-1]).astype(np.uint8)
+
+
+def spectrogram_image(y: np.ndarray, seconds: float = CLIP_SECONDS,
+                      sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+  """A fixed-length clip -> the reference's uint8 (128, frames) image."""
+  if len(y) != clip_samples(seconds, sample_rate):
+    y = fixed_window(y, seconds, 'start', 0.0, sample_rate)
+  if not np.any(y):
+    raise AudioError('silent clip (all samples zero)')
+  return to_image(log_mel(y, sample_rate))
+
+
+def image_to_model_input(image: np.ndarray) -> np.ndarray:
+  """uint8 (..., 128, frames) -> float32 (..., 128, frames, 1) in [0, 1]."""
+  return (np.asarray(image, dtype=np.float32) / 255.0)[..., None]
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipSettings:
+  """How a file becomes a clip; stored with a data set so prediction matches."""
+  seconds: float = CLIP_SECONDS
+  position: str = 'start'
+  min_seconds: float = 5.0
+
+  def frames(self) -> int:
+    return num_frames(self.seconds)
+
+
+def file_to_image(path: str | os.PathLike, settings: ClipSettings = ClipSettings()) -> np.ndarray:
+  """Decodes a file and returns its uint8 spectrogram image (data preparation)."""
+  y = load_audio(path)
+  y = fixed_window(y, settings.seconds, settings.position, settings.min_seconds)
+  return spectrogram_image(y, settings.seconds)

@@ -1,0 +1,259 @@
+"""The CRNN of the reference (SPEC.md section 4) in Flax linen.
+
+Input: spectrograms shaped (batch, mel, frames, 1), values in [0, 1], plus an
+optional tabular vector (batch, num_tabular). Output: class logits; apply
+``jax.nn.log_softmax`` for the reference's log-probabilities.
+
+Every architectural choice that differs between the faithful reference and an
+improved variant is a field of :class:`CRNN`, filled from ``config.model`` by
+:func:`create_model`, so variants need no code change. The model knows nothing
+of training, files or torch.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, Callable, Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+Array = jax.Array
+Initializer = Callable[..., Array]
+
+
+# --------------------------------------------------------------------------
+# Initialisers: PyTorch's defaults, so the reference variant starts where the
+# reference did (kaiming_uniform(a=sqrt(5)) == U(+-1/sqrt(fan_in))).
+# --------------------------------------------------------------------------
+def torch_kernel_init() -> Initializer:
+  return nn.initializers.variance_scaling(1.0 / 3.0, 'fan_in', 'uniform')
+
+
+def uniform_init(bound: float) -> Initializer:
+  """U(-bound, bound), the form of every PyTorch default bias and GRU weight."""
+
+  def init(key, shape, dtype=jnp.float32):
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+  return init
+
+
+# --------------------------------------------------------------------------
+# Max pooling
+# --------------------------------------------------------------------------
+def _pool_windows(x: Array, window: tuple[int, int]) -> tuple[Array, tuple[int, ...]]:
+  """Crops x (B, H, W, C) to whole windows (floor mode) -> (B, Ho, ph, Wo, pw, C)."""
+  ph, pw = window
+  b, h, w, c = x.shape
+  ho, wo = h // ph, w // pw
+  cropped = x[:, : ho * ph, : wo * pw, :]
+  return cropped.reshape(b, ho, ph, wo, pw, c), (b, ho, wo, c)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def max_pool_floor(x: Array, window: tuple[int, int]) -> Array:
+  """Max pool with stride == window and floor mode, like torch's MaxPool2d.
+
+  Same values and gradients as ``nn.max_pool(x, window, strides=window)``
+  (ties go to the first element of the window), but XLA:CPU differentiates
+  ``reduce_window`` into a select-and-scatter with huge index temporaries
+  (CPU_PERF_NOTES.md cause 1). A reshape + max forward and a one-hot backward
+  keep the memory traffic at one activation-sized buffer.
+  """
+  windows, _ = _pool_windows(x, window)
+  return windows.max(axis=(2, 4))
+
+
+def _max_pool_fwd(x, window):
+  return max_pool_floor(x, window), x
+
+
+def _max_pool_bwd(window, x, g):
+  ph, pw = window
+  windows, (b, ho, wo, c) = _pool_windows(x, window)
+  # (B, Ho, Wo, C, ph*pw) in row-major window order, as select-and-scatter scans.
+  flat = windows.transpose(0, 1, 3, 5, 2, 4).reshape(b, ho, wo, c, ph * pw)
+  first_max = jnp.argmax(flat, axis=-1)
+  onehot = jax.nn.one_hot(first_max, ph * pw, dtype=g.dtype)
+  grad = (onehot * g[..., None]).reshape(b, ho, wo, c, ph, pw)
+  grad = grad.transpose(0, 1, 4, 2, 5, 3).reshape(b, ho * ph, wo * pw, c)
+  pad = ((0, 0), (0, x.shape[1] - ho * ph), (0, x.shape[2] - wo * pw), (0, 0))
+  return (jnp.pad(grad, pad),)
+
+
+max_pool_floor.defvjp(_max_pool_fwd, _max_pool_bwd)
+
+
+# --------------------------------------------------------------------------
+# Layers
+# --------------------------------------------------------------------------
+class TorchGRUCell(nn.GRUCell):
+  """``nn.GRUCell`` with PyTorch's hidden-side biases on the r and z gates.
+
+  Flax's cell folds those two biases into the input side (the sums are the
+  same function), which is 2 x 64 parameters fewer per layer than the
+  reference's 211,722. With ``hidden_bias_rz`` the parameters map one to one
+  onto torch's ``bias_hh``; without it the cell is exactly ``nn.GRUCell``.
+  """
+
+  hidden_bias_rz: bool = True
+
+  @nn.compact
+  def __call__(self, carry: Array, inputs: Array) -> tuple[Array, Array]:
+    if not self.hidden_bias_rz:
+      return super().__call__(carry, inputs)
+    h = carry
+    dense = functools.partial(
+        nn.Dense, features=h.shape[-1], dtype=self.dtype,
+        param_dtype=self.param_dtype, bias_init=self.bias_init)
+    dense_i = functools.partial(dense, kernel_init=self.kernel_init)
+    dense_h = functools.partial(dense, kernel_init=self.recurrent_kernel_init)
+    r = self.gate_fn(dense_i(name='ir')(inputs) + dense_h(name='hr')(h))
+    z = self.gate_fn(dense_i(name='iz')(inputs) + dense_h(name='hz')(h))
+    n = self.activation_fn(dense_i(name='in')(inputs) + r * dense_h(name='hn')(h))
+    new_h = (1.0 - z) * n + z * h
+    return new_h, new_h
+
+
+class ConvBlock(nn.Module):
+  """3x3 conv (padding 1, bias) -> batch norm -> ReLU -> max pool."""
+
+  features: int
+  pool_window: tuple[int, int]
+  torch_init: bool = True
+  bn_momentum: float = 0.9
+  bn_epsilon: float = 1e-5
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array, train: bool) -> Array:
+    fan_in = x.shape[-1] * 9
+    inits = {}
+    if self.torch_init:
+      inits = dict(kernel_init=torch_kernel_init(),
+                   bias_init=uniform_init(1.0 / math.sqrt(fan_in)))
+    x = nn.Conv(self.features, (3, 3), padding=((1, 1), (1, 1)),
+                dtype=self.dtype, name='conv', **inits)(x)
+    x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
+                     epsilon=self.bn_epsilon, dtype=self.dtype, name='bn')(x)
+    x = nn.relu(x)
+    return max_pool_floor(x, tuple(self.pool_window))
+
+
+class CRNN(nn.Module):
+  """Conv blocks -> stacked GRU over time -> readout -> head(s).
+
+  With ``num_tabular > 0`` it is the reference's metal model: the audio
+  readout goes through ``audio_fc`` (1280 -> 64, no activation in the
+  reference), the tabular vector through a ReLU MLP, and ``final_layer``
+  classifies their concatenation.
+  """
+
+  num_classes: int
+  conv_features: Sequence[int] = (64, 64, 64, 64, 64)
+  pool_windows: Sequence[tuple[int, int]] = ((2, 2), (2, 2), (2, 2), (4, 2), (4, 4))
+  gru_features: int = 64
+  gru_layers: int = 2
+  gru_hidden_bias_rz: bool = True
+  readout: str = 'flatten'  # 'flatten' (reference) | 'last' | 'mean'
+  num_tabular: int = 0
+  tabular_features: Sequence[int] = (32, 32)
+  audio_features: int = 64
+  audio_activation: str = 'none'  # reference metal head: 'none'; improved: 'relu'
+  torch_init: bool = True
+  bn_momentum: float = 0.9
+  bn_epsilon: float = 1e-5
+  dtype: Any = jnp.float32
+
+  def _dense(self, features: int, fan_in: int, name: str) -> nn.Dense:
+    inits = {}
+    if self.torch_init:
+      inits = dict(kernel_init=torch_kernel_init(),
+                   bias_init=uniform_init(1.0 / math.sqrt(fan_in)))
+    return nn.Dense(features, dtype=self.dtype, name=name, **inits)
+
+  @nn.compact
+  def __call__(self, spectrogram: Array, tabular: Optional[Array] = None,
+               train: bool = False) -> Array:
+    if spectrogram.ndim == 3:
+      spectrogram = spectrogram[..., None]
+    x = spectrogram.astype(self.dtype)
+    for i, (features, window) in enumerate(zip(self.conv_features, self.pool_windows)):
+      x = ConvBlock(features, tuple(window), torch_init=self.torch_init,
+                    bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon,
+                    dtype=self.dtype, name=f'conv{i + 1}')(x, train)
+
+    # (B, H, T, C) -> (B, T, H*C): time is the sequence axis. With the
+    # reference's pools H is 1, so this is the reference's squeeze + permute
+    # (without its batch-of-one bug).
+    b, h, t, c = x.shape
+    seq = x.transpose(0, 2, 1, 3).reshape(b, t, h * c)
+
+    gru_inits = {}
+    if self.torch_init:
+      bound = 1.0 / math.sqrt(self.gru_features)
+      gru_inits = dict(kernel_init=uniform_init(bound),
+                       recurrent_kernel_init=uniform_init(bound),
+                       bias_init=uniform_init(bound))
+    for layer in range(self.gru_layers):
+      cell = TorchGRUCell(self.gru_features, hidden_bias_rz=self.gru_hidden_bias_rz,
+                          dtype=self.dtype, name=f'gru_l{layer}', **gru_inits)
+      seq = nn.RNN(cell, name=f'rnn_l{layer}')(seq)
+
+    if self.readout == 'flatten':  # time-major: index t * features + c
+      feats = seq.reshape(b, -1)
+    elif self.readout == 'last':
+      feats = seq[:, -1]
+    elif self.readout == 'mean':
+      feats = seq.mean(axis=1)
+    else:
+      raise ValueError(f"unknown readout {self.readout!r}: use 'flatten', 'last' or 'mean'")
+
+    if not self.num_tabular:
+      logits = self._dense(self.num_classes, feats.shape[-1], 'linear')(feats)
+      return logits.astype(jnp.float32)
+
+    if tabular is None:
+      raise ValueError(f'this model needs {self.num_tabular} tabular inputs; got none')
+    audio = self._dense(self.audio_features, feats.shape[-1], 'audio_fc')(feats)
+    if self.audio_activation == 'relu':
+      audio = nn.relu(audio)
+    elif self.audio_activation != 'none':
+      raise ValueError(f"unknown audio_activation {self.audio_activation!r}")
+    tab = tabular.astype(self.dtype)
+    for i, features in enumerate(self.tabular_features):
+      tab = nn.relu(self._dense(features, tab.shape[-1], f'tab_fc{i + 1}')(tab))
+    joined = jnp.concatenate([audio, tab], axis=-1)
+    logits = self._dense(self.num_classes, joined.shape[-1], 'final_layer')(joined)
+    return logits.astype(jnp.float32)
+
+
+def create_model(model_config: ml_collections.ConfigDict, num_classes: int,
+                 num_tabular: int, dtype: Any = jnp.float32) -> CRNN:
+  """Builds the CRNN described by ``config.model``."""
+  m = model_config
+  return CRNN(
+      num_classes=num_classes,
+      conv_features=tuple(m.conv_features),
+      pool_windows=tuple(tuple(w) for w in m.pool_windows),
+      gru_features=m.gru_features,
+      gru_layers=m.gru_layers,
+      gru_hidden_bias_rz=m.gru_hidden_bias_rz,
+      readout=m.readout,
+      num_tabular=num_tabular,
+      tabular_features=tuple(m.tabular_features),
+      audio_features=m.audio_features,
+      audio_activation=m.audio_activation,
+      torch_init=m.init == 'torch',
+      bn_momentum=m.bn_momentum,
+      bn_epsilon=m.bn_epsilon,
+      dtype=dtype,
+  )
+
+
+def count_params(params: Any) -> int:
+  return sum(int(p.size) for p in jax.tree_util.tree_leaves(params))
