@@ -1,0 +1,58 @@
+"""Defaults shared by every config: the reference's model and training recipe.
+
+Fields are documented where they are set; every one can be overridden from
+the command line, e.g. ``--config.train.batch_size=8``.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 42  # drives init, shuffling, and augmentation
+
+  config.data = ml_collections.ConfigDict()
+  config.data.name = ''  # TFDS data set name (snake_case) under data_dir
+  config.data.data_dir = ''  # folder that holds <name>/<version>/
+  config.data.class_names = ()  # optional: must equal the data set's, in order
+  config.data.categorical_encoding = 'raw'  # tabular key/mode/explicit: 'raw' codes (reference) | 'onehot'
+  config.data.num_workers = 0  # grain worker processes; 0 reads in the main process
+  config.data.demo = False  # True: generate and build the built-in demo set if missing
+
+  config.model = ml_collections.ConfigDict()
+  config.model.variant = 'reference'  # a label for reports; the fields below define it
+  config.model.conv_features = (64, 64, 64, 64, 64)
+  config.model.pool_windows = ((2, 2), (2, 2), (2, 2), (4, 2), (4, 4))  # (mel, time)
+  config.model.gru_features = 64
+  config.model.gru_layers = 2
+  config.model.gru_hidden_bias_rz = True  # torch's split GRU biases (211,722 params)
+  config.model.readout = 'flatten'  # 'flatten' (reference) | 'last' | 'mean'
+  config.model.tabular_features = (32, 32)
+  config.model.audio_features = 64  # metal head: GRU readout -> 64 before fusion
+  config.model.audio_activation = 'none'  # reference: no nonlinearity; 'relu' fixes it
+  config.model.init = 'torch'  # 'torch' (reference defaults) | 'flax'
+  config.model.bn_momentum = 0.9  # Flax terms (PyTorch momentum 0.1)
+  config.model.bn_epsilon = 1e-5
+
+  config.train = ml_collections.ConfigDict()
+  config.train.batch_size = 64  # global batch, split over all devices
+  config.train.num_epochs = 10
+  config.train.drop_last = True  # the reference drops the last partial batch
+  config.train.max_lr = 1.445e-3  # from the reference's LR range test (genres)
+  config.train.pct_start = 0.3  # one-cycle warm-up fraction
+  config.train.div_factor = 25.0  # initial lr = max_lr / div_factor
+  config.train.final_div_factor = 1e4  # final lr = initial lr / final_div_factor
+  config.train.beta1_max = 0.95  # beta1 goes max -> min -> max with the lr cycle
+  config.train.beta1_min = 0.85
+  config.train.beta2 = 0.99
+  config.train.eps = 1e-8
+  config.train.weight_decay = 0.01  # decoupled, on every parameter
+  config.train.grad_clip_norm = 0.0  # 0 disables (reference: none)
+  config.train.dtype = 'float32'
+  config.train.log_every_steps = 10
+  config.train.eval_batch_size = 64
+
+  config.multilabel = False
+  config.eval = ml_collections.ConfigDict()
+  config.eval.top_k = 5
+  return config

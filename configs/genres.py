@@ -1,0 +1,19 @@
+"""The reference's genre model: 10 classes, audio only (SPEC.md sections 1, 4-6).
+
+Needs a data set prepared by ``python -m data_prep`` with these 10 classes.
+"""
+
+import ml_collections
+
+from configs import default
+
+GENRES = ('classical', 'folk', 'house', 'jazz', 'metal', 'pop', 'r&b', 'rap', 'rock', 'techno')
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = default.get_config()
+  config.data.name = 'genres'
+  config.data.data_dir = 'data/tfds'
+  config.data.class_names = GENRES
+  config.train.max_lr = 1.445e-3
+  return config

@@ -1,0 +1,24 @@
+"""The reference's metal model: 20 subgenres, audio + 16 tabular inputs.
+
+Needs a data set prepared by ``python -m data_prep`` with these 20 classes and
+the 16 tabular columns of SPEC.md section 3.
+"""
+
+import ml_collections
+
+from configs import default
+
+METAL_SUBGENRES = (
+    'black metal', 'death metal', 'deathcore', 'doom metal', 'folk metal', 'glam metal',
+    'grindcore', 'hard rock', 'hardcore', 'industrial metal', 'melodic death metal',
+    'metalcore', 'nu metal', 'power metal', 'progressive metal', 'punk', 'screamo',
+    'stoner rock', 'symphonic metal', 'thrash metal')
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = default.get_config()
+  config.data.name = 'metal'
+  config.data.data_dir = 'data/tfds'
+  config.data.class_names = METAL_SUBGENRES
+  config.train.max_lr = 1.738e-3
+  return config
