@@ -1,0 +1,1 @@
+"""Benchmarks and the PyTorch reference port (torch is an optional extra)."""
