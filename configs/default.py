@@ -33,6 +33,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.init = 'torch'  # 'torch' (reference defaults) | 'flax'
   config.model.bn_momentum = 0.9  # Flax terms (PyTorch momentum 0.1)
   config.model.bn_epsilon = 1e-5
+  config.model.bn_unbiased_running_var = False  # True: PyTorch's unbiased running-var update
 
   config.train = ml_collections.ConfigDict()
   config.train.batch_size = 64  # global batch, split over all devices

@@ -119,6 +119,33 @@ class TorchGRUCell(nn.GRUCell):
     return new_h, new_h
 
 
+class BatchNorm(nn.BatchNorm):
+  """``nn.BatchNorm`` that can update its running variance as PyTorch does.
+
+  Both normalise with the biased batch variance, but PyTorch's running
+  average takes the unbiased one (x n/(n-1), n = values per channel); Flax's
+  the biased. With ``unbiased_running_var`` the update is rescaled, so
+  batch statistics trained here match a PyTorch run's (and the reference's).
+  """
+
+  unbiased_running_var: bool = False
+
+  @nn.compact
+  def __call__(self, x: Array, use_running_average: Optional[bool] = None, **kwargs) -> Array:
+    use_ra = nn.merge_param('use_running_average', self.use_running_average,
+                            use_running_average)
+    if not self.unbiased_running_var or use_ra or self.is_initializing():
+      return super().__call__(x, use_running_average, **kwargs)
+    old = self.get_variable('batch_stats', 'var')
+    y = super().__call__(x, use_running_average, **kwargs)
+    # new = m*old + (1-m)*biased  ->  m*old + (1-m)*biased * n/(n-1)
+    n = math.prod(x.shape[:-1])
+    m = self.momentum
+    new = self.get_variable('batch_stats', 'var')
+    self.put_variable('batch_stats', 'var', m * old + (new - m * old) * (n / max(n - 1, 1)))
+    return y
+
+
 class ConvBlock(nn.Module):
   """3x3 conv (padding 1, bias) -> batch norm -> ReLU -> max pool."""
 
@@ -127,6 +154,7 @@ class ConvBlock(nn.Module):
   torch_init: bool = True
   bn_momentum: float = 0.9
   bn_epsilon: float = 1e-5
+  bn_unbiased_running_var: bool = False
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -138,8 +166,9 @@ class ConvBlock(nn.Module):
                    bias_init=uniform_init(1.0 / math.sqrt(fan_in)))
     x = nn.Conv(self.features, (3, 3), padding=((1, 1), (1, 1)),
                 dtype=self.dtype, name='conv', **inits)(x)
-    x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
-                     epsilon=self.bn_epsilon, dtype=self.dtype, name='bn')(x)
+    x = BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
+                  epsilon=self.bn_epsilon, dtype=self.dtype,
+                  unbiased_running_var=self.bn_unbiased_running_var, name='bn')(x)
     x = nn.relu(x)
     return max_pool_floor(x, tuple(self.pool_window))
 
@@ -167,6 +196,7 @@ class CRNN(nn.Module):
   torch_init: bool = True
   bn_momentum: float = 0.9
   bn_epsilon: float = 1e-5
+  bn_unbiased_running_var: bool = False  # PyTorch's running-variance update
   dtype: Any = jnp.float32
 
   def _dense(self, features: int, fan_in: int, name: str) -> nn.Dense:
@@ -185,6 +215,7 @@ class CRNN(nn.Module):
     for i, (features, window) in enumerate(zip(self.conv_features, self.pool_windows)):
       x = ConvBlock(features, tuple(window), torch_init=self.torch_init,
                     bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon,
+                    bn_unbiased_running_var=self.bn_unbiased_running_var,
                     dtype=self.dtype, name=f'conv{i + 1}')(x, train)
 
     # (B, H, T, C) -> (B, T, H*C): time is the sequence axis. With the
@@ -251,6 +282,7 @@ def create_model(model_config: ml_collections.ConfigDict, num_classes: int,
       torch_init=m.init == 'torch',
       bn_momentum=m.bn_momentum,
       bn_epsilon=m.bn_epsilon,
+      bn_unbiased_running_var=m.get('bn_unbiased_running_var', False),
       dtype=dtype,
   )
 
