@@ -1,0 +1,81 @@
+"""Trains and evaluates the CRNN.
+
+  python main.py --config=configs/demo.py --workdir=workdirs/demo
+  python main.py --config=configs/metal.py --workdir=workdirs/metal
+  python main.py --config=configs/metal.py --workdir=workdirs/metal --mode=eval
+  python main.py --config=configs/genres.py --mode=summary
+
+Any config field can be overridden: --config.train.batch_size=8.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+config_flags.DEFINE_config_file('config', None, 'Path to a config file (configs/*.py).',
+                                lock_config=True)
+flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and results.')
+flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'summary'],
+                  'train (then evaluate), eval (latest checkpoint), summary (layer table).')
+FLAGS = flags.FLAGS
+
+
+def prepare_demo_data(config) -> None:
+  """Generates the demo audio and builds its TFDS set, once."""
+  import os  # pylint: disable=import-outside-toplevel
+  from crnn_jax import audio  # pylint: disable=import-outside-toplevel
+  from data_prep import demo, prepare  # pylint: disable=import-outside-toplevel
+  if os.path.isdir(os.path.join(config.data.data_dir, config.data.name)):
+    return
+  print(f'Generating the demo audio in {config.data.demo_audio_dir} ...', flush=True)
+  demo.generate_demo_library(config.data.demo_audio_dir, seed=config.seed,
+                             clips_per_class=config.data.demo_clips_per_class,
+                             seconds=config.data.demo_clip_seconds)
+  prepare.build_dataset(config.data.demo_audio_dir, config.data.data_dir, config.data.name,
+                        clip=audio.ClipSettings(seconds=config.data.demo_clip_seconds,
+                                                position='start', min_seconds=1.0),
+                        seed=config.seed)
+
+
+def run(config, workdir: str | None, mode: str) -> None:
+  from crnn_jax import train  # pylint: disable=import-outside-toplevel
+  if mode == 'summary':
+    from crnn_jax import summary  # pylint: disable=import-outside-toplevel
+    print(summary.layer_table(config))
+    return
+  if not workdir:
+    raise train.UserError('--workdir is required for --mode=train and --mode=eval')
+  if config.data.demo:
+    prepare_demo_data(config)
+  if mode == 'eval':
+    results = train.evaluate_only(config, workdir)
+  else:
+    results = train.train_and_evaluate(config, workdir)
+  test = results['test']
+  print(f'test: top-1 {test["top1"]:.4f}  top-{config.eval.top_k} {test["top5"]:.4f}  '
+        f'loss {test["loss"]:.4f}  ({test["count"]} clips); results in {workdir}/results.json')
+
+
+def main(argv) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  if FLAGS.config is None:
+    raise app.UsageError('--config is required, e.g. --config=configs/demo.py')
+  logging.set_verbosity(logging.WARNING)
+  from crnn_jax.errors import UserError  # pylint: disable=import-outside-toplevel
+  from crnn_jax.train import Interrupted  # pylint: disable=import-outside-toplevel
+  try:
+    run(FLAGS.config, FLAGS.workdir, FLAGS.mode)
+  except UserError as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+  except Interrupted as e:
+    print(str(e), file=sys.stderr)
+    sys.exit(130)
+
+
+if __name__ == '__main__':
+  app.run(main)

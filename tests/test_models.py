@@ -1,0 +1,104 @@
+"""The CRNN: shapes and parameter counts of SPEC.md section 4, pooling, variants."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import default
+from crnn_jax import models
+
+SPEC_SHAPES = [(64, 646, 64), (32, 323, 64), (16, 161, 64), (4, 80, 64), (1, 20, 64)]
+
+
+def _init(model, batch=1, frames=1292, num_tabular=0):
+  spec = jnp.zeros((batch, 128, frames, 1))
+  tab = jnp.ones((batch, num_tabular)) if num_tabular else None
+  return model.init(jax.random.key(0), spec, tab), spec, tab
+
+
+@pytest.mark.parametrize('num_classes,num_tabular,expected', [(10, 0, 211_722), (20, 16, 284_436)])
+def test_reference_parameter_counts_and_batch_of_one(num_classes, num_tabular, expected):
+  model = models.create_model(default.get_config().model, num_classes, num_tabular)
+  variables, spec, tab = _init(model, batch=1, num_tabular=num_tabular)
+  assert models.count_params(variables['params']) == expected
+  out = model.apply(variables, spec, tab)
+  assert out.shape == (1, num_classes)
+  log_probs = jax.nn.log_softmax(out)
+  np.testing.assert_allclose(np.exp(log_probs).sum(-1), 1.0, rtol=1e-5)
+
+
+def test_shapes_after_every_block():
+  model = models.CRNN(num_classes=10)
+  variables, spec, _ = _init(model, batch=2)
+  _, state = model.apply(variables, spec, capture_intermediates=True, mutable=['intermediates'])
+  inter = state['intermediates']
+  for i, shape in enumerate(SPEC_SHAPES):
+    assert inter[f'conv{i + 1}']['__call__'][0].shape == (2, *shape)
+  assert inter['rnn_l1']['__call__'][0].shape == (2, 20, 64)
+
+
+def test_flatten_readout_is_time_major():
+  """Index t*64 + c: the dense layer sees GRU output (t, c) at row t*64+c."""
+  model = models.CRNN(num_classes=3)
+  variables, spec, _ = _init(model, frames=1292)
+  rng = np.random.default_rng(0)
+  spec = jnp.asarray(rng.random((1, 128, 1292, 1), dtype=np.float32))
+  _, state = model.apply(variables, spec, capture_intermediates=True, mutable=['intermediates'])
+  seq = state['intermediates']['rnn_l1']['__call__'][0][0]  # (20, 64)
+  dense = variables['params']['linear']
+  manual = seq.reshape(-1) @ dense['kernel'] + dense['bias']
+  np.testing.assert_allclose(model.apply(variables, spec)[0], manual, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('readout', ['last', 'mean'])
+def test_readout_variants_accept_any_length(readout):
+  model = models.CRNN(num_classes=4, readout=readout, audio_activation='relu')
+  variables, _, _ = _init(model, frames=700)
+  for frames in (700, 1500):
+    out = model.apply(variables, jnp.zeros((2, 128, frames, 1)))
+    assert out.shape == (2, 4)
+
+
+def test_metal_head_needs_tabular_input():
+  model = models.CRNN(num_classes=20, num_tabular=16)
+  variables, spec, tab = _init(model, num_tabular=16)
+  with pytest.raises(ValueError, match='tabular'):
+    model.apply(variables, spec, None)
+
+
+def test_plain_flax_gru_cell_variant_has_folded_biases():
+  config = default.get_config()
+  config.model.gru_hidden_bias_rz = False
+  model = models.create_model(config.model, 10, 0)
+  variables, _, _ = _init(model)
+  assert models.count_params(variables['params']) == 211_722 - 2 * 2 * 64
+  assert 'bias' not in variables['params']['gru_l0']['hr']
+
+
+def test_torch_init_bounds():
+  model = models.CRNN(num_classes=10)
+  variables, _, _ = _init(model)
+  p = variables['params']
+  bound = 1 / np.sqrt(9 * 64)
+  assert np.abs(p['conv2']['conv']['kernel']).max() <= bound + 1e-7
+  assert np.abs(p['conv2']['conv']['bias']).max() <= bound + 1e-7
+  assert np.abs(p['gru_l0']['hr']['kernel']).max() <= 1 / 8 + 1e-7
+  assert np.abs(p['linear']['kernel']).max() <= 1 / np.sqrt(1280) + 1e-7
+  np.testing.assert_array_equal(p['conv1']['bn']['scale'], 1.0)
+
+
+@pytest.mark.parametrize('shape,window', [((2, 9, 13, 3), (2, 2)), ((1, 16, 161, 2), (4, 2)),
+                                          ((2, 4, 80, 2), (4, 4))])
+def test_max_pool_matches_flax_values_and_gradients_with_ties(shape, window):
+  rng = np.random.default_rng(1)
+  # Few distinct values: many ties inside windows.
+  x = jnp.asarray(rng.integers(0, 3, size=shape).astype(np.float32))
+  w = jnp.asarray(rng.normal(size=(shape[0], shape[1] // window[0], shape[2] // window[1],
+                                   shape[3])).astype(np.float32))
+  ours = lambda x: (models.max_pool_floor(x, window) * w).sum()
+  ref = lambda x: (nn.max_pool(x, window, strides=window, padding='VALID') * w).sum()
+  np.testing.assert_array_equal(models.max_pool_floor(x, window),
+                                nn.max_pool(x, window, strides=window, padding='VALID'))
+  np.testing.assert_array_equal(jax.grad(ours)(x), jax.grad(ref)(x))
