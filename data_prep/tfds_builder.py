@@ -65,7 +65,9 @@ def write_dataset(
   """
   feature_dict = features(class_names, num_tabular, frames)
 
-  class _Builder(tfds.core.GeneratorBasedBuilder):
+  # Not registered: the class is made per call, and a process may write the
+  # same name twice (a rebuild); readers find the data by folder, not class.
+  class _Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     VERSION = tfds.core.Version(globals()['VERSION'])
     RELEASE_NOTES = {globals()['VERSION']: 'Prepared by crnn_jax data_prep.'}
 
@@ -82,7 +84,8 @@ def write_dataset(
     def _generate_examples(self, examples):  # pylint: disable=arguments-renamed
       return examples
 
-  builder_cls = type(_class_name(name), (_Builder,), {'__module__': __name__})
+  builder_cls = type(_class_name(name), (_Builder,), {'__module__': __name__},
+                     skip_registration=True)
   builder = builder_cls(data_dir=data_dir, file_format='array_record')
   builder.download_and_prepare(
       download_config=tfds.download.DownloadConfig(
