@@ -1,0 +1,28 @@
+"""``python -m data_prep <command>``: collect and prepare music data sets.
+
+Commands:
+  build    a folder (one sub-folder per label) or a manifest CSV -> TFDS data set
+
+``python -m data_prep <command> --help`` lists each command's options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from data_prep import cli
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(
+      prog='python -m data_prep', description=__doc__,
+      formatter_class=argparse.RawDescriptionHelpFormatter)
+  commands = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
+  cli.add_build_command(commands)
+  args = parser.parse_args(argv)
+  return args.run(args)
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,0 +1,105 @@
+"""Argument parsing for ``python -m data_prep``; one function per command.
+
+Errors the user can fix (a missing folder, a bad name, bad fractions) print as
+one line and exit 2, not as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+
+def _fractions(text: str) -> tuple[float, float, float]:
+  try:
+    parts = tuple(float(x) for x in text.split(','))
+  except ValueError:
+    raise argparse.ArgumentTypeError(f'expected three numbers like 0.64,0.16,0.20, got {text!r}'
+                                     ) from None
+  if len(parts) != 3:
+    raise argparse.ArgumentTypeError(f'expected three fractions (train,validation,test), got {text!r}')
+  return parts  # type: ignore[return-value]
+
+
+def add_build_command(commands: Any) -> None:
+  p = commands.add_parser(
+      'build', help='prepare a TFDS data set from a folder or manifest CSV',
+      description='Prepare a TFDS ArrayRecord data set that `python main.py '
+      '--config.data.name=NAME --config.data.data_dir=DIR` trains on. Resumable: rerun the '
+      'same command after a crash or Ctrl-C. Skipped inputs are listed in DIR/NAME_report.csv.')
+  p.add_argument('--input', required=True,
+                 help='library folder (one sub-folder per label: mp3/ogg/flac/wav) or manifest CSV')
+  p.add_argument('--data_dir', required=True, help='output folder (holds NAME/, NAME_cache/, '
+                 'NAME_report.csv)')
+  p.add_argument('--name', required=True, help='data set name, snake_case')
+  p.add_argument('--clip_seconds', type=float, default=30.0, help='clip length (default 30)')
+  p.add_argument('--clip_position', choices=('start', 'center'), default='start',
+                 help="'start': the first seconds (previews, as the reference); 'center': the "
+                 'middle of a longer track')
+  p.add_argument('--min_seconds', type=float, default=5.0,
+                 help='shorter clips are skipped, longer ones zero-padded (default 5)')
+  p.add_argument('--split', type=_fractions, default=(0.64, 0.16, 0.20),
+                 help='train,validation,test fractions (default 0.64,0.16,0.20)')
+  p.add_argument('--split_by', choices=('artist', 'track', 'reference'), default='artist',
+                 help="'artist': stratified by label, no artist in two splits (default); "
+                 "'track': stratified per track; 'reference': the reference's per-track random "
+                 'split')
+  p.add_argument('--seed', type=int, default=42)
+  p.add_argument('--workers', type=int, default=0, help='decoding processes (0: all cores)')
+  p.add_argument('--classes', default='', help='comma-separated class names in index order '
+                 '(default: every label found, sorted); other labels are reported')
+  p.add_argument('--label_map', default='', help='JSON file: raw label -> class name or null '
+                 "(drop); or 'metal' for the reference's 32 -> 20 subgenre mapping")
+  p.add_argument('--tabular', choices=('auto', 'none', 'source', 'audio'), default='auto',
+                 help="'none': audio only; 'source': the manifest's tabular columns; 'audio': "
+                 "the reference's 16 columns, computed from audio where the source lacks them; "
+                 "'auto': 'source' if the manifest has tabular columns, else 'none'")
+  p.add_argument('--preset', default='', help="manifest column mapping: 'metal_track_data' "
+                 "(the reference's CSV), 'fma' (FMA tracks.csv), or empty for generic columns "
+                 '(path,label[,labels,artist,track_id,<tabular columns>])')
+  p.add_argument('--audio_root', default='', help='folder that manifest audio paths are '
+                 'relative to (default: the CSV\'s folder)')
+  p.add_argument('--echonest', default='', help="FMA echonest.csv (with --preset=fma): "
+                 'Echo Nest audio features as tabular columns')
+  p.add_argument('--no_progress', action='store_true', help='no progress bar')
+  p.set_defaults(run=run_build)
+
+
+def run_build(args: argparse.Namespace) -> int:
+  from crnn_jax import audio  # pylint: disable=import-outside-toplevel
+  from data_prep import prepare  # pylint: disable=import-outside-toplevel
+  label_map = None
+  try:
+    if args.label_map == 'metal':
+      from data_prep import mappings  # pylint: disable=import-outside-toplevel
+      label_map = dict(mappings.METAL_LABEL_MAP)
+    elif args.label_map:
+      with open(args.label_map, encoding='utf-8') as f:
+        label_map = json.load(f)
+    manifest_options: dict[str, Any] = {}
+    if args.preset:
+      manifest_options['preset'] = args.preset
+    if args.audio_root:
+      manifest_options['audio_root'] = args.audio_root
+    if args.echonest:
+      manifest_options['echonest'] = args.echonest
+    prepare.build_dataset(
+        args.input, args.data_dir, args.name,
+        clip=audio.ClipSettings(seconds=args.clip_seconds, position=args.clip_position,
+                                min_seconds=args.min_seconds),
+        split=args.split, group_by_artist=args.split_by == 'artist',
+        stratify=args.split_by != 'reference', seed=args.seed, workers=args.workers or None,
+        class_names=[c.strip() for c in args.classes.split(',') if c.strip()] or None,
+        label_map=label_map, tabular=args.tabular, manifest_options=manifest_options,
+        progress=not args.no_progress)
+  except (ValueError, OSError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  return 0
+
+
+def add_spotify_command(commands: Any) -> None:
+  from data_prep import spotify  # pylint: disable=import-outside-toplevel
+  spotify.add_command(commands)

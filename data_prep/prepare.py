@@ -1,0 +1,626 @@
+"""One command from a music source to a TFDS data set: ``build_dataset``.
+
+Sources: a local library folder (one sub-folder per label, the GTZAN layout)
+or a manifest CSV (``data_prep.manifest``). For every track:
+
+  decode -> clip window -> the reference's spectrogram (crnn_jax.audio)
+  [+ tabular features estimated from the audio (crnn_jax.audio_features)]
+
+in parallel worker processes, each result cached per track as an ``.npz`` under
+``DIR/<name>_cache`` (keyed by path, size, mtime and settings), so a crashed or
+interrupted run, rerun with the same command, redoes no finished work and
+writes the same data set. Then the tracks are split (64/16/20, stratified by
+label and grouped by artist by default), the training split's tabular
+statistics computed, and the set written with ``tfds_builder.write_dataset``.
+
+Bad input never stops a run: every skipped file or row is listed with its
+reason in ``DIR/<name>_report.csv`` and counted in the printed summary.
+
+Artist ids: a folder source has no artist information, so each file is its own
+artist (artist id = track id = the file's path relative to the folder, without
+extension); grouping by artist then reduces to a stratified per-track split.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import csv
+import dataclasses
+import hashlib
+import json
+import math
+import multiprocessing
+import os
+import shutil
+import sys
+import time
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from crnn_jax import audio
+
+AUDIO_EXTENSIONS = ('.mp3', '.ogg', '.oga', '.flac', '.wav')
+SPLITS = ('train', 'validation', 'test')
+CACHE_VERSION = 1  # bump when what a cache file holds or means changes
+# A clip whose peak stays below this is treated as silence (digital silence
+# decodes to tiny non-zero values through some codecs).
+SILENCE_PEAK = 1e-4  # -80 dBFS
+CATEGORICAL = {'explicit': 2, 'key': 12, 'mode': 2}
+# SPEC.md section 3: the metal model's 16 tabular columns, in vector order.
+REFERENCE_TABULAR = (
+    'explicit', 'key', 'mode', 'acousticness', 'danceability', 'duration_ms', 'energy',
+    'instrumentalness', 'liveness', 'loudness', 'num_sections', 'popularity', 'speechiness',
+    'tempo', 'time_signature', 'valence')
+
+
+@dataclasses.dataclass
+class Track:
+  """One input track, before decoding. ``tabular`` holds raw source values
+  (strings from a CSV, or numbers), converted and checked later."""
+  track_id: str
+  path: str
+  label: str
+  labels: tuple[str, ...]
+  artist_id: str
+  origin: str  # where it came from, for the report: a path or 'file.csv:row 7'
+  tabular: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class Problem:
+  """A skipped input: one row of the bad-input report."""
+  origin: str
+  track_id: str
+  reason: str
+
+  @property
+  def kind(self) -> str:
+    """The reason without its details, to count skips by kind."""
+    return self.reason.split(':')[0].split(' (')[0].strip()
+
+
+@dataclasses.dataclass
+class Source:
+  """What a source reader found: tracks, problems, and its tabular columns."""
+  tracks: list[Track]
+  problems: list[Problem]
+  tabular_columns: tuple[str, ...] = ()
+  description: str = ''
+
+
+# ---------------------------------------------------------------- folder source
+
+def read_folder(root: str) -> Source:
+  """A GTZAN-layout library: ``root/<label>/**/<file>.{mp3,ogg,flac,wav}``.
+
+  Track id = path relative to root without extension (so 'rock/a.mp3' and
+  'rock/a.wav' collide and the second is reported as a duplicate); artist id
+  = track id (no artist information in a folder).
+  """
+  root = os.path.abspath(root)
+  tracks, problems = [], []
+  try:
+    entries = sorted(os.listdir(root))
+  except OSError as e:
+    raise ValueError(f'cannot read input folder {root!r}: {e.strerror or e}') from None
+  for entry in entries:
+    full = os.path.join(root, entry)
+    if not os.path.isdir(full):
+      problems.append(Problem(full, '', 'not in a label folder: files must sit in '
+                              '<input>/<label>/'))
+      continue
+    label = entry
+
+    def on_error(e: OSError) -> None:
+      problems.append(Problem(e.filename or full, '', f'unreadable path: {e.strerror or e}'))
+
+    for dirpath, dirnames, filenames in os.walk(full, onerror=on_error):
+      dirnames.sort()
+      for fname in sorted(filenames):
+        path = os.path.join(dirpath, fname)
+        rel = os.path.relpath(path, root)
+        stem, ext = os.path.splitext(rel)
+        if ext.lower() not in AUDIO_EXTENSIONS:
+          problems.append(Problem(path, '', f'not an audio file extension ({ext or "none"}): '
+                                  f'expected one of {", ".join(AUDIO_EXTENSIONS)}'))
+          continue
+        track_id = stem.replace(os.sep, '/')
+        tracks.append(Track(track_id=track_id, path=path, label=label, labels=(label,),
+                            artist_id=track_id, origin=path))
+  return Source(tracks, problems, (), f'folder:{root}')
+
+
+def read_source(input_path: str, **manifest_kwargs: Any) -> Source:
+  """A folder or a manifest CSV, by what ``input_path`` is."""
+  if os.path.isdir(input_path):
+    return read_folder(input_path)
+  if os.path.isfile(input_path):
+    from data_prep import manifest  # pylint: disable=import-outside-toplevel
+    return manifest.read_manifest(input_path, **manifest_kwargs)
+  raise ValueError(f'input {input_path!r} is neither a folder nor a CSV file')
+
+
+# ---------------------------------------------------------------- per-track work
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+  track_id: str
+  path: str
+  cache_file: str
+  clip: audio.ClipSettings
+  estimate_features: bool
+
+
+def cache_key(path: str, clip: audio.ClipSettings, estimate_features: bool) -> str | None:
+  """Identifies one track's work product; None when the file cannot be stat'ed."""
+  try:
+    st = os.stat(path)
+  except OSError:
+    return None
+  blob = json.dumps({'path': os.path.abspath(path), 'size': st.st_size,
+                     'mtime_ns': st.st_mtime_ns, 'clip': dataclasses.asdict(clip),
+                     'features': estimate_features, 'version': CACHE_VERSION}, sort_keys=True)
+  return hashlib.sha1(blob.encode()).hexdigest()
+
+
+def _atomic_savez(path: str, **arrays: Any) -> None:
+  if not path:  # no cache for a file that could not be stat'ed
+    return
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  tmp = f'{path}.{os.getpid()}.tmp'
+  with open(tmp, 'wb') as f:
+    np.savez(f, **arrays)
+  os.replace(tmp, path)
+
+
+def compute_track(path: str, clip: audio.ClipSettings, estimate_features: bool
+                  ) -> tuple[np.ndarray, dict[str, float]]:
+  """Decode + window + spectrogram (+ audio features). Raises AudioError."""
+  y = audio.load_audio(path)
+  window = audio.fixed_window(y, clip.seconds, clip.position, clip.min_seconds)
+  if float(np.max(np.abs(window))) < SILENCE_PEAK:
+    raise audio.AudioError('silent clip (peak below -80 dBFS)')
+  image = audio.spectrogram_image(window, clip.seconds)
+  features: dict[str, float] = {}
+  if estimate_features:
+    from crnn_jax import audio_features  # pylint: disable=import-outside-toplevel
+    features = audio_features.estimate(y)
+  return image, features
+
+
+def run_job(job: Job) -> tuple[str, str | None, dict[str, float]]:
+  """Worker entry point: (track_id, error reason or None, features).
+
+  Results, including decode failures of an unchanged file, are cached, so a
+  rerun neither decodes again nor re-tries a known-bad file.
+  """
+  if os.path.exists(job.cache_file):
+    try:
+      return read_cached(job.track_id, job.cache_file)
+    except Exception:  # a damaged cache file is recomputed
+      pass
+  if not os.access(job.path, os.R_OK):
+    reason = 'unreadable path: ' + ('no such file' if not os.path.lexists(job.path)
+                                    else 'permission denied or broken link')
+    return job.track_id, reason, {}  # not cached: may be fixed without touching the file
+  try:
+    image, features = compute_track(job.path, job.clip, job.estimate_features)
+  except audio.AudioError as e:
+    _atomic_savez(job.cache_file, error=np.array(str(e)))
+    return job.track_id, str(e), {}
+  except Exception as e:  # never fatal; not cached (may be transient)
+    return job.track_id, f'unexpected error: {type(e).__name__}: {str(e)[:200]}', {}
+  names = sorted(features)
+  _atomic_savez(job.cache_file, image=image, feature_names=np.array(names, dtype=str),
+                feature_values=np.array([features[n] for n in names], dtype=np.float64))
+  return job.track_id, None, features
+
+
+def read_cached(track_id: str, cache_file: str) -> tuple[str, str | None, dict[str, float]]:
+  with np.load(cache_file) as z:
+    if 'error' in z.files:
+      return track_id, str(z['error']), {}
+    names = [str(n) for n in z['feature_names']]
+    return track_id, None, dict(zip(names, (float(v) for v in z['feature_values'])))
+
+
+def load_image(cache_file: str) -> np.ndarray:
+  with np.load(cache_file) as z:
+    return np.asarray(z['image'], dtype=np.uint8)
+
+
+def run_jobs(jobs: Sequence[Job], workers: int, progress: bool = True
+             ) -> dict[str, tuple[str | None, dict[str, float]]]:
+  """All jobs, over ``workers`` processes (spawned: safe when JAX is loaded)."""
+  from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+  results: dict[str, tuple[str | None, dict[str, float]]] = {}
+  bar = tqdm(total=len(jobs), desc='decode+spectrogram', unit='clip', disable=not progress,
+             file=sys.stderr, dynamic_ncols=True)
+  with bar:
+    if workers <= 1 or len(jobs) <= 1:
+      for job in jobs:
+        track_id, error, features = run_job(job)
+        results[track_id] = (error, features)
+        bar.update()
+      return results
+    ctx = multiprocessing.get_context('spawn')
+    with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+      chunk = max(1, min(16, len(jobs) // (workers * 8)))
+      for track_id, error, features in pool.map(run_job, jobs, chunksize=chunk):
+        results[track_id] = (error, features)
+        bar.update()
+  return results
+
+
+# ---------------------------------------------------------------- splits
+
+def assign_splits(labels: Sequence[int], groups: Sequence[str],
+                  fractions: Sequence[float] = (0.64, 0.16, 0.20), seed: int = 42,
+                  group_by_artist: bool = True, stratify: bool = True) -> list[str]:
+  """Split name for every track.
+
+  Default: whole artist groups are placed greedily (largest first, ties in
+  seeded random order) into the split that most needs the group's labels
+  relative to its target share, so labels are stratified and no artist is in
+  two splits. ``group_by_artist=False, stratify=False`` is the reference's
+  per-track random split: ceil(20%) test, then floor(20%) of the rest as
+  validation (sklearn's and fastai's rounding).
+  """
+  n = len(labels)
+  frac = np.asarray(fractions, dtype=np.float64)
+  if frac.shape != (3,) or np.any(frac < 0) or not math.isclose(frac.sum(), 1.0, abs_tol=1e-6):
+    raise ValueError(f'split fractions must be 3 non-negative numbers summing to 1, got {fractions}')
+  rng = np.random.default_rng(seed)
+  out = [''] * n
+  if not group_by_artist and not stratify:
+    perm = rng.permutation(n)
+    n_test = math.ceil(frac[2] * n)
+    rest = perm[n_test:]
+    n_val = int(frac[1] / max(frac[0] + frac[1], 1e-12) * len(rest))
+    for i in perm[:n_test]:
+      out[i] = 'test'
+    for i in rest[:n_val]:
+      out[i] = 'validation'
+    for i in rest[n_val:]:
+      out[i] = 'train'
+    return out
+  keys = list(groups) if group_by_artist else [str(i) for i in range(n)]
+  strata = list(labels) if stratify else [0] * n
+  members: dict[str, list[int]] = collections.defaultdict(list)
+  for i, k in enumerate(keys):
+    members[k].append(i)
+  names = sorted(members)
+  order = rng.permutation(len(names))
+  ordered = sorted((names[j] for j in order), key=lambda g: -len(members[g]))  # stable
+  num_strata = max(strata) + 1 if n else 1
+  totals = np.bincount(strata, minlength=num_strata).astype(np.float64)
+  target = frac[:, None] * totals[None, :]
+  current = np.zeros_like(target)
+  for g in ordered:
+    counts = np.bincount([strata[i] for i in members[g]], minlength=num_strata)
+    need = ((target - current) * counts[None, :] / np.maximum(totals, 1)[None, :]).sum(axis=1)
+    need[frac == 0] = -np.inf
+    s = int(np.argmax(need))
+    current[s] += counts
+    for i in members[g]:
+      out[i] = SPLITS[s]
+  # Tiny sets: a split with a non-zero share must not be empty (TFDS cannot
+  # write an empty split); move it the smallest group of the fullest split.
+  placed = {g: out[members[g][0]] for g in ordered}
+  for s, f in zip(SPLITS, frac):
+    if f > 0 and s not in placed.values():
+      donors = collections.Counter(placed.values())
+      donor = max(donors, key=lambda d: (donors[d], -SPLITS.index(d)))
+      if donors[donor] < 2:
+        raise ValueError(f'too few {"artists" if group_by_artist else "tracks"} '
+                         f'({len(ordered)}) to fill the three splits {tuple(fractions)}')
+      g = next(g for g in reversed(ordered) if placed[g] == donor)
+      placed[g] = s
+      for i in members[g]:
+        out[i] = s
+  return out
+
+
+# ---------------------------------------------------------------- tabular
+
+def to_number(name: str, value: Any) -> float | None:
+  """A raw source value in Spotify's convention -> the stored number.
+
+  Categorical columns become 1-based codes as the reference fed them:
+  explicit False/True -> 1/2, key 0..11 -> 1..12 (-1, 'no key', is missing),
+  mode 0/1 -> 1/2. None for missing; ValueError for non-numeric text.
+  """
+  if value is None or (isinstance(value, str) and value.strip() == ''):
+    return None
+  if isinstance(value, str):
+    text = value.strip()
+    if name == 'explicit' and text.lower() in ('true', 'false'):
+      value = text.lower() == 'true'
+    else:
+      try:
+        value = float(text)
+      except ValueError:
+        raise ValueError(f'non-numeric {name}: {text[:40]!r}') from None
+  x = float(value)
+  if not math.isfinite(x):
+    return None
+  if name in CATEGORICAL:
+    code = int(round(x)) + 1
+    if name == 'key' and code == 0:
+      return None
+    if not 1 <= code <= CATEGORICAL[name] or abs(x - round(x)) > 1e-6:
+      raise ValueError(f'{name} {value!r} out of range (expected 0..{CATEGORICAL[name] - 1})')
+    return float(code)
+  return x
+
+
+def tabular_stats(rows: np.ndarray, names: Sequence[str]) -> tuple[list[float], list[float]]:
+  """Training-split mean and sample std; categorical columns get 0 and 1."""
+  mean, std = [], []
+  for j, name in enumerate(names):
+    if name in CATEGORICAL:
+      mean.append(0.0)
+      std.append(1.0)
+      continue
+    col = rows[:, j].astype(np.float64) if len(rows) else np.zeros(0)
+    mean.append(float(col.mean()) if len(col) else 0.0)
+    std.append(float(col.std(ddof=1)) if len(col) > 1 else 1.0)
+  return mean, std
+
+
+# ---------------------------------------------------------------- the build
+
+def _write_report(path: str, problems: Sequence[Problem]) -> None:
+  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+  tmp = path + '.tmp'
+  with open(tmp, 'w', newline='', encoding='utf-8') as f:
+    w = csv.writer(f)
+    w.writerow(['origin', 'track_id', 'reason'])
+    for p in problems:
+      w.writerow([p.origin, p.track_id, p.reason])
+  os.replace(tmp, path)
+
+
+def _existing_fingerprint(version_dir: str) -> str | None:
+  try:
+    with open(os.path.join(version_dir, 'metadata.json'), encoding='utf-8') as f:
+      return json.load(f).get('fingerprint')
+  except (OSError, ValueError):
+    return None
+
+
+def build_dataset(
+    input_path: str,
+    data_dir: str,
+    name: str,
+    *,
+    clip: audio.ClipSettings = audio.ClipSettings(),
+    split: Sequence[float] = (0.64, 0.16, 0.20),
+    group_by_artist: bool = True,
+    stratify: bool = True,
+    seed: int = 42,
+    workers: int | None = None,
+    class_names: Sequence[str] | None = None,
+    label_map: Mapping[str, str | None] | None = None,
+    tabular: str = 'auto',
+    manifest_options: Mapping[str, Any] | None = None,
+    progress: bool = True,
+    verbose: bool = True,
+) -> dict[str, Any]:
+  """Prepares ``data_dir/name/<version>`` from a folder or manifest CSV.
+
+  clip: window length/position and the minimum length worth padding.
+  class_names: fixed class order; labels outside it are reported. Default:
+    every (mapped) label seen, sorted alphabetically as the reference.
+  label_map: raw label -> class name, or None to drop (e.g. metal's 32 query
+    tags -> 20 classes); unmapped labels pass through.
+  tabular: 'none' (audio only); 'source' (the manifest's tabular columns);
+    'audio' (the reference's 16 columns: the source's value where present,
+    else estimated from the audio, columns with neither dropped); 'auto'
+    ('source' when the source has tabular columns, else 'none').
+  Returns the summary (also printed when verbose).
+  """
+  t0 = time.time()
+  data_dir = os.path.abspath(data_dir)
+  from data_prep import tfds_builder  # pylint: disable=import-outside-toplevel
+  tfds_builder._class_name(name)  # pylint: disable=protected-access  # fail fast on a bad name
+  if tabular not in ('auto', 'none', 'source', 'audio'):
+    raise ValueError(f"tabular must be 'auto', 'none', 'source' or 'audio', got {tabular!r}")
+  source = read_source(input_path, **dict(manifest_options or {}))
+  problems: list[Problem] = list(source.problems)
+
+  # Labels: map, check, de-duplicate.
+  label_map = dict(label_map or {})
+
+  def mapped(label: str) -> str | None:
+    return label_map.get(label, label)
+
+  known = set(class_names) if class_names else None
+  tracks: list[Track] = []
+  seen: set[str] = set()
+  for t in source.tracks:
+    if t.track_id in seen:
+      problems.append(Problem(t.origin, t.track_id, 'duplicate track id'))
+      continue
+    label = mapped(t.label)
+    if label is None:
+      problems.append(Problem(t.origin, t.track_id, f'dropped label: {t.label!r} is mapped to no class'))
+      continue
+    if known is not None and label not in known:
+      problems.append(Problem(t.origin, t.track_id, f'unknown label: {label!r}'))
+      continue
+    seen.add(t.track_id)
+    extra = [m for m in (mapped(x) for x in t.labels) if m is not None]
+    labels = tuple(dict.fromkeys([label] + [m for m in extra if known is None or m in known]))
+    tracks.append(dataclasses.replace(t, label=label, labels=labels))
+
+  # Tabular columns.
+  mode = tabular
+  if mode == 'auto':
+    mode = 'source' if source.tabular_columns else 'none'
+  estimate = mode == 'audio'
+  if mode == 'none':
+    tab_names: list[str] = []
+  elif mode == 'source':
+    tab_names = list(source.tabular_columns)
+  else:
+    from crnn_jax import audio_features  # pylint: disable=import-outside-toplevel
+    tab_names = [c for c in REFERENCE_TABULAR
+                 if c in audio_features.ESTIMATED or c in source.tabular_columns]
+    tab_names += [c for c in source.tabular_columns if c not in tab_names]
+
+  # Decode (cached, parallel).
+  cache_dir = os.path.join(data_dir, f'{name}_cache')
+  jobs: list[Job] = []
+  cache_files: dict[str, str] = {}
+  for t in tracks:
+    key = cache_key(t.path, clip, estimate)
+    cache_file = (os.path.join(cache_dir, key[:2], key + '.npz') if key
+                  else os.path.join(cache_dir, 'unstattable.npz'))
+    cache_files[t.track_id] = cache_file
+    jobs.append(Job(t.track_id, t.path, cache_file if key else '', clip, estimate))
+  workers = int(workers or os.cpu_count() or 1)
+  t_decode = time.time()
+  results = run_jobs(jobs, workers, progress)
+  decode_seconds = time.time() - t_decode
+
+  good: list[Track] = []
+  rows: list[list[float]] = []
+  for t in tracks:
+    error, features = results[t.track_id]
+    if error:
+      problems.append(Problem(t.origin, t.track_id, error))
+      continue
+    row, bad = [], None
+    for col in tab_names:
+      try:
+        x = to_number(col, t.tabular.get(col))
+      except ValueError as e:
+        x, bad = None, str(e)
+      if x is None and col in features:
+        x = to_number(col, features[col])
+      if x is None:
+        bad = bad or f'missing tabular value: {col}'
+        break
+      row.append(x)
+    if bad:
+      problems.append(Problem(t.origin, t.track_id, bad))
+      continue
+    good.append(t)
+    rows.append(row)
+
+  report_path = os.path.join(data_dir, f'{name}_report.csv')
+  if not good:
+    _write_report(report_path, problems)
+    raise ValueError(f'no usable tracks in {input_path!r} ({len(problems)} skipped); '
+                     f'see {report_path}')
+  names = list(class_names) if class_names else sorted({t.label for t in good})
+  index = {c: i for i, c in enumerate(names)}
+  label_idx = [index[t.label] for t in good]
+  splits = assign_splits(label_idx, [t.artist_id for t in good], split, seed,
+                         group_by_artist, stratify)
+  empty = [s for s, f in zip(SPLITS, split) if f > 0 and s not in splits]
+  if empty:
+    raise ValueError(f'splits {empty} would be empty with {len(good)} usable tracks: add data '
+                     'or change the split fractions')
+  tab = np.asarray(rows, dtype=np.float32).reshape(len(good), len(tab_names))
+  train_rows = tab[[i for i, s in enumerate(splits) if s == 'train']]
+  mean, std = tabular_stats(train_rows, tab_names)
+
+  problems.sort(key=lambda p: (p.origin, p.track_id, p.reason))
+  _write_report(report_path, problems)
+
+  fingerprint_items = [
+      [t.track_id, os.path.basename(cache_files[t.track_id]), s, t.label, list(t.labels),
+       t.artist_id, [float(v) for v in r]]
+      for t, s, r in sorted(zip(good, splits, tab.tolist()), key=lambda x: x[0].track_id)]
+  metadata = {
+      'class_names': names,
+      'tabular_names': tab_names,
+      'tabular_categorical': {c: CATEGORICAL[c] for c in tab_names if c in CATEGORICAL},
+      'tabular_mean': mean,
+      'tabular_std': std,
+      'clip': dataclasses.asdict(clip),
+      'source': source.description,
+      'report': report_path,
+      'split': {'fractions': [float(f) for f in split], 'group_by_artist': group_by_artist,
+                'stratify': stratify, 'seed': seed},
+      'label_map': label_map,
+  }
+  metadata['fingerprint'] = hashlib.sha256(json.dumps(
+      [fingerprint_items, {k: v for k, v in metadata.items() if k not in ('report', 'source')}],
+      sort_keys=True).encode()).hexdigest()
+
+  version_dir = os.path.join(data_dir, name, tfds_builder.VERSION)
+  reused = _existing_fingerprint(version_dir) == metadata['fingerprint']
+  if not reused:
+    if os.path.isdir(version_dir):
+      if verbose:
+        print(f'replacing {version_dir}: its inputs or settings differ from this build')
+      shutil.rmtree(version_dir)
+    by_split: dict[str, list[int]] = {s: [] for s in SPLITS}
+    for i, s in enumerate(splits):
+      by_split[s].append(i)
+
+    def examples(indices: list[int]) -> Iterable[tuple[str, dict[str, Any]]]:
+      for i in indices:
+        t = good[i]
+        label_set = np.zeros(len(names), np.uint8)
+        label_set[[index[x] for x in t.labels]] = 1
+        yield t.track_id, {
+            'spectrogram': load_image(cache_files[t.track_id]),
+            'tabular': tab[i],
+            'label': label_idx[i],
+            'label_set': label_set,
+            'track_id': t.track_id,
+            'artist_id': t.artist_id,
+        }
+
+    tfds_builder.write_dataset(
+        name, data_dir, names, len(tab_names),
+        {s: (lambda ix=ix: examples(ix)) for s, ix in by_split.items()},
+        metadata, description=f'Prepared by data_prep from {source.description}',
+        frames=clip.frames())
+
+  counts = {s: collections.Counter() for s in SPLITS}
+  for t, s in zip(good, splits):
+    counts[s][t.label] += 1
+  summary = {
+      'dataset': os.path.join(data_dir, name),
+      'name': name,
+      'classes': names,
+      'clips': {s: {c: counts[s][c] for c in names} for s in SPLITS},
+      'clips_per_split': {s: sum(counts[s].values()) for s in SPLITS},
+      'skipped': len(problems),
+      'skipped_by_reason': dict(sorted(collections.Counter(p.kind for p in problems).items())),
+      'report': report_path,
+      'tabular_names': tab_names,
+      'workers': workers,
+      'decode_seconds': round(decode_seconds, 2),
+      'seconds': round(time.time() - t0, 2),
+      'reused_existing': reused,
+  }
+  if verbose:
+    print(format_summary(summary))
+  return summary
+
+
+def format_summary(summary: Mapping[str, Any]) -> str:
+  """A short table: clips per split and class, skips by reason, time."""
+  names = summary['classes']
+  width = max([len(c) for c in names] + [5])
+  lines = [f"data set {summary['dataset']}" + (' (unchanged, reused)'
+                                               if summary['reused_existing'] else '')]
+  lines.append(f"{'class':<{width}}  " + '  '.join(f'{s:>10}' for s in SPLITS))
+  for c in names:
+    lines.append(f'{c:<{width}}  ' + '  '.join(f"{summary['clips'][s][c]:>10}" for s in SPLITS))
+  lines.append(f"{'total':<{width}}  " + '  '.join(
+      f"{summary['clips_per_split'][s]:>10}" for s in SPLITS))
+  lines.append(f"skipped {summary['skipped']} input(s)" + (
+      ': ' + ', '.join(f'{k} {v}' for k, v in summary['skipped_by_reason'].items())
+      if summary['skipped'] else '') + f"; report: {summary['report']}")
+  lines.append(f"time {summary['seconds']:.1f} s (decode {summary['decode_seconds']:.1f} s on "
+               f"{summary['workers']} worker(s))")
+  return '\n'.join(lines)

@@ -1,0 +1,263 @@
+"""data_prep.prepare: folder source -> TFDS set, bad input, splits, resumption."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from crnn_jax import audio
+from data_prep import prepare
+
+SR = 22_050
+CLIP = audio.ClipSettings(seconds=2.0, position='start', min_seconds=1.0)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _tone(freq: float, seconds: float, sr: int = SR, channels: int = 1, seed: int = 0
+          ) -> np.ndarray:
+  t = np.arange(int(seconds * sr)) / sr
+  rng = np.random.default_rng(seed)
+  y = 0.3 * np.sin(2 * np.pi * freq * t) + 0.02 * rng.standard_normal(len(t))
+  return np.stack([y] * channels, axis=1).astype(np.float32) if channels > 1 else y
+
+
+def make_library(root: str) -> tuple[dict[str, str], dict[str, str]]:
+  """A small GTZAN-layout library; returns (good track id -> label, bad path -> hint)."""
+  good, bad = {}, {}
+  formats = [('wav', {}), ('flac', {}), ('ogg', {'format': 'OGG', 'subtype': 'VORBIS'}),
+             ('mp3', {'format': 'MP3', 'subtype': 'MPEG_LAYER_III'})]
+  for li, label in enumerate(('blues', 'rock', 'jazz')):
+    os.makedirs(os.path.join(root, label))
+    for k, (ext, kw) in enumerate(formats):
+      path = os.path.join(root, label, f'{label}{k}.{ext}')
+      sf.write(path, _tone(200 * (li + 1) + 30 * k, 2.5, seed=k), SR, **kw)
+      good[f'{label}/{label}{k}'] = label
+  # Exotic but valid: 6 channels at 8 kHz, stereo at 96 kHz, a 1.5 s clip (padded).
+  sf.write(os.path.join(root, 'rock', 'surround.wav'), _tone(300, 2.2, 8000, 6), 8000)
+  good['rock/surround'] = 'rock'
+  sf.write(os.path.join(root, 'jazz', 'hires.flac'), _tone(500, 2.2, 96000, 2), 96000)
+  good['jazz/hires'] = 'jazz'
+  sf.write(os.path.join(root, 'blues', 'short_ok.wav'), _tone(250, 1.5), SR)
+  good['blues/short_ok'] = 'blues'
+  # Bad input.
+  def add_bad(rel: str, data: bytes, hint: str) -> None:
+    path = os.path.join(root, rel)
+    with open(path, 'wb') as f:
+      f.write(data)
+    bad[path] = hint
+  add_bad('blues/empty.mp3', b'', 'empty')
+  add_bad('rock/text.wav', b'this is not audio at all\n' * 40, 'not decodable')
+  add_bad('jazz/random.mp3', np.random.default_rng(1).bytes(5000), '')
+  mp3 = open(os.path.join(root, 'rock', 'rock3.mp3'), 'rb').read()
+  add_bad('rock/truncated.mp3', mp3[:len(mp3) // 5], '')
+  add_bad('jazz/notes.txt', b'hello', 'not an audio file extension')
+  add_bad('stray.wav', b'', 'not in a label folder')
+  silent = os.path.join(root, 'jazz', 'silent.wav')
+  sf.write(silent, np.zeros(int(2.5 * SR), np.float32), SR)
+  bad[silent] = 'silent'
+  tiny = os.path.join(root, 'blues', 'tiny.wav')
+  sf.write(tiny, _tone(300, 0.4), SR)
+  bad[tiny] = 'too short'
+  # Same id as rock/rock0.wav; files are read in sorted order, so the .wav is the duplicate.
+  sf.write(os.path.join(root, 'rock', 'rock0.flac'), _tone(330, 2.5), SR, format='FLAC')
+  bad[os.path.join(root, 'rock', 'rock0.wav')] = 'duplicate'
+  link = os.path.join(root, 'blues', 'broken.wav')
+  os.symlink(os.path.join(root, 'nowhere.wav'), link)
+  bad[link] = 'unreadable'
+  return good, bad
+
+
+def read_split(data_dir: str, name: str) -> dict[str, dict]:
+  import tensorflow_datasets as tfds
+  sources = tfds.data_source(name, data_dir=data_dir)
+  out = {}
+  for split, src in sources.items():
+    for i in range(len(src)):
+      r = src[i]
+      tid = r['track_id'].decode() if isinstance(r['track_id'], bytes) else r['track_id']
+      out[tid] = dict(r, split=split)
+  return out
+
+
+def read_report(path: str) -> list[dict[str, str]]:
+  with open(path, newline='', encoding='utf-8') as f:
+    return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope='module')
+def built(tmp_path_factory):
+  root = str(tmp_path_factory.mktemp('lib'))
+  out = str(tmp_path_factory.mktemp('out'))
+  good, bad = make_library(root)
+  summary = prepare.build_dataset(root, out, 'lib_test', clip=CLIP, workers=1, progress=False)
+  return root, out, good, bad, summary
+
+
+def test_every_good_file_in_dataset_every_bad_one_in_report(built):
+  root, out, good, bad, summary = built
+  records = read_split(out, 'lib_test')
+  assert set(records) == set(good)
+  names = summary['classes']
+  assert names == ['blues', 'jazz', 'rock']
+  for tid, label in good.items():
+    assert names[records[tid]['label']] == label
+    assert records[tid]['label_set'].tolist() == [int(n == label) for n in names]
+    assert records[tid]['artist_id'] in (tid, tid.encode())
+    assert records[tid]['tabular'].shape == (0,)
+  report = read_report(os.path.join(out, 'lib_test_report.csv'))
+  reported = {r['origin']: r['reason'] for r in report}
+  assert set(reported) == set(bad)
+  for path, hint in bad.items():
+    assert hint in reported[path], (path, reported[path])
+  assert summary['skipped'] == len(bad)
+  assert sum(summary['clips_per_split'].values()) == len(good)
+
+
+def test_spectrogram_equals_direct_computation(built):
+  root, out, good, _, _ = built
+  records = read_split(out, 'lib_test')
+  for tid in ('rock/rock3', 'rock/surround', 'blues/short_ok'):
+    path = next(os.path.join(root, f) for f in [tid + e for e in ('.mp3', '.wav', '.flac')]
+                if os.path.exists(os.path.join(root, f)))
+    expected = audio.file_to_image(path, CLIP)
+    assert records[tid]['spectrogram'].shape == (128, CLIP.frames())
+    np.testing.assert_array_equal(records[tid]['spectrogram'], expected)
+
+
+def test_metadata_contract(built):
+  import tensorflow_datasets as tfds
+  _, out, _, _, _ = built
+  md = tfds.builder('lib_test', data_dir=out).info.metadata
+  assert md['class_names'] == ['blues', 'jazz', 'rock']
+  assert md['tabular_names'] == [] and md['tabular_categorical'] == {}
+  assert md['tabular_mean'] == [] and md['tabular_std'] == []
+  assert md['clip'] == {'seconds': 2.0, 'position': 'start', 'min_seconds': 1.0}
+  assert md['source'].startswith('folder:')
+  assert md['report'] == os.path.join(out, 'lib_test_report.csv')
+
+
+def test_rerun_reuses_and_rebuild_from_cache_is_identical(built, monkeypatch):
+  root, out, _, _, _ = built
+  before = read_split(out, 'lib_test')
+
+  def no_decoding(*args, **kwargs):
+    raise AssertionError('decoded again although the cache holds the result')
+
+  monkeypatch.setattr(prepare, 'compute_track', no_decoding)
+  again = prepare.build_dataset(root, out, 'lib_test', clip=CLIP, workers=1, progress=False)
+  assert again['reused_existing']
+  # A crash after decoding but before writing: the data set is gone, the cache is not.
+  import shutil
+  shutil.rmtree(os.path.join(out, 'lib_test'))
+  rebuilt = prepare.build_dataset(root, out, 'lib_test', clip=CLIP, workers=1, progress=False)
+  assert not rebuilt['reused_existing']
+  after = read_split(out, 'lib_test')
+  assert set(after) == set(before)
+  for tid, r in before.items():
+    assert after[tid]['split'] == r['split']
+    np.testing.assert_array_equal(after[tid]['spectrogram'], r['spectrogram'])
+
+
+def test_changed_input_rebuilds(tmp_path):
+  root, out = str(tmp_path / 'lib'), str(tmp_path / 'out')
+  for label in ('a', 'b'):
+    os.makedirs(os.path.join(root, label))
+    for k in range(3):
+      sf.write(os.path.join(root, label, f'{k}.wav'), _tone(300 + 100 * k, 1.2, seed=k), SR)
+  first = prepare.build_dataset(root, out, 'chg', clip=CLIP, workers=1, progress=False)
+  assert sum(first['clips_per_split'].values()) == 6
+  sf.write(os.path.join(root, 'b', 'new.wav'), _tone(900, 1.2), SR)
+  second = prepare.build_dataset(root, out, 'chg', clip=CLIP, workers=1, progress=False)
+  assert not second['reused_existing']
+  assert 'b/new' in read_split(out, 'chg')
+
+
+def test_parallel_workers_give_same_dataset(tmp_path):
+  root = str(tmp_path / 'lib')
+  for label in ('a', 'b'):
+    os.makedirs(os.path.join(root, label))
+    for k in range(3):
+      sf.write(os.path.join(root, label, f'{k}.wav'), _tone(200 + 150 * k, 1.2, seed=k), SR)
+  serial = prepare.build_dataset(root, str(tmp_path / 'o1'), 'par', clip=CLIP, workers=1,
+                                 progress=False)
+  parallel = prepare.build_dataset(root, str(tmp_path / 'o2'), 'par', clip=CLIP, workers=2,
+                                   progress=False)
+  assert serial['clips'] == parallel['clips']
+  a, b = read_split(str(tmp_path / 'o1'), 'par'), read_split(str(tmp_path / 'o2'), 'par')
+  assert set(a) == set(b)
+  for tid in a:
+    np.testing.assert_array_equal(a[tid]['spectrogram'], b[tid]['spectrogram'])
+
+
+# ---------------------------------------------------------------- splits
+
+def _toy(num_artists: int = 60, seed: int = 0) -> tuple[list[int], list[str]]:
+  rng = np.random.default_rng(seed)
+  labels, groups = [], []
+  for a in range(num_artists):
+    label = a % 4
+    for _ in range(int(rng.integers(1, 8))):
+      labels.append(label)
+      groups.append(f'artist{a}')
+  return labels, groups
+
+
+def test_artist_split_no_artist_in_two_splits_and_stratified():
+  labels, groups = _toy()
+  splits = prepare.assign_splits(labels, groups, seed=3)
+  by_artist: dict[str, set[str]] = {}
+  for g, s in zip(groups, splits):
+    by_artist.setdefault(g, set()).add(s)
+  assert all(len(s) == 1 for s in by_artist.values())
+  n = len(labels)
+  for split, frac in zip(prepare.SPLITS, (0.64, 0.16, 0.20)):
+    share = sum(s == split for s in splits) / n
+    assert abs(share - frac) < 0.06, (split, share)
+    for label in range(4):
+      per_label = [s for s, l in zip(splits, labels) if l == label]
+      assert split in per_label  # every class in every split
+  assert splits == prepare.assign_splits(labels, groups, seed=3)  # seeded
+  assert splits != prepare.assign_splits(labels, groups, seed=4)
+
+
+def test_reference_split_sizes_match_the_reference():
+  n = 39_597  # the genres data set: 25,342 / 6,335 / 7,920 (SPEC.md section 5)
+  splits = prepare.assign_splits([0] * n, [str(i) for i in range(n)], seed=42,
+                                 group_by_artist=False, stratify=False)
+  assert [splits.count(s) for s in prepare.SPLITS] == [25_342, 6_335, 7_920]
+
+
+def test_bad_fractions_rejected():
+  with pytest.raises(ValueError):
+    prepare.assign_splits([0, 1], ['a', 'b'], fractions=(0.5, 0.5, 0.5))
+
+
+def test_to_number_codes_categoricals_one_based():
+  assert prepare.to_number('explicit', 'True') == 2.0
+  assert prepare.to_number('explicit', False) == 1.0
+  assert prepare.to_number('key', '0') == 1.0 and prepare.to_number('key', 11) == 12.0
+  assert prepare.to_number('key', -1) is None  # Spotify: no key detected
+  assert prepare.to_number('mode', 1) == 2.0
+  assert prepare.to_number('tempo', ' 120.5 ') == 120.5
+  assert prepare.to_number('tempo', '') is None
+  with pytest.raises(ValueError):
+    prepare.to_number('tempo', 'fast')
+  with pytest.raises(ValueError):
+    prepare.to_number('key', 12)
+
+
+def test_cli_build_help_and_error():
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  out = subprocess.run([sys.executable, '-m', 'data_prep', 'build', '--help'], env=env,
+                       capture_output=True, text=True, cwd=ROOT)
+  assert out.returncode == 0 and '--data_dir' in out.stdout
+  out = subprocess.run([sys.executable, '-m', 'data_prep', 'build', '--input=/no/such/dir',
+                        '--data_dir=/tmp/x', '--name=abc'], env=env, capture_output=True,
+                       text=True, cwd=ROOT)
+  assert out.returncode == 2 and out.stderr.startswith('error:') and 'Traceback' not in out.stderr
