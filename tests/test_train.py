@@ -1,0 +1,235 @@
+"""Training: schedule, steps, data parallelism, resumption, guards and errors."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import ROOT, tiny_config, write_tiny
+from crnn_jax import checkpoints, input_pipeline, tabular, train
+from crnn_jax.errors import UserError
+
+
+def _fastai_one_cycle(step, n, max_lr, pct=0.3):
+  """SPEC.md section 5 written out: cosine warm-up over a1 steps, cosine down."""
+  a1 = int(n * pct)
+  cos = lambda start, end, p: end + (start - end) / 2 * (math.cos(math.pi * p) + 1)
+  if step <= a1:
+    return cos(max_lr / 25, max_lr, step / a1), cos(0.95, 0.85, step / a1)
+  return cos(max_lr, max_lr / 250_000, (step - a1) / (n - a1)), cos(0.85, 0.95, (step - a1) / (n - a1))
+
+
+def test_schedules_match_spec_at_key_steps():
+  config = tiny_config('')
+  config.train.max_lr = 1.738e-3
+  n = 1000
+  lr, beta1 = train.schedules(config, n)
+  a1 = int(0.3 * n)
+  for step in (0, 1, a1 // 2, a1, a1 + 1, 700, n - 1):
+    want_lr, want_b1 = _fastai_one_cycle(step, n, 1.738e-3)
+    np.testing.assert_allclose(float(lr(step)), want_lr, rtol=1e-5, atol=1e-6 * 1.738e-3)
+    np.testing.assert_allclose(float(beta1(step)), want_b1, rtol=1e-6)
+  np.testing.assert_allclose(float(lr(0)), 1.738e-3 / 25, rtol=1e-6)
+  np.testing.assert_allclose(float(lr(a1)), 1.738e-3, rtol=1e-6)
+
+
+def _state_and_batch(data_dir, num_tabular=0, name='tiny'):
+  config = tiny_config(data_dir, name)
+  info = input_pipeline.load_info(config)
+  sources = input_pipeline.open_sources(config)
+  state = train.create_train_state(config, info, jax.random.key(0), steps_per_epoch=10)
+  order = np.arange(len(sources['train']))
+  batch = next(input_pipeline.train_batches(sources['train'], order, info, 16, 0, config))
+  return config, info, state, batch
+
+
+def test_train_step_lowers_loss_on_a_fixed_batch(tiny_data_dir):
+  config, info, state, batch = _state_and_batch(tiny_data_dir)
+  step = jax.jit(lambda s, b: train.train_step(s, b, jnp.ones(2), False))
+  losses = []
+  for _ in range(6):
+    state, m = step(state, batch)
+    losses.append(float(m['loss']))
+  assert losses[-1] < losses[0] * 0.8, losses
+  assert int(state.step) == 6
+
+
+def test_eval_step_is_deterministic_and_uses_running_stats(tiny_data_dir):
+  config, info, state, batch = _state_and_batch(tiny_data_dir)
+  ev = jax.jit(lambda s, b: train.eval_step(s, b, False))
+  a, b = ev(state, batch), ev(state, batch)
+  np.testing.assert_array_equal(a['logits'], b['logits'])
+  # Eval of one example alone equals its row in the batch (no batch statistics).
+  single = {k: v[:1] for k, v in batch.items()}
+  np.testing.assert_allclose(ev(state, single)['logits'][0], a['logits'][0], rtol=1e-5, atol=1e-5)
+
+
+def test_tabular_branch_trains(tiny_tabular_data_dir):
+  config, info, state, batch = _state_and_batch(tiny_tabular_data_dir, name='tiny_tab')
+  assert info.num_tabular == 4 and batch['tabular'].shape == (16, 4)
+  state, m = jax.jit(lambda s, b: train.train_step(s, b, jnp.ones(2), False))(state, batch)
+  assert np.isfinite(float(m['loss']))
+
+
+def test_tabular_encoding_raw_and_onehot():
+  meta = {'tabular_names': ['explicit', 'key', 'tempo'],
+          'tabular_categorical': {'explicit': 2, 'key': 12},
+          'tabular_mean': [0, 0, 120.0], 'tabular_std': [1, 1, 20.0]}
+  raw = np.array([[2, 5, 140.0]])
+  np.testing.assert_allclose(tabular.encode(raw, meta, 'raw'), [[2, 5, 20 / (20 + 1e-7)]])
+  onehot = tabular.encode(raw, meta, 'onehot')
+  assert onehot.shape == (1, 2 + 12 + 1) == (1, tabular.encoded_size(meta, 'onehot'))
+  assert onehot[0, 1] == 1 and onehot[0, 2 + 4] == 1 and onehot.sum() == pytest.approx(3.0, 1e-5)
+
+
+def test_epoch_order_is_seeded_and_balanced_sampling_balances():
+  labels = np.array([0] * 90 + [1] * 10)
+  a = input_pipeline.epoch_order(labels, 42, 3)
+  np.testing.assert_array_equal(a, input_pipeline.epoch_order(labels, 42, 3))
+  assert not np.array_equal(a, input_pipeline.epoch_order(labels, 42, 4))
+  assert sorted(a) == list(range(100))
+  balanced = input_pipeline.epoch_order(np.tile(labels, 20), 0, 0, 'balanced')
+  frac = (np.tile(labels, 20)[balanced] == 1).mean()
+  assert 0.45 < frac < 0.55
+
+
+def test_inverse_frequency_class_weights():
+  config = tiny_config('')
+  config.train.class_weighting = 'inverse_frequency'
+  w = train.class_weights_for(config, np.array([0, 0, 0, 1]), 2)
+  np.testing.assert_allclose(w, [4 / 6, 2.0])
+
+
+MULTI_DEVICE_SCRIPT = r'''
+import json, sys
+sys.path.insert(0, {tests!r}); sys.path.insert(0, {root!r})
+import jax, numpy as np
+from conftest import tiny_config
+from crnn_jax import input_pipeline, train
+config = tiny_config({data_dir!r})
+info = input_pipeline.load_info(config)
+src = input_pipeline.open_sources(config)
+par = train.Parallel(config)
+state = par.replicate(train.create_train_state(config, info, jax.random.key(0), 4))
+step = par.jit_train_step(False)
+w = par.replicate(jax.numpy.ones(2))
+losses = []
+order = input_pipeline.epoch_order(input_pipeline.read_labels(src['train']), 0, 0)
+for batch in input_pipeline.train_batches(src['train'], order, info, 16, 0, config):
+  state, m = step(state, par.shard_batch(batch), w)
+  losses.append(float(m['loss']))  # block on each step
+print(json.dumps({{'devices': jax.device_count(), 'losses': losses}}))
+'''
+
+
+def _run_devices(data_dir, n):
+  env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={n}',
+             JAX_PLATFORMS='cpu')
+  script = MULTI_DEVICE_SCRIPT.format(tests=os.path.join(ROOT, 'tests'), root=ROOT,
+                                      data_dir=data_dir)
+  out = subprocess.run([sys.executable, '-c', script], env=env, capture_output=True, text=True,
+                       timeout=300, check=True)
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_one_device_and_four_devices_give_the_same_losses(tiny_data_dir):
+  one, four = _run_devices(tiny_data_dir, 1), _run_devices(tiny_data_dir, 4)
+  assert one['devices'] == 1 and four['devices'] == 4
+  assert len(one['losses']) == 4
+  # The first steps agree to ~1e-7; later ones drift slightly because the
+  # cross-device sums (batch norm statistics, gradients) add in another order
+  # and Adam's normalised update magnifies rounding in near-zero gradients.
+  np.testing.assert_allclose(four['losses'][:2], one['losses'][:2], rtol=1e-5)
+  np.testing.assert_allclose(four['losses'], one['losses'], rtol=2e-3)
+
+
+def test_interrupted_run_resumes_exactly(tiny_data_dir, tmp_path, monkeypatch):
+  config = tiny_config(tiny_data_dir)
+  config.train.num_epochs = 2
+  straight = train.train_and_evaluate(config, str(tmp_path / 'straight'))
+
+  real = input_pipeline.train_batches
+  calls = {'n': 0}
+
+  def interrupted_batches(*args, **kwargs):
+    for i, batch in enumerate(real(*args, **kwargs)):
+      calls['n'] += 1
+      if calls['n'] == 6:  # epoch 2, batch 2: Ctrl-C
+        raise KeyboardInterrupt
+      yield batch
+
+  monkeypatch.setattr(input_pipeline, 'train_batches', interrupted_batches)
+  workdir = str(tmp_path / 'resumed')
+  with pytest.raises(train.Interrupted, match='rerun the same command'):
+    train.train_and_evaluate(config, workdir)
+  monkeypatch.setattr(input_pipeline, 'train_batches', real)
+  mgr = checkpoints.manager(workdir)
+  assert mgr.latest_step() == 5  # 4 steps of epoch 1 + 1 of epoch 2
+  mgr.close()
+  resumed = train.train_and_evaluate(config, workdir)
+  assert resumed == straight
+  straight_rows = open(tmp_path / 'straight' / 'metrics.jsonl').read()
+  assert open(os.path.join(workdir, 'metrics.jsonl')).read() == straight_rows
+
+
+def test_nan_loss_stops_with_a_clear_message(tiny_data_dir, tmp_path, monkeypatch):
+  config = tiny_config(tiny_data_dir)
+  real = train.train_step
+
+  def poisoned(state, batch, weights, multilabel):
+    state, m = real(state, batch, weights, multilabel)
+    return state, dict(m, loss=m['loss'] * jnp.nan)
+
+  monkeypatch.setattr(train, 'train_step', poisoned)
+  with pytest.raises(train.TrainingDiverged, match='loss became nan at step 1'):
+    train.train_and_evaluate(config, str(tmp_path / 'w'))
+
+
+def test_bad_inputs_give_user_errors(tiny_data_dir, tmp_path):
+  config = tiny_config(str(tmp_path / 'nowhere'))
+  with pytest.raises(UserError, match='does not exist'):
+    input_pipeline.load_info(config)
+  config = tiny_config(tiny_data_dir, name='absent')
+  with pytest.raises(UserError, match="no data set 'absent'.*found: tiny"):
+    input_pipeline.load_info(config)
+  config = tiny_config(tiny_data_dir)
+  config.data.class_names = ('high', 'low')
+  with pytest.raises(UserError, match='do not match'):
+    input_pipeline.load_info(config)
+  blocker = tmp_path / 'file'
+  blocker.write_text('x')
+  with pytest.raises(UserError, match='not writable'):
+    checkpoints.ensure_workdir(str(blocker / 'sub'))
+
+
+def test_checkpoint_of_another_model_is_refused(tiny_data_dir, tmp_path):
+  config = tiny_config(tiny_data_dir)
+  config.train.num_epochs = 1
+  train.train_and_evaluate(config, str(tmp_path / 'w'))
+  config.model.gru_features = 32
+  with pytest.raises(UserError, match='does not fit this model'):
+    train.train_and_evaluate(config, str(tmp_path / 'w'))
+
+
+def test_main_prints_one_line_errors(tmp_path):
+  out = subprocess.run(
+      [sys.executable, 'main.py', '--config=configs/default.py', f'--workdir={tmp_path}/w',
+       '--config.data.name=x', f'--config.data.data_dir={tmp_path}/missing'],
+      cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert out.returncode == 2
+  assert out.stderr.strip().startswith('error: data directory') and 'Traceback' not in out.stderr
+  assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_main_summary_prints_total_params():
+  out = subprocess.run([sys.executable, 'main.py', '--config=configs/metal.py', '--mode=summary'],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
+  lines = out.stdout.strip().splitlines()
+  assert lines[-1] == 'total params: 284436'
+  assert any(l.startswith('conv5') and '1x1x20x64' in l for l in lines)
