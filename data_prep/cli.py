@@ -63,6 +63,8 @@ def add_build_command(commands: Any) -> None:
                  'relative to (default: the CSV\'s folder)')
   p.add_argument('--echonest', default='', help="FMA echonest.csv (with --preset=fma): "
                  'Echo Nest audio features as tabular columns')
+  p.add_argument('--fma_subset', choices=('', 'small', 'medium', 'large', 'full'), default='',
+                 help='with --preset=fma: keep only this FMA subset\'s tracks')
   p.add_argument('--no_progress', action='store_true', help='no progress bar')
   p.set_defaults(run=run_build)
 
@@ -85,6 +87,8 @@ def run_build(args: argparse.Namespace) -> int:
       manifest_options['audio_root'] = args.audio_root
     if args.echonest:
       manifest_options['echonest'] = args.echonest
+    if args.fma_subset:
+      manifest_options['subset'] = args.fma_subset
     prepare.build_dataset(
         args.input, args.data_dir, args.name,
         clip=audio.ClipSettings(seconds=args.clip_seconds, position=args.clip_position,

@@ -334,6 +334,7 @@ def to_number(name: str, value: Any) -> float | None:
   """
   if value is None or (isinstance(value, str) and value.strip() == ''):
     return None
+  original = value.strip() if isinstance(value, str) else value
   if isinstance(value, str):
     text = value.strip()
     if name == 'explicit' and text.lower() in ('true', 'false'):
@@ -351,7 +352,7 @@ def to_number(name: str, value: Any) -> float | None:
     if name == 'key' and code == 0:
       return None
     if not 1 <= code <= CATEGORICAL[name] or abs(x - round(x)) > 1e-6:
-      raise ValueError(f'{name} {value!r} out of range (expected 0..{CATEGORICAL[name] - 1})')
+      raise ValueError(f'{name} {original} out of range (expected 0..{CATEGORICAL[name] - 1})')
     return float(code)
   return x
 
@@ -518,6 +519,7 @@ def build_dataset(
                      f'see {report_path}')
   names = list(class_names) if class_names else sorted({t.label for t in good})
   index = {c: i for i, c in enumerate(names)}
+  good = [dataclasses.replace(t, labels=tuple(x for x in t.labels if x in index)) for t in good]
   label_idx = [index[t.label] for t in good]
   splits = assign_splits(label_idx, [t.artist_id for t in good], split, seed,
                          group_by_artist, stratify)

@@ -1,0 +1,218 @@
+"""Manifest CSV sources: rows naming audio, label(s), artist and tabular values.
+
+Presets (``read_manifest(..., preset=...)``):
+
+  '' (generic)        columns ``path`` and ``label`` required; optional
+                      ``labels`` (label set: ';' or '|' separated, or a Python
+                      list literal), ``artist`` (or ``artist_id``), ``track_id``
+                      (or ``id``; default: the path without extension), and any
+                      of the reference's 16 tabular columns (SPEC.md section 3).
+  'metal_track_data'  the reference's (and ``python -m data_prep spotify``'s)
+  / 'spotify'         track table: ``id`` (audio at ``<id[0:2]>/<id>.mp3`` under
+                      audio_root), ``genre`` (label), ``artist_id`` or
+                      ``artist``, ``artist_genres`` (label set), Spotify's
+                      feature columns by their API names; a ``path`` column,
+                      where present, wins over the id layout.
+  'fma'               FMA metadata: ``tracks.csv`` (two header rows + a
+                      ``track_id`` row): label = ('track', 'genre_top'), label
+                      set = the top-level genres of ('track', 'genres_all')
+                      through ``genres.csv`` beside it, artist = ('artist',
+                      'id'), audio at ``<tid:06d>[0:3]/<tid:06d>.mp3``; with
+                      ``echonest=echonest.csv``, the Echo Nest audio features
+                      (acousticness, danceability, energy, instrumentalness,
+                      liveness, speechiness, tempo, valence) as tabular columns.
+                      ``subset`` ('small'/'medium'/'large') keeps that FMA
+                      subset's rows.
+
+Rows that cannot become a track (missing path or label, unreadable CSV rows)
+are returned as problems for the build's report; tabular values are kept raw
+and checked by the build, which reports non-numeric ones.
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import os
+from typing import Any, Iterator, Sequence
+
+from data_prep.prepare import REFERENCE_TABULAR, Problem, Source, Track
+
+ECHONEST_FEATURES = ('acousticness', 'danceability', 'energy', 'instrumentalness', 'liveness',
+                     'speechiness', 'tempo', 'valence')
+FMA_SUBSETS = ('small', 'medium', 'large', 'full')
+
+
+def parse_label_set(text: str) -> list[str]:
+  """'a;b', 'a|b' or a list literal "['a', 'b']" -> ['a', 'b'] (literals are not run)."""
+  text = (text or '').strip()
+  if not text:
+    return []
+  if text.startswith('['):
+    try:
+      value = ast.literal_eval(text)
+      if isinstance(value, (list, tuple)):
+        return [str(v).strip() for v in value if str(v).strip()]
+    except (ValueError, SyntaxError):
+      pass
+    text = text.strip('[]')
+  sep = ';' if ';' in text else '|' if '|' in text else ','
+  return [part.strip().strip('\'"') for part in text.split(sep) if part.strip().strip('\'"')]
+
+
+def _first(row: dict[str, str], names: Sequence[str]) -> str:
+  for n in names:
+    value = row.get(n)
+    if value is not None and value.strip():
+      return value.strip()
+  return ''
+
+
+def _rows(path: str) -> Iterator[tuple[int, dict[str, str] | None, str]]:
+  """(line number, row or None, error) of a one-header CSV; bad rows don't stop it."""
+  with open(path, newline='', encoding='utf-8-sig') as f:
+    reader = csv.reader(f)
+    try:
+      header = [h.strip() for h in next(reader)]
+    except StopIteration:
+      return
+    while True:
+      try:
+        cells = next(reader)
+      except StopIteration:
+        return
+      except csv.Error as e:
+        yield reader.line_num, None, f'unreadable CSV row: {e}'
+        continue
+      if not any(c.strip() for c in cells):
+        continue
+      if len(cells) != len(header):
+        yield reader.line_num, None, (f'malformed CSV row: {len(cells)} fields, header has '
+                                      f'{len(header)}')
+        continue
+      yield reader.line_num, dict(zip(header, cells)), ''
+
+
+def _multi_header_rows(path: str, levels: int) -> Iterator[tuple[int, dict[str, str] | None, str]]:
+  """Rows of a pandas multi-index CSV (FMA): keys 'level0.level1[.level2]'; the
+  first column (the index, e.g. track_id) under key 'index'."""
+  with open(path, newline='', encoding='utf-8') as f:
+    reader = csv.reader(f)
+    heads = [next(reader) for _ in range(levels)]
+    width = len(heads[-1])
+    keys = ['index'] + ['.'.join(h[i].strip() for h in heads) for i in range(1, width)]
+    while True:
+      try:
+        cells = next(reader)
+      except StopIteration:
+        return
+      except csv.Error as e:
+        yield reader.line_num, None, f'unreadable CSV row: {e}'
+        continue
+      if cells and cells[0].strip() == 'track_id' and not any(c.strip() for c in cells[1:]):
+        continue  # the index-name row
+      if not any(c.strip() for c in cells):
+        continue
+      if len(cells) != width:
+        yield reader.line_num, None, f'malformed CSV row: {len(cells)} fields, header has {width}'
+        continue
+      yield reader.line_num, dict(zip(keys, cells)), ''
+
+
+def read_manifest(csv_path: str, preset: str = '', audio_root: str = '', echonest: str = '',
+                  subset: str = '') -> Source:
+  """A manifest CSV -> Source (tracks, problems, tabular columns)."""
+  csv_path = os.path.abspath(csv_path)
+  root = os.path.abspath(audio_root) if audio_root else os.path.dirname(csv_path)
+  if preset == 'fma':
+    return _read_fma(csv_path, root, echonest, subset)
+  if preset not in ('', 'generic', 'metal_track_data', 'spotify'):
+    raise ValueError(f"unknown manifest preset {preset!r}: use '', 'metal_track_data', "
+                     "'spotify' or 'fma'")
+  spotify_layout = preset in ('metal_track_data', 'spotify')
+  with open(csv_path, newline='', encoding='utf-8-sig') as f:
+    header = [h.strip() for h in next(csv.reader(f), [])]
+  tabular = tuple(c for c in REFERENCE_TABULAR if c in header)
+  label_cols = ('genre', 'label') if spotify_layout else ('label',)
+  if not any(c in header for c in label_cols):
+    raise ValueError(f'manifest {csv_path} has no label column (expected one of {label_cols}); '
+                     f'columns: {header[:20]}')
+  tracks, problems = [], []
+  for line, row, error in _rows(csv_path):
+    origin = f'{csv_path}:{line}'
+    if row is None:
+      problems.append(Problem(origin, '', error))
+      continue
+    track_id = _first(row, ('track_id', 'id'))
+    path = _first(row, ('path', 'audio_path', 'filename'))
+    if not path and spotify_layout and track_id:
+      path = os.path.join(track_id[:2], track_id + '.mp3')
+    if not path:
+      problems.append(Problem(origin, track_id, 'missing field: path'))
+      continue
+    full = path if os.path.isabs(path) else os.path.join(root, path)
+    if not track_id:
+      track_id = os.path.splitext(path)[0].replace(os.sep, '/')
+    label = _first(row, label_cols)
+    if not label:
+      problems.append(Problem(origin, track_id, f'missing field: {label_cols[0]}'))
+      continue
+    label_set = parse_label_set(_first(row, ('labels', 'artist_genres', 'genres')))
+    artist = _first(row, ('artist_id', 'artist', 'artists', 'artist_name')) or track_id
+    tracks.append(Track(track_id=track_id, path=full, label=label,
+                        labels=tuple(dict.fromkeys([label] + label_set)), artist_id=artist,
+                        origin=origin, tabular={c: row.get(c, '') for c in tabular}))
+  return Source(tracks, problems, tabular, f'manifest:{csv_path}' + (f' ({preset})' if preset else ''))
+
+
+def _fma_genres(tracks_csv: str) -> dict[str, str]:
+  """genre id -> title of its top-level genre, from genres.csv beside tracks.csv."""
+  path = os.path.join(os.path.dirname(tracks_csv), 'genres.csv')
+  if not os.path.exists(path):
+    return {}
+  titles, top = {}, {}
+  for _, row, _ in _rows(path):
+    if row:
+      titles[row['genre_id']] = row['title']
+      top[row['genre_id']] = row.get('top_level', '')
+  return {g: titles.get(top[g], '') for g in titles if top.get(g)}
+
+
+def _read_fma(tracks_csv: str, root: str, echonest: str, subset: str) -> Source:
+  if subset and subset not in FMA_SUBSETS:
+    raise ValueError(f'unknown FMA subset {subset!r}: use one of {FMA_SUBSETS}')
+  top_of = _fma_genres(tracks_csv)
+  features: dict[str, dict[str, str]] = {}
+  tabular: tuple[str, ...] = ()
+  if echonest:
+    tabular = ECHONEST_FEATURES
+    for _, row, _ in _multi_header_rows(echonest, 3):
+      if row:
+        features[row['index'].strip()] = {
+            c: row.get(f'echonest.audio_features.{c}', '') for c in ECHONEST_FEATURES}
+  max_subset = FMA_SUBSETS.index(subset) if subset else len(FMA_SUBSETS)
+  tracks, problems = [], []
+  for line, row, error in _multi_header_rows(tracks_csv, 2):
+    origin = f'{tracks_csv}:{line}'
+    if row is None:
+      problems.append(Problem(origin, '', error))
+      continue
+    tid = row['index'].strip()
+    if not tid.isdigit():
+      problems.append(Problem(origin, tid, f'non-numeric track_id: {tid[:20]!r}'))
+      continue
+    row_subset = row.get('set.subset', '').strip()
+    if subset and row_subset in FMA_SUBSETS and FMA_SUBSETS.index(row_subset) > max_subset:
+      continue  # another subset's track: not part of this data set, not a problem
+    name = f'{int(tid):06d}'
+    label = row.get('track.genre_top', '').strip()
+    if not label:
+      problems.append(Problem(origin, name, 'missing field: genre_top'))
+      continue
+    label_set = [top_of.get(g, '') for g in parse_label_set(row.get('track.genres_all', ''))]
+    tracks.append(Track(
+        track_id=name, path=os.path.join(root, name[:3], name + '.mp3'), label=label,
+        labels=tuple(dict.fromkeys([label] + [g for g in label_set if g])),
+        artist_id=row.get('artist.id', '').strip() or name, origin=origin,
+        tabular=dict(features.get(tid, {}))))
+  return Source(tracks, problems, tabular, f'manifest:{tracks_csv} (fma)')

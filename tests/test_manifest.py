@@ -1,0 +1,236 @@
+"""Manifest CSV sources (generic, the reference's metal table, FMA) -> TFDS sets."""
+
+from __future__ import annotations
+
+import csv
+import os
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from crnn_jax import audio, audio_features, tabular
+from data_prep import manifest, mappings, prepare
+
+SR = 22_050
+CLIP = audio.ClipSettings(seconds=2.0, position='start', min_seconds=1.0)
+
+
+def _wav(path: str, freq: float, seconds: float = 1.5, seed: int = 0) -> str:
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  t = np.arange(int(seconds * SR)) / SR
+  rng = np.random.default_rng(seed)
+  sf.write(path, (0.3 * np.sin(2 * np.pi * freq * t) + 0.01 * rng.standard_normal(len(t)))
+           .astype(np.float32), SR)
+  return path
+
+
+def _write_csv(path: str, header: list[str], rows: list[list]) -> str:
+  with open(path, 'w', newline='', encoding='utf-8') as f:
+    w = csv.writer(f)
+    w.writerow(header)
+    w.writerows(rows)
+  return path
+
+
+def _records(data_dir: str, name: str) -> dict[str, dict]:
+  import tensorflow_datasets as tfds
+  out = {}
+  for split, src in tfds.data_source(name, data_dir=data_dir).items():
+    for i in range(len(src)):
+      r = dict(src[i])
+      for k in ('track_id', 'artist_id'):
+        r[k] = r[k].decode() if isinstance(r[k], bytes) else r[k]
+      out[r['track_id']] = dict(r, split=split)
+  return out
+
+
+def _report(data_dir: str, name: str) -> dict[str, str]:
+  with open(os.path.join(data_dir, f'{name}_report.csv'), newline='', encoding='utf-8') as f:
+    return {r['origin'].rsplit(':', 1)[-1] + '|' + r['track_id']: r['reason']
+            for r in csv.DictReader(f)}
+
+
+def test_parse_label_set():
+  assert manifest.parse_label_set("['death metal', 'thrash metal']") == ['death metal',
+                                                                         'thrash metal']
+  assert manifest.parse_label_set('a; b') == ['a', 'b']
+  assert manifest.parse_label_set('a|b') == ['a', 'b']
+  assert manifest.parse_label_set("[__import__('os')]") == ["__import__('os')"]  # never run
+  assert manifest.parse_label_set('') == []
+
+
+def test_generic_manifest_with_tabular_and_bad_rows(tmp_path):
+  root = str(tmp_path)
+  header = ['track_id', 'path', 'label', 'artist', 'explicit', 'key', 'mode', 'tempo', 'loudness']
+  rows, good = [], {}
+  for i in range(12):
+    label = ('x', 'y', 'z')[i % 3]
+    rel = f'audio/{i}.wav'
+    _wav(os.path.join(root, rel), 200 + 40 * i, seed=i)
+    rows.append([f't{i}', rel, label, f'artist{i // 2}', ['False', 'True'][i % 2], i % 12, i % 2,
+                 100 + 5 * i, -10 - i])
+    good[f't{i}'] = (label, [1 + i % 2, 1 + i % 12, 1 + i % 2, -10 - i, 100 + 5 * i])
+  _wav(os.path.join(root, 'audio/b.wav'), 300)
+  rows += [
+      ['b14', '', 'x', 'a', 'False', 1, 1, 120, -5],  # line 14: no path
+      ['b15', 'audio/b.wav', '', 'a', 'False', 1, 1, 120, -5],  # 15: no label
+      ['b16', 'audio/b.wav', 'x', 'a', 'False', 1, 1, 'fast', -5],  # 16: non-numeric
+      ['b17', 'audio/b.wav', 'x', 'a', 'False', 1, 1, '', -5],  # 17: missing tabular value
+      ['b18', 'audio/b.wav', 'w', 'a', 'False', 1, 1, 120, -5],  # 18: unknown label
+      ['t0', 'audio/b.wav', 'x', 'a', 'False', 1, 1, 120, -5],  # 19: duplicate id
+      ['b20', 'audio/b.wav', 'x'],  # 20: malformed
+      ['b21', 'audio/missing.wav', 'x', 'a', 'False', 1, 1, 120, -5],  # 21: no such file
+      ['b22', 'audio/b.wav', 'x', 'a', 'False', 14, 1, 120, -5],  # 22: key out of range
+  ]
+  csv_path = _write_csv(os.path.join(root, 'm.csv'), header, rows)
+  out = str(tmp_path / 'out')
+  summary = prepare.build_dataset(csv_path, out, 'gen', clip=CLIP, workers=1, progress=False,
+                                  class_names=['x', 'y', 'z'])
+  recs = _records(out, 'gen')
+  assert set(recs) == set(good)
+  for tid, (label, values) in good.items():
+    assert summary['classes'][recs[tid]['label']] == label
+    np.testing.assert_allclose(recs[tid]['tabular'], values)  # raw, 1-based codes
+  report = _report(out, 'gen')
+  expected = {'14|b14': 'missing field: path', '15|b15': 'missing field: label',
+              '16|b16': 'non-numeric tempo', '17|b17': 'missing tabular value: tempo',
+              '18|b18': 'unknown label', '19|t0': 'duplicate track id',
+              '20|': 'malformed CSV row', '21|b21': 'unreadable path',
+              '22|b22': 'key 14 out of range'}
+  assert set(report) == set(expected)
+  for k, hint in expected.items():
+    assert hint in report[k], (k, report[k])
+  # Metadata: standardisation statistics from the training split only.
+  import tensorflow_datasets as tfds
+  md = tfds.builder('gen', data_dir=out).info.metadata
+  assert md['tabular_names'] == ['explicit', 'key', 'mode', 'loudness', 'tempo']  # SPEC order
+  assert md['tabular_categorical'] == {'explicit': 2, 'key': 12, 'mode': 2}
+  train = np.stack([r['tabular'] for r in recs.values() if r['split'] == 'train'])
+  np.testing.assert_allclose(md['tabular_mean'], [0, 0, 0] + list(train[:, 3:].mean(0)), rtol=1e-5)
+  np.testing.assert_allclose(md['tabular_std'], [1, 1, 1] + list(train[:, 3:].std(0, ddof=1)),
+                             rtol=1e-5)
+  assert len(train) < len(recs)
+  # Training reads it through crnn_jax.tabular in both encodings.
+  raw = np.stack([r['tabular'] for r in recs.values()])
+  assert tabular.encode(raw, md, 'raw').shape == (12, 5)
+  assert tabular.encode(raw, md, 'onehot').shape == (12, 2 + 12 + 2 + 2)
+  # Artists never straddle splits.
+  by_artist: dict[str, set] = {}
+  for tid, r in recs.items():
+    by_artist.setdefault(r['artist_id'], set()).add(r['split'])
+  assert all(len(s) == 1 for s in by_artist.values())
+
+
+def test_tabular_from_audio_fills_what_the_source_lacks(tmp_path):
+  root = str(tmp_path)
+  rows = []
+  for i in range(6):
+    _wav(os.path.join(root, f'{i}.wav'), 220 * (1 + i % 3), seconds=2.0, seed=i)
+    rows.append([f'{i}.wav', 'ab'[i % 2], 40 + i])
+  csv_path = _write_csv(os.path.join(root, 'm.csv'), ['path', 'label', 'popularity'], rows)
+  out = str(tmp_path / 'out')
+  prepare.build_dataset(csv_path, out, 'est', clip=CLIP, workers=1, progress=False,
+                        tabular='audio')
+  import tensorflow_datasets as tfds
+  md = tfds.builder('est', data_dir=out).info.metadata
+  assert md['tabular_names'] == ['key', 'mode', 'duration_ms', 'loudness', 'num_sections',
+                                 'popularity', 'tempo', 'time_signature']
+  recs = _records(out, 'est')
+  e = audio_features.estimate(audio.load_audio(os.path.join(root, '3.wav')))
+  expected = [e['key'] + 1, e['mode'] + 1, e['duration_ms'], e['loudness'], e['num_sections'],
+              43, e['tempo'], e['time_signature']]
+  np.testing.assert_allclose(recs['3']['tabular'], expected, rtol=1e-5)
+
+
+def test_metal_track_data_preset(tmp_path):
+  root = str(tmp_path)
+  header = ['id', 'name', 'artist', 'artist_id', 'genre', 'artist_genres', 'preview_url']
+  ids = ['3abcDEF', '3xyzUVW', '7klmnop', '7qrstuv', '0aaaaaa', '0bbbbbb', '5ccccc1',
+         '5ccccc2', '9dddddd', '9eeeeee']
+  genres = ['blackgaze', 'black metal', 'thrash metal', 'thrash metal', 'goregrind',
+            'grindcore', 'death metal', 'technical death metal', 'djent', 'death metal']
+  artists = ['a1', 'a1', 'a2', 'a3', 'a4', 'a4', 'a5', 'a6', 'a7', 'a8']
+  rows = []
+  for k, (tid, g, a) in enumerate(zip(ids, genres, artists)):
+    _wav(os.path.join(root, tid[:2], tid + '.mp3').replace('.mp3', '.wav'), 200 + 50 * k)
+    os.replace(os.path.join(root, tid[:2], tid + '.wav'), os.path.join(root, tid[:2], tid + '.mp3'))
+    rows.append([tid, f'song {k}', a.upper(), a, g, str([g, 'melodic death metal', 'swedish metal']),
+                 ''])
+  csv_path = _write_csv(os.path.join(root, 'metal_track_data.csv'), header, rows)
+  out = str(tmp_path / 'out')
+  summary = prepare.build_dataset(
+      csv_path, out, 'metal_mini', clip=CLIP, workers=1, progress=False,
+      class_names=list(mappings.METAL_CLASSES), label_map=mappings.METAL_LABEL_MAP,
+      manifest_options={'preset': 'metal_track_data'})
+  recs = _records(out, 'metal_mini')
+  assert set(recs) == set(ids) - {'9dddddd'}  # djent is dropped
+  assert 'dropped label' in _report(out, 'metal_mini')['10|9dddddd']
+  names = summary['classes']
+  assert names[recs['3abcDEF']['label']] == 'black metal'  # blackgaze merged
+  assert names[recs['5ccccc2']['label']] == 'death metal'
+  assert names[recs['0aaaaaa']['label']] == 'grindcore'
+  mel = names.index('melodic death metal')
+  assert recs['3abcDEF']['label_set'][mel] == 1 and recs['3abcDEF']['label_set'].sum() == 2
+  assert recs['3abcDEF']['artist_id'] == 'a1'
+  assert recs['3abcDEF']['split'] == recs['3xyzUVW']['split']  # same artist, same split
+
+
+def _fma_fixture(root: str) -> tuple[str, str]:
+  """FMA's file shapes: pandas multi-index CSVs (2 and 3 header rows + an index-name row)."""
+  tracks = os.path.join(root, 'fma_metadata', 'tracks.csv')
+  os.makedirs(os.path.dirname(tracks))
+  cols = [('artist', 'id'), ('set', 'split'), ('set', 'subset'), ('track', 'genre_top'),
+          ('track', 'genres_all'), ('track', 'title')]
+  data = [(2, 10, 'training', 'small', 'Hip-Hop', '[21]', 'Food'),
+          (3, 10, 'training', 'small', 'Hip-Hop', '[21, 811]', 'Electric Ave'),
+          (5, 11, 'training', 'small', 'Rock', '[12, 15]', 'This World'),
+          (10, 12, 'test', 'small', 'Rock', '[12]', 'Freeway'),
+          (20, 13, 'training', 'medium', 'Rock', '[12]', 'Spiritual'),
+          (26, 14, 'training', 'small', '', '[12]', 'No top genre'),
+          (30, 15, 'validation', 'small', 'Hip-Hop', '[21]', 'Multi\nline title'),
+          (46, 16, 'training', 'small', 'Rock', '[12]', 'Six')]
+  with open(tracks, 'w', newline='', encoding='utf-8') as f:
+    w = csv.writer(f)
+    w.writerow([''] + [c[0] for c in cols])
+    w.writerow([''] + [c[1] for c in cols])
+    w.writerow(['track_id'] + [''] * len(cols))
+    w.writerows([list(r) for r in data])
+  _write_csv(os.path.join(root, 'fma_metadata', 'genres.csv'),
+             ['genre_id', '#tracks', 'parent', 'title', 'top_level'],
+             [[12, 1, 0, 'Rock', 12], [15, 1, 0, 'Electronic', 15], [21, 1, 0, 'Hip-Hop', 21],
+              [811, 1, 21, 'Hip-Hop Beats', 21]])
+  echonest = os.path.join(root, 'fma_metadata', 'echonest.csv')
+  with open(echonest, 'w', newline='', encoding='utf-8') as f:
+    w = csv.writer(f)
+    feats = list(manifest.ECHONEST_FEATURES)
+    w.writerow([''] + ['echonest'] * (len(feats) + 1))
+    w.writerow([''] + ['audio_features'] * len(feats) + ['metadata'])
+    w.writerow([''] + feats + ['artist_name'])
+    w.writerow(['track_id'] + [''] * (len(feats) + 1))
+    for tid in (2, 3, 5, 10, 20, 30, 46):
+      w.writerow([tid] + [round(0.1 * (i + 1) + tid / 100, 3) for i in range(len(feats))] + ['x'])
+  for k, (tid, *_) in enumerate(data):
+    name = f'{tid:06d}'
+    _wav(os.path.join(root, 'fma_small', name[:3], name + '.wav'), 200 + 60 * k)
+    src = os.path.join(root, 'fma_small', name[:3], name + '.wav')
+    os.replace(src, src[:-4] + '.mp3')
+  return tracks, echonest
+
+
+def test_fma_preset_with_echonest(tmp_path):
+  tracks, echonest = _fma_fixture(str(tmp_path))
+  out = str(tmp_path / 'out')
+  summary = prepare.build_dataset(
+      tracks, out, 'fma_mini', clip=CLIP, workers=1, progress=False, split=(0.5, 0.25, 0.25),
+      manifest_options={'preset': 'fma', 'audio_root': str(tmp_path / 'fma_small'),
+                        'echonest': echonest, 'subset': 'small'})
+  recs = _records(out, 'fma_mini')
+  assert set(recs) == {'000002', '000003', '000005', '000010', '000030', '000046'}
+  assert summary['classes'] == ['Hip-Hop', 'Rock']
+  assert recs['000005']['label_set'].tolist() == [0, 1]  # Electronic is no class here
+  assert recs['000003']['artist_id'] == '10'
+  assert recs['000002']['split'] == recs['000003']['split']  # same artist
+  np.testing.assert_allclose(recs['000005']['tabular'],
+                             [round(0.1 * (i + 1) + 0.05, 3) for i in range(8)], rtol=1e-6)
+  assert 'genre_top' in _report(out, 'fma_mini')['9|000026']
