@@ -1,0 +1,104 @@
+"""The reference's own trained checkpoints: crnn_jax computes what PyTorch does.
+
+For both files in ../shared/reference/checkpoints (never copied into this
+repository), on spectrograms made through the full audio path (synthetic demo
+clips written to disk, decoded, SPEC.md section 2 contract): crnn_jax's
+log-probabilities equal the PyTorch port's (benchmarks/torch_reference.py
+loading the same file) within 1e-4 at batch sizes 1 and 8, so top-1 agrees on
+every clip. Skipped without torch, or where the shared folder is absent.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip('torch')
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `pytest` run without `python -m`
+  sys.path.insert(0, str(ROOT))
+
+import jax  # noqa: E402
+
+from benchmarks import torch_reference as tr  # noqa: E402
+from configs import genres, metal  # noqa: E402
+from crnn_jax import audio, models, reference_weights as rw  # noqa: E402
+
+CHECKPOINTS = Path(__file__).resolve().parents[2] / 'shared/reference/checkpoints'
+FILES = {'genre': 'crnn_genre_model.pth', 'metal': 'crnn_concat_metal_model.pth'}
+CONFIGS = {'genre': genres, 'metal': metal}
+NUM_CLIPS = 8
+
+pytestmark = pytest.mark.skipif(
+    not all((CHECKPOINTS / f).is_file() for f in FILES.values()),
+    reason=f'reference checkpoints not found in {CHECKPOINTS} (they live in ../shared, '
+    'outside the repository)')
+
+
+@pytest.fixture(scope='module')
+def spectrograms(tmp_path_factory) -> np.ndarray:
+  """(8, 128, 1292, 1) model inputs from audio files, as prediction makes them."""
+  import soundfile as sf  # pylint: disable=import-outside-toplevel
+  from data_prep import demo  # pylint: disable=import-outside-toplevel
+  folder = tmp_path_factory.mktemp('clips')
+  images = []
+  for i in range(NUM_CLIPS):
+    style = demo.STYLES[i % len(demo.STYLES)]
+    # 20 s at 44.1 kHz stereo: decoding resamples, downmixes and pads to 30 s
+    y = demo.synthesize(style, seed=11, index=i, seconds=20.0, sample_rate=44_100, channels=2)
+    path = folder / f'{style}_{i}.wav'
+    sf.write(path, y, 44_100)
+    images.append(audio.file_to_image(path, audio.ClipSettings()))
+  return audio.image_to_model_input(np.stack(images))
+
+
+@pytest.fixture(scope='module')
+def tabular() -> np.ndarray:
+  """16 inputs per clip as the reference fed them: raw codes, then standardised."""
+  rng = np.random.default_rng(4)
+  codes = np.stack([rng.integers(1, 3, NUM_CLIPS), rng.integers(1, 13, NUM_CLIPS),
+                    rng.integers(1, 3, NUM_CLIPS)], axis=1)
+  return np.concatenate([codes, rng.normal(size=(NUM_CLIPS, 13))], axis=1).astype(np.float32)
+
+
+@pytest.fixture(scope='module', params=list(FILES))
+def pair(request):
+  """(head, torch port with the checkpoint, crnn_jax model, converted variables)."""
+  head = request.param
+  path = CHECKPOINTS / FILES[head]
+  port = tr.load_reference_model(path)
+  state_dict = tr.state_dict_from_checkpoint(tr.load_checkpoint_file(path))
+  config = CONFIGS[head].get_config()
+  num_tabular = 16 if head == 'metal' else 0
+  model = models.create_model(config.model, len(config.data.class_names), num_tabular)
+  template = jax.eval_shape(
+      model.init, jax.random.key(0), np.zeros((1, 128, 1292, 1), np.float32),
+      np.zeros((1, num_tabular), np.float32) if num_tabular else None)
+  variables = rw.convert_for(state_dict, template)
+  return head, port, model, variables
+
+
+@pytest.mark.parametrize('batch', [1, 8])
+def test_log_probs_match_pytorch(pair, spectrograms, tabular, batch):
+  head, port, model, variables = pair
+  tab = tabular if head == 'metal' else None
+  apply = jax.jit(model.apply)
+  got, want = [], []
+  for start in range(0, NUM_CLIPS, batch):
+    spec = spectrograms[start:start + batch]
+    t = None if tab is None else tab[start:start + batch]
+    got.append(np.asarray(jax.nn.log_softmax(apply(variables, spec, t))))
+    with torch.no_grad():
+      want.append(port(torch.from_numpy(np.ascontiguousarray(spec.transpose(0, 3, 1, 2))),
+                       None if t is None else torch.from_numpy(t)).numpy())
+  got, want = np.concatenate(got), np.concatenate(want)
+  assert got.shape == (NUM_CLIPS, 10 if head == 'genre' else 20)
+  np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
+  np.testing.assert_array_equal(got.argmax(-1), want.argmax(-1))
+  # trained weights: confident, non-uniform predictions (a zeroed or
+  # mis-mapped head would give near-uniform ones)
+  assert np.exp(got.max(-1)).mean() > 2.0 / got.shape[1]
