@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -67,7 +67,7 @@ def _lowpass(x: np.ndarray, sr: int, cutoff: float, order: int = 2) -> np.ndarra
 
 def _place(out: np.ndarray, buf: np.ndarray, start: float) -> None:
   """Adds buf into out at sample ``start`` (clipped to out's bounds)."""
-  start = int(round(start))
+  start = round(start)
   if start < 0:
     buf, start = buf[-start:], 0
   end = min(len(out), start + len(buf))
@@ -324,7 +324,7 @@ def synthesize(style: str, seed: int, index: int, seconds: float = 5.0,
   if style not in _SYNTHS:
     raise ValueError(f'unknown demo style {style!r}; known: {", ".join(STYLES)}')
   rng = np.random.default_rng([seed, STYLES.index(style), index])
-  n = int(round(seconds * sample_rate))
+  n = round(seconds * sample_rate)
   y = _SYNTHS[style](rng, sample_rate, n)
   y = y / (np.abs(y).max() + 1e-9)
   y = y + rng.uniform(0.002, 0.02) * rng.normal(size=n)  # noise floor
@@ -393,7 +393,7 @@ def generate_demo_library(folder: str, seed: int = 0, clips_per_class: int = 40,
       path = paths[c * clips_per_class + i]
       if same and os.path.isfile(path) and os.path.getsize(path) > 0:
         continue
-      ext, fmt, subtype, rate, channels = clip_format(c, i)
+      _, fmt, subtype, rate, channels = clip_format(c, i)
       y = synthesize(style, seed, i, seconds, rate, channels)
       tmp = f'{path}.partial'
       sf.write(tmp, y, rate, format=fmt, subtype=subtype)
