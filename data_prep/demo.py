@@ -37,7 +37,10 @@ STYLES = ('electronic', 'metal', 'strings', 'swing')
 FORMATS = (('wav', 'WAV', 'PCM_16'), ('flac', 'FLAC', 'PCM_16'), ('ogg', 'OGG', 'VORBIS'))
 RATES = (22_050, 44_100)
 CHANNELS = (1, 2)
-MANIFEST = '.demo_manifest.json'
+# Written next to the library (``<folder>.demo.json``), not inside it: the
+# folder reader treats anything at its top level that is not a label folder as
+# a problem to report.
+MANIFEST_SUFFIX = '.demo.json'
 
 _TWO_PI = 2.0 * np.pi
 
@@ -348,6 +351,11 @@ def demo_paths(folder: str, clips_per_class: int = 40) -> list[str]:
   return paths
 
 
+def manifest_file(folder: str) -> str:
+  """Where the arguments of the last complete generation are recorded."""
+  return os.path.normpath(os.path.abspath(folder)) + MANIFEST_SUFFIX
+
+
 def _manifest(seed: int, clips_per_class: int, seconds: float) -> dict:
   return {'seed': int(seed), 'clips_per_class': int(clips_per_class), 'seconds': float(seconds),
           'styles': list(STYLES), 'version': 1}
@@ -360,14 +368,15 @@ def generate_demo_library(folder: str, seed: int = 0, clips_per_class: int = 40,
   Idempotent: a complete library made with the same arguments is left alone;
   missing files (e.g. after an interrupted run) are written; a library made
   with other arguments has its clips rewritten (and surplus demo clips removed).
-  Files are written to a temporary name and renamed, so none is ever partial.
+  Files are written to a temporary name and renamed, so none is ever partial;
+  the arguments are recorded in ``manifest_file(folder)`` once all are written.
   """
   import soundfile as sf  # pylint: disable=import-outside-toplevel
   if clips_per_class < 1 or seconds <= 0:
     raise ValueError('clips_per_class must be >= 1 and seconds > 0')
   paths = demo_paths(folder, clips_per_class)
   want = _manifest(seed, clips_per_class, seconds)
-  manifest_path = os.path.join(folder, MANIFEST)
+  manifest_path = manifest_file(folder)
   try:
     with open(manifest_path) as f:
       have = json.load(f)
@@ -389,6 +398,9 @@ def generate_demo_library(folder: str, seed: int = 0, clips_per_class: int = 40,
         os.remove(p)
   for c, style in enumerate(STYLES):
     os.makedirs(os.path.join(folder, style), exist_ok=True)
+    for name in os.listdir(os.path.join(folder, style)):  # left by an interrupted run
+      if name.endswith('.partial'):
+        os.remove(os.path.join(folder, style, name))
     for i in range(clips_per_class):
       path = paths[c * clips_per_class + i]
       if same and os.path.isfile(path) and os.path.getsize(path) > 0:

@@ -29,7 +29,8 @@ def _label(folder: str, path: str) -> str:
 def test_layout_labels_and_mixed_formats(library):
   folder, paths = library
   assert len(paths) == len(set(paths)) == CLIPS * len(demo.STYLES)
-  assert sorted(os.listdir(folder)) == sorted(list(demo.STYLES) + [demo.MANIFEST])
+  assert sorted(os.listdir(folder)) == sorted(demo.STYLES)  # nothing else: the reader
+  assert os.path.isfile(demo.manifest_file(folder))  # would report it
   labels = [_label(folder, p) for p in paths]
   assert {l: labels.count(l) for l in labels} == {s: CLIPS for s in demo.STYLES}
   exts, rates, channels = set(), set(), set()
@@ -47,6 +48,15 @@ def test_layout_labels_and_mixed_formats(library):
   for s in demo.STYLES:
     assert len({p.rsplit('.', 1)[1] for p in paths if _label(folder, p) == s}) >= 2
   assert not [f for _, _, fs in os.walk(folder) for f in fs if f.endswith(('.partial', '.tmp'))]
+
+
+def test_folder_reader_takes_every_clip_without_complaint(library):
+  from data_prep import prepare  # the reader `python -m data_prep build` uses
+  folder, paths = library
+  source = prepare.read_folder(folder)
+  assert not source.problems
+  assert sorted(t.path for t in source.tracks) == sorted(os.path.abspath(p) for p in paths)
+  assert {t.label for t in source.tracks} == set(demo.STYLES)
 
 
 def test_deterministic_given_seed(library, tmp_path):
@@ -74,8 +84,7 @@ def test_idempotent_and_repairs_missing_files(tmp_path):
   assert all(os.stat(p).st_mtime_ns == stamps[p] for p in paths if p != victim)
   # other arguments: clips are rewritten, and surplus clips of the old set removed
   fewer = demo.generate_demo_library(folder, seed=2, clips_per_class=1, seconds=1.0)
-  assert sorted(fewer) == sorted(os.path.join(r, f) for r, _, fs in os.walk(folder) for f in fs
-                                 if not f.startswith('.'))
+  assert sorted(fewer) == sorted(os.path.join(r, f) for r, _, fs in os.walk(folder) for f in fs)
   assert not np.array_equal(sf.read(paths[0])[0], reference)
 
 
