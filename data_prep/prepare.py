@@ -457,7 +457,15 @@ def build_dataset(
     labels = tuple(dict.fromkeys([label] + [m for m in extra if known is None or m in known]))
     tracks.append(dataclasses.replace(t, label=label, labels=labels))
 
-  # Tabular columns.
+  # Tabular columns; a column empty in every row (e.g. Spotify's refused
+  # audio features) is no column at all, not a reason to drop every row.
+  empty_columns = [c for c in source.tabular_columns
+                   if all(str(t.tabular.get(c, '')).strip() == '' for t in tracks)]
+  if empty_columns:
+    source = dataclasses.replace(source, tabular_columns=tuple(
+        c for c in source.tabular_columns if c not in empty_columns))
+    if verbose:
+      print(f'tabular columns empty in every row, left out: {", ".join(empty_columns)}')
   mode = tabular
   if mode == 'auto':
     mode = 'source' if source.tabular_columns else 'none'
@@ -603,6 +611,7 @@ def build_dataset(
       'decode_seconds': round(decode_seconds, 2),
       'seconds': round(time.time() - t0, 2),
       'reused_existing': reused,
+      'empty_tabular_columns': empty_columns,
   }
   if verbose:
     print(format_summary(summary))
