@@ -20,6 +20,10 @@ config_flags.DEFINE_config_file('config', None, 'Path to a config file (configs/
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and results.')
 flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'summary'],
                   'train (then evaluate), eval (latest checkpoint), summary (layer table).')
+flags.DEFINE_string('coordinator_address', None,
+                    'Multi-process runs: host:port of process 0 (else SLURM/Open MPI are detected).')
+flags.DEFINE_integer('num_processes', None, 'Multi-process runs: number of processes.')
+flags.DEFINE_integer('process_id', None, 'Multi-process runs: this process, 0..num_processes-1.')
 FLAGS = flags.FLAGS
 
 
@@ -49,13 +53,18 @@ def run(config, workdir: str | None, mode: str) -> None:
   if not workdir:
     raise train.UserError('--workdir is required for --mode=train and --mode=eval')
   if config.data.demo:
-    prepare_demo_data(config)
+    import jax  # pylint: disable=import-outside-toplevel
+    if jax.process_index() == 0:
+      prepare_demo_data(config)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+      multihost_utils.sync_global_devices('demo data ready')
   if mode == 'eval':
     results = train.evaluate_only(config, workdir)
   else:
     results = train.train_and_evaluate(config, workdir)
   test = results['test']
-  print(f'test: top-1 {test["top1"]:.4f}  top-{config.eval.top_k} {test["top5"]:.4f}  '
+  train.log(f'test: top-1 {test["top1"]:.4f}  top-{config.eval.top_k} {test["top5"]:.4f}  '
         f'loss {test["loss"]:.4f}  ({test["count"]} clips); results in {workdir}/results.json')
 
 
@@ -65,6 +74,8 @@ def main(argv) -> None:
   if FLAGS.config is None:
     raise app.UsageError('--config is required, e.g. --config=configs/demo.py')
   logging.set_verbosity(logging.WARNING)
+  from crnn_jax import distributed  # pylint: disable=import-outside-toplevel
+  distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   from crnn_jax.errors import UserError  # pylint: disable=import-outside-toplevel
   from crnn_jax.train import Interrupted  # pylint: disable=import-outside-toplevel
   try:

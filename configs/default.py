@@ -49,7 +49,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.eps = 1e-8
   config.train.weight_decay = 0.01  # decoupled, on every parameter
   config.train.grad_clip_norm = 0.0  # 0 disables (reference: none)
-  config.train.dtype = 'float32'
+  config.train.grad_accum_steps = 1  # >1: batch_size is split into this many passes
+  config.train.class_weighting = 'none'  # 'none' (reference) | 'inverse_frequency'
+  config.train.sampling = 'shuffle'  # 'shuffle' (reference) | 'balanced' (classes equally likely)
+  config.train.dtype = 'float32'  # compute dtype: 'float32' (reference) | 'bfloat16'
   config.train.log_every_steps = 10
   config.train.eval_batch_size = 64
 

@@ -208,6 +208,6 @@ def eval_batches(source: Any, info: DataInfo, global_batch: int,
   mask = mask.reshape(num_batches, global_batch)[:, sl].reshape(-1)
   transform = ToModelInputs(info)
   ds = (grain.MapDataset.range(len(index))
-        .map(lambda i: dict(transform.map(source[int(index[i])]), mask=mask[i]))
+        .map(lambda i: dict(transform.map(source[int(index[i])]), mask=np.float32(mask[i])))
         .batch(local, drop_remainder=True))
   return iter(ds.to_iter_dataset(_read_options(config)))

@@ -84,9 +84,13 @@ def make_optimizer(config: ml_collections.ConfigDict, total_steps: int
   lr, beta1 = schedules(config, total_steps)
   adamw = optax.inject_hyperparams(optax.adamw)(
       learning_rate=lr, b1=beta1, b2=t.beta2, eps=t.eps, weight_decay=t.weight_decay)
+  tx = adamw
   if t.grad_clip_norm:
-    return optax.chain(optax.clip_by_global_norm(t.grad_clip_norm), adamw)
-  return adamw
+    tx = optax.chain(optax.clip_by_global_norm(t.grad_clip_norm), adamw)
+  accum = int(t.get('grad_accum_steps', 1))
+  if accum > 1:  # total_steps counts optimiser updates, not micro-batches
+    tx = optax.MultiSteps(tx, every_k_schedule=accum)
+  return tx
 
 
 def dummy_inputs(info: DataInfo, batch: int = 1) -> tuple[jax.Array, jax.Array | None]:
@@ -98,6 +102,7 @@ def dummy_inputs(info: DataInfo, batch: int = 1) -> tuple[jax.Array, jax.Array |
 
 def create_train_state(config: ml_collections.ConfigDict, info: DataInfo, rng: jax.Array,
                        steps_per_epoch: int) -> TrainState:
+  """A fresh state; steps_per_epoch counts optimiser updates (global batches)."""
   model = create_model(config, info)
   spec, tab = dummy_inputs(info)
   variables = jax.jit(functools.partial(model.init, train=False))(rng, spec, tab)
@@ -150,7 +155,10 @@ def eval_step(state: TrainState, batch: Batch, multilabel: bool) -> dict[str, ja
   spec, tab = model_inputs(batch)
   logits = state.apply_fn({'params': state.params, 'batch_stats': state.batch_stats},
                           spec, tab, train=False)
-  return {'logits': logits, 'loss': per_example_loss(logits, batch, multilabel)}
+  # Labels and mask come back with the logits: with several processes each
+  # host fed only its slice, and the replicated outputs are the whole batch.
+  return {'logits': logits, 'loss': per_example_loss(logits, batch, multilabel),
+          'label': batch['label'], 'label_set': batch['label_set'], 'mask': batch['mask']}
 
 
 # --------------------------------------------------------------------------
@@ -164,10 +172,13 @@ class Parallel:
     self.replicated = NamedSharding(self.mesh, P())
     self.data = NamedSharding(self.mesh, P('data'))
     n = jax.device_count()
-    for field in ('batch_size', 'eval_batch_size'):
-      if config.train[field] % n:
-        raise UserError(f'config.train.{field}={config.train[field]} is not divisible by the '
-                        f'{n} devices; choose a multiple of {n}')
+    accum = int(config.train.get('grad_accum_steps', 1))
+    sizes = {'batch_size / grad_accum_steps': config.train.batch_size // max(accum, 1),
+             'eval_batch_size': config.train.eval_batch_size}
+    for field, size in sizes.items():
+      if size % n:
+        raise UserError(f'config.train.{field} = {size} is not divisible by the {n} devices; '
+                        f'choose a multiple of {n}')
 
   def shard_batch(self, local_batch: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
     return {k: jax.make_array_from_process_local_data(self.data, np.asarray(v))
@@ -197,13 +208,9 @@ def predict_split(state: TrainState, source: Any, info: DataInfo, parallel: Para
                                        'mask': []}
   for batch in input_pipeline.eval_batches(source, info, config.train.eval_batch_size, config,
                                            jax.process_index(), jax.process_count()):
-    mask = batch.pop('mask')
     out = jax.device_get(eval_fn(state, parallel.shard_batch(batch)))
-    for k in ('logits', 'loss'):
-      outs[k].append(np.asarray(out[k]))
-    outs['label'].append(batch['label'])
-    outs['label_set'].append(batch['label_set'])
-    outs['mask'].append(mask)
+    for k, v in outs.items():
+      v.append(np.asarray(out[k]))
   joined = {k: np.concatenate(v) for k, v in outs.items()}
   keep = joined.pop('mask') > 0
   return {k: v[keep] for k, v in joined.items()}
@@ -230,6 +237,12 @@ def class_weights_for(config: ml_collections.ConfigDict, train_labels: np.ndarra
     weights = np.where(counts > 0, len(train_labels) / (num_classes * np.maximum(counts, 1)), 0.0)
     return weights.astype(np.float32)
   raise UserError(f"config.train.class_weighting {mode!r}: use 'none' or 'inverse_frequency'")
+
+
+def log(message: str) -> None:
+  """Progress for people: printed by process 0 only."""
+  if jax.process_index() == 0:
+    print(message, flush=True)
 
 
 def _raise_interrupt(signum, frame):
@@ -281,10 +294,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   parallel = Parallel(config)
   t = config.train
   global_batch = t.batch_size
-  steps_per_epoch = info.split_sizes['train'] // global_batch
+  accum = int(t.get('grad_accum_steps', 1))
+  if accum < 1 or global_batch % accum:
+    raise UserError(f'config.train.grad_accum_steps={accum} must be >= 1 and divide '
+                    f'config.train.batch_size={global_batch}')
+  micro_batch = global_batch // accum  # what one forward/backward pass sees
+  steps_per_epoch = info.split_sizes['train'] // global_batch  # optimiser updates
   if steps_per_epoch == 0:
     raise UserError(f'the train split has {info.split_sizes["train"]} examples, fewer than one '
                     f'batch of {global_batch}; lower --config.train.batch_size')
+  micro_steps = steps_per_epoch * accum
   total_steps = steps_per_epoch * t.num_epochs
 
   if jax.process_index() == 0:
@@ -299,8 +318,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if restored is not None:
     state, meta = restored
     state = parallel.replicate(state)
-    print(f'Resuming from {mgr.directory}/{int(state.step)}: epoch {meta["epoch"] + 1}, '
-          f'batch {meta["batch_in_epoch"]}', flush=True)
+    log(f'Resuming from {mgr.directory}/{int(state.step)}: epoch {meta["epoch"] + 1}, '
+        f'batch {meta["batch_in_epoch"]}')
 
   train_labels = input_pipeline.read_labels(sources['train'])
   weights = parallel.replicate(jnp.asarray(
@@ -321,10 +340,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       correct = float(partial.get('correct', 0.0))
       seen = int(partial.get('seen', 0))
       order = input_pipeline.epoch_order(train_labels, config.seed, epoch, sampling)
+      order = order[:steps_per_epoch * global_batch]  # whole global batches only
       batches = input_pipeline.train_batches(
-          sources['train'], order, info, global_batch, start_batch, config,
+          sources['train'], order, info, micro_batch, start_batch, config,
           jax.process_index(), jax.process_count())
-      bar = tqdm(total=steps_per_epoch, initial=start_batch, desc=f'epoch {epoch + 1}/{t.num_epochs}',
+      bar = tqdm(total=micro_steps, initial=start_batch, desc=f'epoch {epoch + 1}/{t.num_epochs}',
                  disable=jax.process_index() != 0, dynamic_ncols=True, mininterval=1.0)
       batch_index = start_batch
       tic = time.perf_counter()
@@ -339,9 +359,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 f'loss became {loss} at step {int(state.step)} (epoch {epoch + 1}); lower '
                 '--config.train.max_lr or set --config.train.grad_clip_norm=1.0; the last good '
                 f'checkpoint is in {mgr.directory}')
-          loss_sum += loss * global_batch
+          loss_sum += loss * micro_batch
           correct += float(m['correct'])
-          seen += global_batch
+          seen += micro_batch
           batch_index += 1
           bar.update(1)
           rate = (batch_index - start_batch) * global_batch / (time.perf_counter() - tic)
@@ -358,18 +378,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           predict_split(state, sources['validation'], info, parallel, eval_fn, config),
           info, config)
       step = int(state.step)
+      updates = step // accum
       history.append({
-          'epoch': epoch + 1, 'step': step,
+          'epoch': epoch + 1, 'step': updates,
           'train_loss': loss_sum / max(seen, 1), 'train_accuracy': correct / max(seen, 1),
           'val_loss': val['loss'], 'val_accuracy': val['top1'],
-          'learning_rate': float(lr_fn(step - 1)), 'beta1': float(beta1_fn(step - 1)),
+          'learning_rate': float(lr_fn(updates - 1)), 'beta1': float(beta1_fn(updates - 1)),
       })
       checkpoints.save(mgr, step, state, {'epoch': epoch + 1, 'batch_in_epoch': 0,
                                           'history': history, 'partial': {}})
       writers.epoch(history)
-      print(f'epoch {epoch + 1}: train loss {history[-1]["train_loss"]:.4f} '
-            f'acc {history[-1]["train_accuracy"]:.4f} | val loss {val["loss"]:.4f} '
-            f'acc {val["top1"]:.4f}', flush=True)
+      log(f'epoch {epoch + 1}: train loss {history[-1]["train_loss"]:.4f} '
+          f'acc {history[-1]["train_accuracy"]:.4f} | val loss {val["loss"]:.4f} '
+          f'acc {val["top1"]:.4f}')
   finally:
     signal.signal(signal.SIGTERM, old_handler)
     writers.close()
