@@ -65,6 +65,11 @@ def add_build_command(commands: Any) -> None:
                  'Echo Nest audio features as tabular columns')
   p.add_argument('--fma_subset', choices=('', 'small', 'medium', 'large', 'full'), default='',
                  help='with --preset=fma: keep only this FMA subset\'s tracks')
+  p.add_argument('--beam_runner', default='', help="decode and write through Apache Beam "
+                 "(pip install apache-beam): 'DirectRunner' locally, or a cluster's runner "
+                 '(data_dir and the audio must then be on storage all workers see)')
+  p.add_argument('--beam_options', default='', help='extra Beam pipeline options, '
+                 "space-separated, e.g. '--direct_num_workers=4 --direct_running_mode=multi_processing'")
   p.add_argument('--no_progress', action='store_true', help='no progress bar')
   p.set_defaults(run=run_build)
 
@@ -97,11 +102,22 @@ def run_build(args: argparse.Namespace) -> int:
         stratify=args.split_by != 'reference', seed=args.seed, workers=args.workers or None,
         class_names=[c.strip() for c in args.classes.split(',') if c.strip()] or None,
         label_map=label_map, tabular=args.tabular, manifest_options=manifest_options,
-        progress=not args.no_progress)
+        progress=not args.no_progress, **_beam_settings(args))
   except (ValueError, OSError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
   return 0
+
+
+def _beam_settings(args: argparse.Namespace) -> dict[str, Any]:
+  if not (args.beam_runner or args.beam_options):
+    return {}
+  try:
+    from apache_beam.options.pipeline_options import PipelineOptions  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    raise ValueError('--beam_runner needs Apache Beam: pip install apache-beam') from None
+  return {'beam_runner': args.beam_runner or None,
+          'beam_options': PipelineOptions(args.beam_options.split())}
 
 
 def add_spotify_command(commands: Any) -> None:

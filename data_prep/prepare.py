@@ -35,7 +35,7 @@ import os
 import shutil
 import sys
 import time
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -254,6 +254,48 @@ def run_jobs(jobs: Sequence[Job], workers: int, progress: bool = True
   return results
 
 
+def run_jobs_beam(jobs: Sequence[Job], beam_runner: Any, beam_options: Any
+                  ) -> dict[str, tuple[str | None, dict[str, float]]]:
+  """The decode phase as an Apache Beam pipeline (one element per track).
+
+  Workers write their results to the per-track cache, which therefore must be
+  on storage every worker and this process see (a shared file system on a
+  cluster); this process then reads the results from it. Outcomes that are not
+  cached (unreadable paths, unexpected errors) are redone here, cheaply.
+  """
+  import apache_beam as beam  # pylint: disable=import-outside-toplevel
+  with beam.Pipeline(runner=beam_runner, options=beam_options) as pipeline:
+    _ = (pipeline | 'Tracks' >> beam.Create(list(jobs))
+         | 'DecodeSpectrogram' >> beam.Map(run_job))
+  results = {}
+  for job in jobs:
+    track_id, error, features = run_job(job)  # cache hits: no decoding
+    results[track_id] = (error, features)
+  return results
+
+
+def make_example(item: tuple[str, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+  """(key, small picklable description) -> (key, TFDS example); the image is
+  read from the cache here, in the writer (a Beam worker on a cluster)."""
+  key, d = item
+  label_set = np.zeros(d['num_classes'], np.uint8)
+  label_set[list(d['label_set'])] = 1
+  return key, {
+      'spectrogram': load_image(d['cache_file']),
+      'tabular': np.asarray(d['tabular'], np.float32),
+      'label': int(d['label']),
+      'label_set': label_set,
+      'track_id': d['track_id'],
+      'artist_id': d['artist_id'],
+  }
+
+
+def _beam_examples(split: str, items: list[tuple[str, dict[str, Any]]]) -> Any:
+  import apache_beam as beam  # pylint: disable=import-outside-toplevel
+  return (f'Create_{split}' >> beam.Create(items)
+          | f'Example_{split}' >> beam.Map(make_example))
+
+
 # ---------------------------------------------------------------- splits
 
 def assign_splits(labels: Sequence[int], groups: Sequence[str],
@@ -409,6 +451,8 @@ def build_dataset(
     manifest_options: Mapping[str, Any] | None = None,
     progress: bool = True,
     verbose: bool = True,
+    beam_runner: Any = None,
+    beam_options: Any = None,
 ) -> dict[str, Any]:
   """Prepares ``data_dir/name/<version>`` from a folder or manifest CSV.
 
@@ -421,6 +465,9 @@ def build_dataset(
     'audio' (the reference's 16 columns: the source's value where present,
     else estimated from the audio, columns with neither dropped); 'auto'
     ('source' when the source has tabular columns, else 'none').
+  beam_runner / beam_options: decode and write through Apache Beam instead of
+    local processes (e.g. 'DirectRunner'; on a cluster, its runner and
+    options, with data_dir and the audio on storage all workers see).
   Returns the summary (also printed when verbose).
   """
   t0 = time.time()
@@ -492,7 +539,10 @@ def build_dataset(
     jobs.append(Job(t.track_id, t.path, cache_file if key else '', clip, estimate))
   workers = int(workers or os.cpu_count() or 1)
   t_decode = time.time()
-  results = run_jobs(jobs, workers, progress)
+  if beam_runner is None and beam_options is None:
+    results = run_jobs(jobs, workers, progress)
+  else:
+    results = run_jobs_beam(jobs, beam_runner, beam_options)
   decode_seconds = time.time() - t_decode
 
   good: list[Track] = []
@@ -574,25 +624,26 @@ def build_dataset(
     for i, s in enumerate(splits):
       by_split[s].append(i)
 
-    def examples(indices: list[int]) -> Iterable[tuple[str, dict[str, Any]]]:
+    def items(indices: list[int]) -> list[tuple[str, dict[str, Any]]]:
+      out = []
       for i in indices:
         t = good[i]
-        label_set = np.zeros(len(names), np.uint8)
-        label_set[[index[x] for x in t.labels]] = 1
-        yield t.track_id, {
-            'spectrogram': load_image(cache_files[t.track_id]),
-            'tabular': tab[i],
-            'label': label_idx[i],
-            'label_set': label_set,
-            'track_id': t.track_id,
-            'artist_id': t.artist_id,
-        }
+        out.append((t.track_id, {
+            'cache_file': cache_files[t.track_id], 'tabular': tab[i].tolist(),
+            'label': label_idx[i], 'label_set': sorted(index[x] for x in t.labels),
+            'num_classes': len(names), 'track_id': t.track_id, 'artist_id': t.artist_id}))
+      return out
 
+    if beam_runner is None and beam_options is None:
+      split_examples = {s: (lambda ix=ix: map(make_example, items(ix)))
+                        for s, ix in by_split.items()}
+    else:
+      split_examples = {s: (lambda s=s, ix=ix: _beam_examples(s, items(ix)))
+                        for s, ix in by_split.items()}
     tfds_builder.write_dataset(
-        name, data_dir, names, len(tab_names),
-        {s: (lambda ix=ix: examples(ix)) for s, ix in by_split.items()},
+        name, data_dir, names, len(tab_names), split_examples,
         metadata, description=f'Prepared by data_prep from {source.description}',
-        frames=clip.frames())
+        frames=clip.frames(), beam_runner=beam_runner, beam_options=beam_options)
 
   counts = {s: collections.Counter() for s in SPLITS}
   for t, s in zip(good, splits):
@@ -608,6 +659,8 @@ def build_dataset(
       'report': report_path,
       'tabular_names': tab_names,
       'workers': workers,
+      'runner': ('local' if beam_runner is None and beam_options is None
+                 else f'beam:{beam_runner or "default"}'),
       'decode_seconds': round(decode_seconds, 2),
       'seconds': round(time.time() - t0, 2),
       'reused_existing': reused,
@@ -632,6 +685,7 @@ def format_summary(summary: Mapping[str, Any]) -> str:
   lines.append(f"skipped {summary['skipped']} input(s)" + (
       ': ' + ', '.join(f'{k} {v}' for k, v in summary['skipped_by_reason'].items())
       if summary['skipped'] else '') + f"; report: {summary['report']}")
-  lines.append(f"time {summary['seconds']:.1f} s (decode {summary['decode_seconds']:.1f} s on "
-               f"{summary['workers']} worker(s))")
+  where = (f"on {summary['workers']} worker(s)" if summary.get('runner', 'local') == 'local'
+           else f"with {summary['runner']}")
+  lines.append(f"time {summary['seconds']:.1f} s (decode {summary['decode_seconds']:.1f} s {where})")
   return '\n'.join(lines)

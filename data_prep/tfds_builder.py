@@ -56,12 +56,17 @@ def write_dataset(
     metadata: Mapping[str, Any],
     description: str = '',
     frames: int | None = None,
+    beam_runner: Any = None,
+    beam_options: Any = None,
 ) -> tfds.core.DatasetBuilder:
   """Builds ``data_dir/name/VERSION`` from per-split example generators.
 
   ``split_examples[split]()`` yields (unique key, example dict). Writing goes
   through a real ``GeneratorBasedBuilder`` (class created for ``name``), so
   TFDS shuffles by key, shards, and records split sizes as usual.
+  ``split_examples[split]()`` may instead return a ``beam.PTransform`` of
+  (key, example); TFDS then writes through Apache Beam with ``beam_runner``
+  / ``beam_options`` (DirectRunner locally, or a cluster's runner).
   """
   feature_dict = features(class_names, num_tabular, frames)
 
@@ -89,5 +94,5 @@ def write_dataset(
   builder = builder_cls(data_dir=data_dir, file_format='array_record')
   builder.download_and_prepare(
       download_config=tfds.download.DownloadConfig(
-          try_download_gcs=False))
+          try_download_gcs=False, beam_runner=beam_runner, beam_options=beam_options))
   return builder

@@ -261,3 +261,29 @@ def test_cli_build_help_and_error():
                         '--data_dir=/tmp/x', '--name=abc'], env=env, capture_output=True,
                        text=True, cwd=ROOT)
   assert out.returncode == 2 and out.stderr.startswith('error:') and 'Traceback' not in out.stderr
+
+
+def test_beam_direct_runner_writes_the_same_dataset(tmp_path, monkeypatch):
+  """TFDS's Beam path (decode + write as Beam pipelines) on the DirectRunner."""
+  pytest.importorskip('apache_beam')
+  root = str(tmp_path / 'lib')
+  for label in ('a', 'b'):
+    os.makedirs(os.path.join(root, label))
+    for k in range(3):
+      sf.write(os.path.join(root, label, f'{k}.wav'), _tone(200 + 150 * k, 1.2, seed=k), SR)
+  with open(os.path.join(root, 'a', 'bad.wav'), 'wb') as f:
+    f.write(b'not audio')
+  local = prepare.build_dataset(root, str(tmp_path / 'o1'), 'bm', clip=CLIP, workers=1,
+                                progress=False)
+  def no_local_pool(*args, **kwargs):
+    raise AssertionError('decoded by the local process pool, not by Beam')
+
+  monkeypatch.setattr(prepare, 'run_jobs', no_local_pool)
+  beam = prepare.build_dataset(root, str(tmp_path / 'o2'), 'bm', clip=CLIP, progress=False,
+                               beam_runner='DirectRunner')
+  assert beam['clips'] == local['clips'] and beam['skipped'] == local['skipped'] == 1
+  a, b = read_split(str(tmp_path / 'o1'), 'bm'), read_split(str(tmp_path / 'o2'), 'bm')
+  assert set(a) == set(b) == {f'{l}/{k}' for l in 'ab' for k in range(3)}
+  for tid in a:
+    assert a[tid]['split'] == b[tid]['split']
+    np.testing.assert_array_equal(a[tid]['spectrogram'], b[tid]['spectrogram'])
