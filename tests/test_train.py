@@ -62,6 +62,7 @@ def test_train_step_lowers_loss_on_a_fixed_batch(tiny_data_dir):
 
 def test_eval_step_is_deterministic_and_uses_running_stats(tiny_data_dir):
   config, info, state, batch = _state_and_batch(tiny_data_dir)
+  batch = dict(batch, mask=np.ones(16, np.float32))
   ev = jax.jit(lambda s, b: train.eval_step(s, b, False))
   a, b = ev(state, batch), ev(state, batch)
   np.testing.assert_array_equal(a['logits'], b['logits'])
