@@ -149,24 +149,16 @@ def count_params(model: nn.Module) -> int:
 # --------------------------------------------------------------------------
 # Checkpoints
 # --------------------------------------------------------------------------
-def _numpy_safe_globals() -> list:
-  """The numpy globals a fastai v1 ``opt`` entry pickles; nothing executable."""
-  try:
-    from numpy._core.multiarray import scalar  # numpy >= 2
-  except ImportError:  # pragma: no cover - numpy 1.x
-    from numpy.core.multiarray import scalar
-  return ([(scalar, 'numpy.core.multiarray.scalar'), np.dtype]
-          + [type(np.dtype(t)) for t in ('float64', 'float32', 'int64')])
-
-
 def load_checkpoint_file(path: str | os.PathLike) -> dict:
   """Unpickles a reference checkpoint without running code from the file.
 
   ``weights_only=True`` refuses every global not allow-listed; the list adds
-  only numpy scalar and dtype types, which the ``opt`` entry holds. Never use
-  ``weights_only=False`` on a file a user hands over.
+  only numpy scalar and dtype types, which the ``opt`` entry holds (shared
+  with crnn_jax.import_reference). Never ``weights_only=False`` on a file a
+  user hands over.
   """
-  with torch.serialization.safe_globals(_numpy_safe_globals()):
+  from crnn_jax.import_reference import numpy_safe_globals  # pylint: disable=import-outside-toplevel
+  with torch.serialization.safe_globals(numpy_safe_globals()):
     return torch.load(os.fspath(path), map_location='cpu', weights_only=True)
 
 

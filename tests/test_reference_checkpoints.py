@@ -27,6 +27,7 @@ import jax  # noqa: E402
 from benchmarks import torch_reference as tr  # noqa: E402
 from configs import genres, metal  # noqa: E402
 from crnn_jax import audio, models, reference_weights as rw  # noqa: E402
+from crnn_jax import checkpoints, import_reference  # noqa: E402
 
 CHECKPOINTS = Path(__file__).resolve().parents[2] / 'shared/reference/checkpoints'
 FILES = {'genre': 'crnn_genre_model.pth', 'metal': 'crnn_concat_metal_model.pth'}
@@ -102,3 +103,22 @@ def test_log_probs_match_pytorch(pair, spectrograms, tabular, batch):
   # trained weights: confident, non-uniform predictions (a zeroed or
   # mis-mapped head would give near-uniform ones)
   assert np.exp(got.max(-1)).mean() > 2.0 / got.shape[1]
+
+
+@pytest.mark.slow  # ~10 s: save_pretrained and load_pretrained each compile the model's init
+def test_imported_genre_model_classifies_demo_clips_like_pytorch(spectrograms, tmp_path):
+  """python -m crnn_jax.import_reference's workdir, loaded as prediction
+  loads it, on demo clips through the full audio path: same top-1 as PyTorch."""
+  path = CHECKPOINTS / FILES['genre']
+  workdir = str(tmp_path / 'genres')
+  import_reference.import_checkpoint(str(path), genres.get_config(), workdir)
+  config, variables, info = checkpoints.load_pretrained(workdir)
+  assert info['class_names'] == list(genres.GENRES)  # reference index order
+  assert info['frames'] == 1292 and info['metadata']['clip']['seconds'] == 30.0
+  model = models.create_model(config.model, len(info['class_names']), info['num_tabular'])
+  got = np.asarray(jax.nn.log_softmax(jax.jit(model.apply)(variables, spectrograms)))
+  with torch.no_grad():
+    want = tr.load_reference_model(path)(
+        torch.from_numpy(np.ascontiguousarray(spectrograms.transpose(0, 3, 1, 2)))).numpy()
+  np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
+  np.testing.assert_array_equal(got.argmax(-1), want.argmax(-1))

@@ -1,0 +1,331 @@
+r"""Imports one of the reference's trained PyTorch checkpoints into a workdir.
+
+  python -m crnn_jax.import_reference --config=configs/genres.py \
+      --checkpoint=../shared/reference/checkpoints/crnn_genre_model.pth \
+      --workdir=workdirs/reference_genres
+  python -m crnn_jax.import_reference --config=configs/metal.py \
+      --checkpoint=../shared/reference/checkpoints/crnn_concat_metal_model.pth \
+      --workdir=workdirs/reference_metal --tabular_csv=PATH/metal_track_data.csv
+
+The workdir then holds what ``main.py --mode=eval`` and prediction read: an
+orbax checkpoint (step 0, fresh optimiser), config.json and data_info.json
+(class names in the reference's index order, the clip settings of SPEC.md
+section 2, and for the metal model the tabular encoding).
+
+Only reading the pickle needs torch (``pip install -e '.[torch]'``). The file
+is loaded with ``weights_only=True`` and only numpy's scalar and dtype types
+allowed (the ``opt`` entry holds numpy scalars), so a crafted file cannot run
+code; it is never unpickled with ``weights_only=False``.
+
+The metal model standardises its 13 continuous tabular inputs with the mean
+and sample std of the reference's training split, which the checkpoint does
+not hold. Give them with one of:
+  --tabular_stats=JSON  {"tabular_mean": [16 numbers], "tabular_std": [16 numbers]}
+                        in SPEC.md section 3 order (the categorical entries are
+                        ignored), or {"acousticness": {"mean": m, "std": s}, ...};
+  --tabular_csv=CSV     the reference's metal_track_data.csv: mean and sample
+                        std over every row with one of the 20 classes (after the
+                        reference's merges) and all 16 values present. The
+                        reference used only its random 64% training split of
+                        those rows, which cannot be recovered, so these are
+                        estimates (on ~100k rows they differ by a small fraction
+                        of a standard deviation).
+Without either, the import still succeeds but records mean 0 and std 1:
+continuous inputs are then fed as given, so they must already be standardised
+(data_info.json says ``"tabular_stats_source": "none ..."``), and raw Spotify
+values would give wrong predictions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import sys
+from typing import Any, Mapping, Optional
+
+import numpy as np
+
+from crnn_jax import audio, reference_weights
+from crnn_jax.errors import UserError
+
+TORCH_HINT = "pip install -e '.[torch]'"
+# SPEC.md section 3: the metal model's 16 tabular inputs, in vector order.
+TABULAR_NAMES = (
+    'explicit', 'key', 'mode', 'acousticness', 'danceability', 'duration_ms', 'energy',
+    'instrumentalness', 'liveness', 'loudness', 'num_sections', 'popularity', 'speechiness',
+    'tempo', 'time_signature', 'valence')
+CATEGORICAL = {'explicit': 2, 'key': 12, 'mode': 2}  # raw 1-based codes
+
+
+# --------------------------------------------------------------------------
+# Reading the pickle (the only torch use)
+# --------------------------------------------------------------------------
+def numpy_safe_globals() -> list:
+  """numpy scalar and dtype types: what a fastai v1 ``opt`` entry pickles."""
+  try:
+    from numpy._core.multiarray import scalar  # pylint: disable=import-outside-toplevel
+  except ImportError:  # numpy 1.x
+    from numpy.core.multiarray import scalar  # pylint: disable=import-outside-toplevel
+  return ([(scalar, 'numpy.core.multiarray.scalar'), np.dtype]
+          + [type(np.dtype(t)) for t in ('float64', 'float32', 'int64')])
+
+
+def load_torch_checkpoint(path: str | os.PathLike) -> Any:
+  """Safely unpickles a PyTorch checkpoint: tensors, containers, numpy scalars only.
+
+  Raises UserError (one line) if torch is missing, the file is unreadable,
+  or it is not a plain checkpoint (a safe load refuses other globals).
+  """
+  try:
+    import torch  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    raise UserError(f'reading a PyTorch checkpoint needs torch: {TORCH_HINT}') from None
+  path = os.fspath(path)
+  if not os.path.isfile(path):
+    raise UserError(f'checkpoint {path!r} not found')
+  try:
+    with torch.serialization.safe_globals(numpy_safe_globals()):
+      return torch.load(path, map_location='cpu', weights_only=True)
+  except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
+    raise UserError(f'{path!r} is not a reference checkpoint that can be loaded safely '
+                    f'({_load_failure_reason(e)}); nothing in it was run') from None
+
+
+_TORCH_BOILERPLATE = ('Weights only load failed', 'Please file an issue', 'Check the documentation')
+
+
+def _load_failure_reason(error: Exception) -> str:
+  """The informative line of torch's error, without its advice to retry with
+  weights_only=False (which would run whatever the file contains)."""
+  for line in str(error).splitlines():
+    line = line.strip()
+    if line and not line.startswith(_TORCH_BOILERPLATE):
+      return line.replace('WeightsUnpickler error:', '').strip()[:200] or type(error).__name__
+  return type(error).__name__
+
+
+def state_dict_arrays(obj: Any, origin: str = 'checkpoint') -> dict[str, np.ndarray]:
+  """The ``model`` state_dict of a reference checkpoint as numpy arrays."""
+  if isinstance(obj, Mapping) and isinstance(obj.get('model'), Mapping):
+    obj = obj['model']  # the reference's {'model': state_dict, 'opt': ...}
+  if (not isinstance(obj, Mapping) or not obj
+      or not all(hasattr(v, 'detach') for v in obj.values())):
+    found = f'keys {list(obj)[:5]}' if isinstance(obj, Mapping) else f'a {type(obj).__name__}'
+    raise UserError(f'{origin} is not a reference checkpoint: expected a dict with a "model" '
+                    f'state_dict of tensors, found {found}')
+  return {str(name): value.detach().cpu().numpy() for name, value in obj.items()}
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
+  return state_dict_arrays(load_torch_checkpoint(path), repr(os.fspath(path)))
+
+
+# --------------------------------------------------------------------------
+# Tabular standardisation of the metal model
+# --------------------------------------------------------------------------
+def stats_from_json(path: str) -> tuple[list[float], list[float]]:
+  """--tabular_stats: two 16-lists, or per-column {"mean", "std"} entries."""
+  try:
+    with open(path) as f:
+      data = json.load(f)
+  except (OSError, ValueError) as e:
+    raise UserError(f'--tabular_stats {path!r} is not readable JSON ({e})') from None
+  try:
+    if 'tabular_mean' in data:
+      mean = [float(x) for x in data['tabular_mean']]
+      std = [float(x) for x in data['tabular_std']]
+      if len(mean) != len(TABULAR_NAMES) or len(std) != len(TABULAR_NAMES):
+        raise ValueError(f'need {len(TABULAR_NAMES)} values each, got {len(mean)} and {len(std)}')
+    else:
+      mean = [0.0 if n in CATEGORICAL else float(data[n]['mean']) for n in TABULAR_NAMES]
+      std = [1.0 if n in CATEGORICAL else float(data[n]['std']) for n in TABULAR_NAMES]
+  except (KeyError, TypeError, ValueError) as e:
+    raise UserError(f'--tabular_stats {path!r}: {type(e).__name__} {e}; expected '
+                    '{"tabular_mean": [16], "tabular_std": [16]} or {"<column>": {"mean": m, '
+                    f'"std": s}}, ...}} for the columns {", ".join(TABULAR_NAMES[3:])}') from None
+  if not all(math.isfinite(x) for x in mean + std) or any(
+      s <= 0 for n, s in zip(TABULAR_NAMES, std) if n not in CATEGORICAL):
+    raise UserError(f'--tabular_stats {path!r}: means must be finite and stds positive')
+  return ([0.0 if n in CATEGORICAL else m for n, m in zip(TABULAR_NAMES, mean)],
+          [1.0 if n in CATEGORICAL else s for n, s in zip(TABULAR_NAMES, std)])
+
+
+def stats_from_reference_csv(path: str) -> tuple[list[float], list[float], int]:
+  """--tabular_csv: mean and sample std over the reference's usable rows.
+
+  Rows kept as the reference kept them before splitting: a genre that maps
+  to one of the 20 classes, and all 16 values present.
+  """
+  from data_prep import manifest, mappings, prepare  # pylint: disable=import-outside-toplevel
+  try:
+    source = manifest.read_manifest(path, preset='metal_track_data')
+  except (OSError, ValueError) as e:
+    raise UserError(f'--tabular_csv {path!r}: {e}') from None
+  missing = [c for c in TABULAR_NAMES if c not in source.tabular_columns]
+  if missing:
+    raise UserError(f'--tabular_csv {path!r} lacks the columns {missing}')
+  rows = []
+  for track in source.tracks:
+    if mappings.METAL_LABEL_MAP.get(track.label.strip().lower()) is None:
+      continue
+    try:
+      row = [prepare.to_number(c, track.tabular.get(c)) for c in TABULAR_NAMES]
+    except ValueError:
+      continue
+    if all(x is not None for x in row):
+      rows.append(row)
+  if len(rows) < 2:
+    raise UserError(f'--tabular_csv {path!r}: fewer than 2 usable rows of the 20 metal classes')
+  mean, std = prepare.tabular_stats(np.asarray(rows, np.float64), TABULAR_NAMES)
+  return mean, std, len(rows)
+
+
+# --------------------------------------------------------------------------
+# The import
+# --------------------------------------------------------------------------
+def _sha256(path: str) -> str:
+  digest = hashlib.sha256()
+  with open(path, 'rb') as f:
+    for block in iter(lambda: f.read(1 << 20), b''):
+      digest.update(block)
+  return digest.hexdigest()
+
+
+def build_data_info(config: Any, num_tabular: int, checkpoint: str,
+                    tabular_stats: Optional[str] = None,
+                    tabular_csv: Optional[str] = None) -> dict[str, Any]:
+  """What evaluation and prediction need to know, in DataInfo's JSON form."""
+  class_names = list(config.data.class_names)
+  metadata: dict[str, Any] = {
+      'class_names': class_names,
+      'tabular_names': [],
+      'tabular_categorical': {},
+      'tabular_mean': [],
+      'tabular_std': [],
+      'clip': dataclasses.asdict(audio.ClipSettings()),  # 30 s from the start, as previews
+      'source': f'imported reference checkpoint {os.path.basename(checkpoint)}',
+      'imported_from': {'file': os.path.abspath(checkpoint), 'sha256': _sha256(checkpoint)},
+  }
+  if num_tabular:
+    if tabular_stats and tabular_csv:
+      raise UserError('give --tabular_stats or --tabular_csv, not both')
+    if tabular_stats:
+      mean, std = stats_from_json(tabular_stats)
+      origin = f'--tabular_stats {os.path.abspath(tabular_stats)}'
+    elif tabular_csv:
+      mean, std, rows = stats_from_reference_csv(tabular_csv)
+      origin = (f'estimated from {rows} usable rows of {os.path.abspath(tabular_csv)} (the '
+                "reference's own 64% training split cannot be recovered)")
+    else:
+      mean, std = [0.0] * num_tabular, [1.0] * num_tabular
+      origin = ('none given: mean 0 / std 1, so continuous inputs must already be standardised '
+                'with the reference training split\'s statistics')
+    metadata.update({
+        'tabular_names': list(TABULAR_NAMES),
+        'tabular_categorical': dict(CATEGORICAL),
+        'tabular_mean': mean,
+        'tabular_std': std,
+        'tabular_stats_source': origin,
+    })
+  return {
+      'name': config.data.name or 'reference',
+      'class_names': class_names,
+      'num_tabular': num_tabular,
+      'categorical_encoding': config.data.categorical_encoding,
+      'split_sizes': {},
+      'frames': audio.num_frames(),
+      'metadata': metadata,
+  }
+
+
+def convert_checkpoint(state_dict: Mapping[str, np.ndarray], config: Any
+                       ) -> tuple[dict[str, Any], int]:
+  """State dict -> (variables of the config's model, num_tabular), shape-checked."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from crnn_jax import models  # pylint: disable=import-outside-toplevel
+  is_metal = 'fcn.fc1.weight' in state_dict
+  num_tabular = len(TABULAR_NAMES) if is_metal else 0
+  if is_metal and config.data.categorical_encoding != 'raw':
+    raise UserError('the reference metal model takes raw categorical codes: use '
+                    '--config.data.categorical_encoding=raw')
+  if not config.data.class_names:
+    raise UserError('config.data.class_names is empty: use configs/genres.py or '
+                    'configs/metal.py, whose class order is the reference\'s')
+  head = state_dict.get('final_layer.bias' if is_metal else 'rnn.linear.bias')
+  if head is not None and np.shape(head)[0] != len(config.data.class_names):
+    raise UserError(f'the checkpoint classifies {np.shape(head)[0]} classes ('
+                    f'{"metal subgenres" if is_metal else "genres"}), config.data.class_names has '
+                    f'{len(config.data.class_names)}: use '
+                    f'{"configs/metal.py" if is_metal else "configs/genres.py"}')
+  model = models.create_model(config.model, len(config.data.class_names), num_tabular)
+  spec = np.zeros((1, 128, audio.num_frames(), 1), np.float32)
+  tab = np.zeros((1, num_tabular), np.float32) if num_tabular else None
+  template = jax.eval_shape(model.init, jax.random.key(0), spec, tab)
+  try:
+    return reference_weights.convert_for(state_dict, template), num_tabular
+  except reference_weights.ReferenceWeightsError as e:
+    raise UserError(f'checkpoint does not fit the config: {e}') from None
+
+
+def import_checkpoint(checkpoint: str, config: Any, workdir: str,
+                      tabular_stats: Optional[str] = None,
+                      tabular_csv: Optional[str] = None) -> dict[str, Any]:
+  """Reads, converts and writes; returns the data_info written."""
+  from crnn_jax import checkpoints  # pylint: disable=import-outside-toplevel
+  existing = os.path.join(workdir, 'checkpoints')
+  if os.path.isdir(existing) and os.listdir(existing):
+    raise UserError(f'{existing} already holds checkpoints (their latest step would win over '
+                    'the import); choose an empty --workdir')
+  state_dict = read_state_dict(checkpoint)
+  variables, num_tabular = convert_checkpoint(state_dict, config)
+  data_info = build_data_info(config, num_tabular, checkpoint, tabular_stats, tabular_csv)
+  checkpoints.save_pretrained(workdir, config, variables, data_info)
+  return data_info
+
+
+def main(argv: list[str]) -> None:
+  from absl import flags, logging  # pylint: disable=import-outside-toplevel
+  logging.set_verbosity(logging.WARNING)
+  if len(argv) > 1:
+    raise UserError(f'unexpected arguments: {argv[1:]}')
+  f = flags.FLAGS
+  if f.config is None or not f.checkpoint or not f.workdir:
+    raise UserError('--checkpoint, --config and --workdir are required (see --helpfull)')
+  info = import_checkpoint(f.checkpoint, f.config, f.workdir, f.tabular_stats, f.tabular_csv)
+  print(f'imported {f.checkpoint} -> {os.path.abspath(f.workdir)}: '
+        f'{len(info["class_names"])} classes, {info["num_tabular"]} tabular inputs')
+  if info['num_tabular']:
+    print(f'tabular standardisation: {info["metadata"]["tabular_stats_source"]}')
+
+
+def _define_flags() -> None:
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
+  config_flags.DEFINE_config_file('config', None, 'configs/genres.py or configs/metal.py.')
+  flags.DEFINE_string('checkpoint', None, 'A reference .pth file (dict with "model", "opt").')
+  flags.DEFINE_string('workdir', None, 'An empty or new directory to write.')
+  flags.DEFINE_string('tabular_stats', None, 'Metal model: JSON with the 16 means and stds.')
+  flags.DEFINE_string('tabular_csv', None,
+                      "Metal model: the reference's metal_track_data.csv to estimate them from.")
+
+
+def run() -> None:
+  """Entry point: one-line errors for the user, no traceback."""
+  from absl import app  # pylint: disable=import-outside-toplevel
+  _define_flags()
+
+  def guarded(argv: list[str]) -> None:
+    try:
+      main(argv)
+    except UserError as e:
+      print(f'error: {e}', file=sys.stderr)
+      sys.exit(2)
+
+  app.run(guarded)
+
+
+if __name__ == '__main__':
+  run()
