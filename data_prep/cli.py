@@ -106,6 +106,10 @@ def run_build(args: argparse.Namespace) -> int:
   except (ValueError, OSError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
+  except KeyboardInterrupt:
+    print('interrupted: rerun the same command to continue (finished clips are cached)',
+          file=sys.stderr)
+    return 130
   return 0
 
 

@@ -246,11 +246,16 @@ def run_jobs(jobs: Sequence[Job], workers: int, progress: bool = True
         bar.update()
       return results
     ctx = multiprocessing.get_context('spawn')
-    with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+    pool = concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+    try:
       chunk = max(1, min(16, len(jobs) // (workers * 8)))
       for track_id, error, features in pool.map(run_job, jobs, chunksize=chunk):
         results[track_id] = (error, features)
         bar.update()
+    except BaseException:  # Ctrl-C included: drop queued work now; finished clips stay cached
+      pool.shutdown(wait=False, cancel_futures=True)
+      raise
+    pool.shutdown()
   return results
 
 
@@ -539,6 +544,7 @@ def build_dataset(
     jobs.append(Job(t.track_id, t.path, cache_file if key else '', clip, estimate))
   workers = int(workers or os.cpu_count() or 1)
   t_decode = time.time()
+  from_cache = sum(1 for j in jobs if j.cache_file and os.path.exists(j.cache_file))
   if beam_runner is None and beam_options is None:
     results = run_jobs(jobs, workers, progress)
   else:
@@ -661,6 +667,8 @@ def build_dataset(
       'workers': workers,
       'runner': ('local' if beam_runner is None and beam_options is None
                  else f'beam:{beam_runner or "default"}'),
+      'decoded': len(jobs) - from_cache,
+      'from_cache': from_cache,
       'decode_seconds': round(decode_seconds, 2),
       'seconds': round(time.time() - t0, 2),
       'reused_existing': reused,
@@ -687,5 +695,6 @@ def format_summary(summary: Mapping[str, Any]) -> str:
       if summary['skipped'] else '') + f"; report: {summary['report']}")
   where = (f"on {summary['workers']} worker(s)" if summary.get('runner', 'local') == 'local'
            else f"with {summary['runner']}")
-  lines.append(f"time {summary['seconds']:.1f} s (decode {summary['decode_seconds']:.1f} s {where})")
+  lines.append(f"time {summary['seconds']:.1f} s (decode {summary['decode_seconds']:.1f} s {where}; "
+               f"{summary['decoded']} decoded, {summary['from_cache']} from the cache)")
   return '\n'.join(lines)

@@ -287,3 +287,70 @@ def test_beam_direct_runner_writes_the_same_dataset(tmp_path, monkeypatch):
   for tid in a:
     assert a[tid]['split'] == b[tid]['split']
     np.testing.assert_array_equal(a[tid]['spectrogram'], b[tid]['spectrogram'])
+
+
+def _small_library(root: str, per_label: int = 4, seconds: float = 1.2) -> None:
+  for label in ('a', 'b'):
+    os.makedirs(os.path.join(root, label), exist_ok=True)
+    for k in range(per_label):
+      sf.write(os.path.join(root, label, f'{k:03d}.wav'), _tone(200 + 37 * k, seconds, seed=k), SR)
+
+
+def test_interrupted_build_resumes_without_redoing_work(tmp_path, monkeypatch):
+  root, out = str(tmp_path / 'lib'), str(tmp_path / 'out')
+  _small_library(root)
+  real = prepare.compute_track
+  calls = []
+
+  def interrupt_on_fifth(*args, **kwargs):
+    calls.append(args[0])
+    if len(calls) == 5:
+      raise KeyboardInterrupt
+    return real(*args, **kwargs)
+
+  monkeypatch.setattr(prepare, 'compute_track', interrupt_on_fifth)
+  with pytest.raises(KeyboardInterrupt):
+    prepare.build_dataset(root, out, 'intr', clip=CLIP, workers=1, progress=False)
+  assert not os.path.exists(os.path.join(out, 'intr'))
+  calls.clear()
+  resumed = prepare.build_dataset(root, out, 'intr', clip=CLIP, workers=1, progress=False)
+  assert (resumed['from_cache'], resumed['decoded'], len(calls)) == (4, 4, 4)
+  monkeypatch.undo()
+  clean = prepare.build_dataset(root, str(tmp_path / 'clean'), 'intr', clip=CLIP, workers=1,
+                                progress=False)
+  a, b = read_split(out, 'intr'), read_split(str(tmp_path / 'clean'), 'intr')
+  assert set(a) == set(b) and len(a) == 8
+  for tid in a:
+    assert a[tid]['split'] == b[tid]['split']
+    np.testing.assert_array_equal(a[tid]['spectrogram'], b[tid]['spectrogram'])
+  assert clean['from_cache'] == 0
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_the_cli_then_rerun(tmp_path):
+  """A real SIGINT to `python -m data_prep build` with worker processes."""
+  import signal
+  import time
+  root, out = str(tmp_path / 'lib'), str(tmp_path / 'out')
+  _small_library(root, per_label=100, seconds=10.0)
+  cmd = [sys.executable, '-m', 'data_prep', 'build', f'--input={root}', f'--data_dir={out}',
+         '--name=ctrlc', '--clip_seconds=10', '--min_seconds=1', '--workers=2', '--no_progress']
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True)
+  cache = os.path.join(out, 'ctrlc_cache')
+  deadline = time.time() + 120
+  while time.time() < deadline and proc.poll() is None:
+    if os.path.isdir(cache) and sum(len(f) for _, _, f in os.walk(cache)) >= 3:
+      break
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGINT)
+  _, err = proc.communicate(timeout=120)
+  assert proc.returncode == 130, err[-2000:]
+  assert 'rerun the same command' in err
+  assert not os.path.isdir(os.path.join(out, 'ctrlc', '1.0.0'))
+  done = sum(len(f) for _, _, f in os.walk(cache))
+  rerun = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert rerun.returncode == 0, rerun.stderr[-2000:]
+  assert f'{200 - done} decoded, {done} from the cache' in rerun.stdout
+  assert len(read_split(out, 'ctrlc')) == 200
