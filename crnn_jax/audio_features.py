@@ -105,17 +105,17 @@ def _novelty(features: np.ndarray, half: int) -> np.ndarray:
 
 def num_sections(features: np.ndarray, frames_per_second: float) -> int:
   """1 + novelty peaks at least MIN_SECTION_SECONDS apart (features: (d, frames))."""
-  block = max(1, int(round(_BLOCK_SECONDS * frames_per_second)))
+  block = max(1, round(_BLOCK_SECONDS * frames_per_second))
   n_blocks = features.shape[1] // block
   if n_blocks < 4:
     return 1
   pooled = features[:, :n_blocks * block].reshape(features.shape[0], n_blocks, block).mean(axis=2)
   pooled = (pooled - pooled.mean(axis=1, keepdims=True)) / (pooled.std(axis=1, keepdims=True) + 1e-9)
-  half = max(2, int(round(_KERNEL_SECONDS / _BLOCK_SECONDS)))
+  half = max(2, round(_KERNEL_SECONDS / _BLOCK_SECONDS))
   nov = _novelty(pooled, half)
   if not np.any(nov > 0):
     return 1
-  min_gap = int(round(MIN_SECTION_SECONDS / _BLOCK_SECONDS))
+  min_gap = round(MIN_SECTION_SECONDS / _BLOCK_SECONDS)
   threshold = nov.mean() + nov.std()
   peaks: list[int] = []
   for t in np.argsort(-nov, kind='stable'):  # strongest first, non-maximum suppression

@@ -34,7 +34,7 @@ from __future__ import annotations
 import ast
 import csv
 import os
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 from data_prep.prepare import REFERENCE_TABULAR, Problem, Source, Track
 

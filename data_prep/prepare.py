@@ -35,7 +35,8 @@ import os
 import shutil
 import sys
 import time
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -113,7 +114,7 @@ def read_folder(root: str) -> Source:
       continue
     label = entry
 
-    def on_error(e: OSError) -> None:
+    def on_error(e: OSError, full: str = full) -> None:
       problems.append(Problem(e.filename or full, '', f'unreadable path: {e.strerror or e}'))
 
     for dirpath, dirnames, filenames in os.walk(full, onerror=on_error):
@@ -199,7 +200,7 @@ def run_job(job: Job) -> tuple[str, str | None, dict[str, float]]:
   if os.path.exists(job.cache_file):
     try:
       return read_cached(job.track_id, job.cache_file)
-    except Exception:  # a damaged cache file is recomputed
+    except Exception:  # noqa: BLE001, S110  a damaged cache file is recomputed
       pass
   if not os.access(job.path, os.R_OK):
     reason = 'unreadable path: ' + ('no such file' if not os.path.lexists(job.path)
@@ -210,7 +211,7 @@ def run_job(job: Job) -> tuple[str, str | None, dict[str, float]]:
   except audio.AudioError as e:
     _atomic_savez(job.cache_file, error=np.array(str(e)))
     return job.track_id, str(e), {}
-  except Exception as e:  # never fatal; not cached (may be transient)
+  except Exception as e:  # noqa: BLE001  never fatal; not cached (may be transient)
     return job.track_id, f'unexpected error: {type(e).__name__}: {str(e)[:200]}', {}
   names = sorted(features)
   _atomic_savez(job.cache_file, image=image, feature_names=np.array(names, dtype=str),
@@ -231,6 +232,13 @@ def load_image(cache_file: str) -> np.ndarray:
     return np.asarray(z['image'], dtype=np.uint8)
 
 
+DEFAULT_CLIP = audio.ClipSettings()  # the reference: first 30 s, >= 5 s
+MIN_POOL_JOBS = 48  # fewer clips to compute than this: decode in this process
+# One worker process per core, each single-threaded: no BLAS/OpenMP oversubscription.
+_ONE_THREAD = {'OMP_NUM_THREADS': '1', 'OPENBLAS_NUM_THREADS': '1', 'MKL_NUM_THREADS': '1',
+               'NUMBA_NUM_THREADS': '1'}
+
+
 def run_jobs(jobs: Sequence[Job], workers: int, progress: bool = True
              ) -> dict[str, tuple[str | None, dict[str, float]]]:
   """All jobs, over ``workers`` processes (spawned: safe when JAX is loaded)."""
@@ -239,7 +247,18 @@ def run_jobs(jobs: Sequence[Job], workers: int, progress: bool = True
   bar = tqdm(total=len(jobs), desc='decode+spectrogram', unit='clip', disable=not progress,
              file=sys.stderr, dynamic_ncols=True)
   with bar:
-    if workers <= 1 or len(jobs) <= 1:
+    # Cache hits are cheap reads: here. Worker processes pay ~2 s to start
+    # (imports, numba), so only enough uncached work is worth sending to them.
+    todo = []
+    for job in jobs:
+      if job.cache_file and os.path.exists(job.cache_file):
+        track_id, error, features = run_job(job)
+        results[track_id] = (error, features)
+        bar.update()
+      else:
+        todo.append(job)
+    jobs = todo
+    if workers <= 1 or len(jobs) < MIN_POOL_JOBS:
       for job in jobs:
         track_id, error, features = run_job(job)
         results[track_id] = (error, features)
@@ -247,6 +266,8 @@ def run_jobs(jobs: Sequence[Job], workers: int, progress: bool = True
       return results
     ctx = multiprocessing.get_context('spawn')
     pool = concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+    saved = {k: os.environ.get(k) for k in _ONE_THREAD}
+    os.environ.update(_ONE_THREAD)  # read by the workers' numpy/BLAS at import (spawn)
     try:
       chunk = max(1, min(16, len(jobs) // (workers * 8)))
       for track_id, error, features in pool.map(run_job, jobs, chunksize=chunk):
@@ -255,6 +276,12 @@ def run_jobs(jobs: Sequence[Job], workers: int, progress: bool = True
     except BaseException:  # Ctrl-C included: drop queued work now; finished clips stay cached
       pool.shutdown(wait=False, cancel_futures=True)
       raise
+    finally:
+      for k, v in saved.items():
+        if v is None:
+          os.environ.pop(k, None)
+        else:
+          os.environ[k] = v
     pool.shutdown()
   return results
 
@@ -395,7 +422,7 @@ def to_number(name: str, value: Any) -> float | None:
   if not math.isfinite(x):
     return None
   if name in CATEGORICAL:
-    code = int(round(x)) + 1
+    code = round(x) + 1
     if name == 'key' and code == 0:
       return None
     if not 1 <= code <= CATEGORICAL[name] or abs(x - round(x)) > 1e-6:
@@ -444,7 +471,7 @@ def build_dataset(
     data_dir: str,
     name: str,
     *,
-    clip: audio.ClipSettings = audio.ClipSettings(),
+    clip: audio.ClipSettings = DEFAULT_CLIP,
     split: Sequence[float] = (0.64, 0.16, 0.20),
     group_by_artist: bool = True,
     stratify: bool = True,

@@ -48,7 +48,8 @@ import sqlite3
 import sys
 import time
 import warnings
-from typing import Any, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 from data_prep import mappings
 
@@ -399,7 +400,7 @@ def download_previews(rows: list[dict[str, Any]], out_dir: str, session: Any,
     for attempt in range(max_retries + 1):
       try:
         resp = session.get(r['preview_url'], timeout=30)
-      except Exception:  # network trouble: back off, then give up on this file
+      except Exception:  # noqa: BLE001  network trouble: back off, then give up on this file
         resp = None
       if resp is not None and resp.status_code == 429 and attempt < max_retries:
         sleep(float(resp.headers.get('Retry-After') or 2.0 ** attempt))

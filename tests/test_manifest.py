@@ -6,7 +6,6 @@ import csv
 import os
 
 import numpy as np
-import pytest
 import soundfile as sf
 
 from crnn_jax import audio, audio_features, tabular

@@ -26,7 +26,7 @@ def _tone(freq: float, seconds: float, seed: int) -> np.ndarray:
 def _cli(*args: str) -> subprocess.CompletedProcess:
   env = dict(os.environ, PYTHONPATH=ROOT)
   return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True,
-                        text=True, timeout=600)
+                        text=True, timeout=600, check=False)
 
 
 def _build_and_train(tmp_path, build_args: list[str], extra: list[str] = ()) -> dict:

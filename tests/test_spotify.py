@@ -122,7 +122,7 @@ class FakeSpotify(requests.Session):
     return obj
 
   # -- the server
-  def request(self, method, url, params=None, headers=None, data=None, **kwargs):  # noqa: ARG002
+  def request(self, method, url, params=None, headers=None, data=None, **kwargs):
     if url.startswith('https://accounts.spotify.com/api/token'):
       return self._response(url, 200, {'access_token': 'fake-token', 'token_type': 'Bearer',
                                         'expires_in': 3600})

@@ -1,0 +1,142 @@
+"""Data preparation throughput: decode + spectrogram + write, clips/s per core.
+
+  python -m benchmarks.prepare_throughput [--clips=48] [--workers=1,2] [--results=PATH]
+
+Generates ``--clips`` 30 s MP3 clips shaped like Spotify previews (44.1 kHz
+stereo, music-like: chords, drum hits, noise), then times
+``data_prep.prepare.build_dataset`` on them from a cold cache for each worker
+count: the whole command (decode, resample, spectrogram, per-track cache
+write, TFDS ArrayRecord write, process start-up included). Also times each
+stage on one core, so the slowest stage is visible. ``--results`` appends the
+Markdown table to a file (benchmarks/RESULTS.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import shutil
+import tempfile
+import time
+
+# Per-core numbers: this process (the 1-worker run) single-threaded like the workers.
+for _var in ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS'):
+  os.environ.setdefault(_var, '1')
+
+import numpy as np
+
+
+def make_clips(folder: str, n: int, seconds: float = 30.0, rate: int = 44_100) -> list[str]:
+  import soundfile as sf  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  t = np.arange(int(seconds * rate)) / rate
+  paths = []
+  for i in range(n):
+    label = ('a', 'b')[i % 2]
+    os.makedirs(os.path.join(folder, label), exist_ok=True)
+    root = 110.0 * 2 ** (rng.integers(0, 12) / 12)
+    chord = sum(np.sin(2 * np.pi * root * r * t) for r in (1.0, 1.26, 1.5)) * 0.15
+    beat = np.zeros_like(t)
+    for start in np.arange(0, seconds, 0.5):
+      s = int(start * rate)
+      n_hit = min(2000, len(t) - s)
+      beat[s:s + n_hit] += rng.standard_normal(n_hit) * np.exp(-np.arange(n_hit) / 300) * 0.4
+    left = chord + beat + 0.01 * rng.standard_normal(len(t))
+    right = chord + 0.8 * beat + 0.01 * rng.standard_normal(len(t))
+    path = os.path.join(folder, label, f'{i:04d}.mp3')
+    sf.write(path, np.stack([left, right], 1).astype(np.float32), rate, format='MP3')
+    paths.append(path)
+  return paths
+
+
+def stage_times(paths: list[str], repeats: int = 5) -> dict[str, float]:
+  """Median seconds per clip of each stage, in this process (one core)."""
+  import io  # pylint: disable=import-outside-toplevel
+
+  import librosa  # pylint: disable=import-outside-toplevel
+  import soundfile as sf  # pylint: disable=import-outside-toplevel
+
+  from crnn_jax import audio  # pylint: disable=import-outside-toplevel
+  times: dict[str, list[float]] = {'decode': [], 'resample': [], 'spectrogram': [], 'save': []}
+  audio.spectrogram_image(np.random.default_rng(0).standard_normal(audio.clip_samples())
+                          .astype(np.float32))  # warm-up (numba)
+  for path in (paths * repeats)[:max(repeats, 1) * 2]:
+    t0 = time.perf_counter()
+    data, rate = sf.read(path, dtype='float32', always_2d=True)
+    mono = data.mean(axis=1)
+    t1 = time.perf_counter()
+    y = librosa.resample(mono, orig_sr=rate, target_sr=audio.SAMPLE_RATE, res_type='soxr_hq')
+    t2 = time.perf_counter()
+    image = audio.spectrogram_image(audio.fixed_window(y))
+    t3 = time.perf_counter()
+    np.savez(io.BytesIO(), image=image)
+    t4 = time.perf_counter()
+    for k, v in zip(times, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+      times[k].append(v)
+  return {k: float(np.median(v)) for k, v in times.items()}
+
+
+def run(clips: int, workers: list[int], results: str | None) -> str:
+  from data_prep import prepare  # pylint: disable=import-outside-toplevel
+  tmp = tempfile.mkdtemp(prefix='prep_bench_')
+  try:
+    lib = os.path.join(tmp, 'lib')
+    paths = make_clips(lib, clips)
+    stages = stage_times(paths)
+    rows = []
+    for w in workers:
+      out = os.path.join(tmp, f'out{w}')
+      t0 = time.perf_counter()
+      summary = prepare.build_dataset(lib, out, 'bench', workers=w, progress=False,
+                                      verbose=False)
+      total = time.perf_counter() - t0
+      n = sum(summary['clips_per_split'].values())
+      assert n == clips, summary
+      rows.append((w, total, summary['decode_seconds'], n / total, n / total / w))
+    load = os.getloadavg()[0] if hasattr(os, 'getloadavg') else float('nan')
+    lines = [
+        (f'### Data preparation throughput ({datetime.date.today().isoformat()}, '
+         f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores, '
+         f'load average {load:.1f} at the end)'),
+        '',
+        (f'{clips} clips of 30 s MP3, 44.1 kHz stereo -> TFDS ArrayRecord, cold cache '
+         '(`python -m benchmarks.prepare_throughput`).'),
+        '',
+        '| workers | total s | decode phase s | clips/s | clips/s/core | speed-up |',
+        '|---|---|---|---|---|---|',
+    ]
+    base = rows[0][3]
+    for w, total, decode, rate, per_core in rows:
+      lines.append(f'| {w} | {total:.1f} | {decode:.1f} | {rate:.2f} | {per_core:.2f} | '
+                   f'{rate / base:.2f}x |')
+    per_clip = sum(stages.values())
+    lines += ['', 'One core, median per clip: ' + ', '.join(
+        f'{k} {1000 * v:.0f} ms' for k, v in stages.items()) +
+              f' (total {1000 * per_clip:.0f} ms = {1 / per_clip:.1f} clips/s).', '']
+    text = '\n'.join(lines)
+    if results:
+      with open(results, 'a', encoding='utf-8') as f:
+        f.write('\n' + text)
+    return text
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--clips', type=int, default=48)
+  parser.add_argument('--workers', default='', help='comma-separated worker counts '
+                      '(default: 1, 2, 4, ... up to all cores)')
+  parser.add_argument('--results', default='', help='append the table to this file')
+  args = parser.parse_args()
+  cores = os.cpu_count() or 1
+  workers = ([int(w) for w in args.workers.split(',')] if args.workers else
+             sorted({min(2 ** k, cores) for k in range(cores.bit_length() + 1)}))
+  print(run(args.clips, workers, args.results or None))
+
+
+if __name__ == '__main__':
+  main()
