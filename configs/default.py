@@ -56,7 +56,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.log_every_steps = 10
   config.train.eval_batch_size = 64
 
+  # Multi-label mode: targets are each track's label set, sigmoid outputs with
+  # binary cross-entropy; metrics become mAP / ROC-AUC / example F1.
   config.multilabel = False
+  # child -> parent class names (e.g. melodic death metal -> death metal):
+  # applied to multi-label targets and predictions.
+  config.label_hierarchy = ml_collections.ConfigDict()
   config.eval = ml_collections.ConfigDict()
   config.eval.top_k = 5
   return config

@@ -20,8 +20,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.demo_audio_dir = 'demo_data/audio'
   config.data.demo_clips_per_class = 40
   config.data.demo_clip_seconds = 5.0
-  config.train.batch_size = 16
-  config.train.eval_batch_size = 32
-  config.train.num_epochs = 6
+  # Small batches and 8 epochs give ~100 steps: enough for batch norm's running
+  # statistics (momentum 0.9) to settle; with fewer, larger steps train accuracy
+  # reaches 1.0 while evaluation with running statistics lags far behind.
+  config.train.batch_size = 8
+  config.train.eval_batch_size = 16
+  config.train.num_epochs = 8
   config.train.max_lr = 3e-3
   return config

@@ -128,16 +128,20 @@ def open_sources(config: ml_collections.ConfigDict) -> dict[str, Any]:
 class ToModelInputs(grain.transforms.Map):
   """Decoded TFDS record -> fixed-dtype arrays; tabular encoded here."""
 
-  def __init__(self, info: DataInfo):
+  def __init__(self, info: DataInfo, label_ancestors: np.ndarray | None = None):
     self._info = info
+    self._ancestors = label_ancestors
 
   def map(self, record: Mapping[str, Any]) -> Batch:
     raw_tab = np.asarray(record['tabular'], np.float32)
+    label_set = np.asarray(record['label_set'], np.float32)
+    if self._ancestors is not None:  # a child label implies its parents
+      label_set = np.maximum(label_set, (label_set @ self._ancestors > 0).astype(np.float32))
     return {
         'spectrogram': np.asarray(record['spectrogram'], np.uint8),
         'tabular': tabular.encode(raw_tab, self._info.metadata, self._info.categorical_encoding),
         'label': np.int32(record['label']),
-        'label_set': np.asarray(record['label_set'], np.float32),
+        'label_set': label_set,
     }
 
 
@@ -171,7 +175,8 @@ def _read_options(config: ml_collections.ConfigDict) -> grain.ReadOptions:
 
 def train_batches(source: Any, order: np.ndarray, info: DataInfo, global_batch: int,
                   start_batch: int, config: ml_collections.ConfigDict,
-                  process_index: int = 0, process_count: int = 1) -> Iterator[Batch]:
+                  process_index: int = 0, process_count: int = 1,
+                  label_ancestors: np.ndarray | None = None) -> Iterator[Batch]:
   """This process's part of each full global batch of one epoch, from start_batch on.
 
   The last partial batch is dropped, as the reference did.
@@ -182,7 +187,7 @@ def train_batches(source: Any, order: np.ndarray, info: DataInfo, global_batch: 
   num_batches = len(order) // global_batch
   usable = order[:num_batches * global_batch].reshape(num_batches, global_batch)
   mine = usable[:, process_index * local:(process_index + 1) * local].reshape(-1)
-  transform = ToModelInputs(info)
+  transform = ToModelInputs(info, label_ancestors)
   ds = (grain.MapDataset.range(len(mine))
         .map(lambda i: transform.map(source[int(mine[i])]))
         .batch(local, drop_remainder=True))

@@ -322,6 +322,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         f'batch {meta["batch_in_epoch"]}')
 
   train_labels = input_pipeline.read_labels(sources['train'])
+  anc = evaluate.ancestors(config, info) if config.multilabel else None
+  label_ancestors = None if anc is None else anc.astype(np.float32)
   weights = parallel.replicate(jnp.asarray(
       class_weights_for(config, train_labels, len(info.class_names))))
   lr_fn, beta1_fn = schedules(config, total_steps)
@@ -343,7 +345,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       order = order[:steps_per_epoch * global_batch]  # whole global batches only
       batches = input_pipeline.train_batches(
           sources['train'], order, info, micro_batch, start_batch, config,
-          jax.process_index(), jax.process_count())
+          jax.process_index(), jax.process_count(), label_ancestors)
       bar = tqdm(total=micro_steps, initial=start_batch, desc=f'epoch {epoch + 1}/{t.num_epochs}',
                  disable=jax.process_index() != 0, dynamic_ncols=True, mininterval=1.0)
       batch_index = start_batch

@@ -1,0 +1,58 @@
+"""End of training: results.json, reports and pictures; multi-label mode;
+class-imbalance options. Runs the real loop on the tiny data set."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import tiny_config
+from crnn_jax import train
+
+
+def _run(config, workdir):
+  results = train.train_and_evaluate(config, str(workdir))
+  with open(os.path.join(workdir, 'results.json')) as f:
+    assert json.load(f) == json.loads(json.dumps(results))
+  return results
+
+
+def test_single_label_reports(tiny_data_dir, tmp_path):
+  config = tiny_config(tiny_data_dir)
+  results = _run(config, tmp_path)
+  test = results['test']
+  for key in ('top1', 'top5', 'loss', 'balanced_accuracy', 'macro', 'weighted', 'per_class',
+              'confusion_matrix', 'most_confused'):
+    assert key in test
+  assert results['classes'] == ['low', 'high'] and results['num_params'] > 0
+  assert np.asarray(test['confusion_matrix']).sum() == test['count'] == 16
+  for name in ('confusion_matrix_test.png', 'training_curves.png'):
+    with Image.open(tmp_path / name) as im:
+      assert im.size[0] > 300
+  csv = (tmp_path / 'confusion_matrix_test.csv').read_text().splitlines()
+  assert csv[0].endswith('low,high') and len(csv) == 3
+  assert 'precision' in (tmp_path / 'report_test.txt').read_text()
+
+
+def test_multilabel_mode_reports_map(tiny_data_dir, tmp_path):
+  config = tiny_config(tiny_data_dir)
+  config.multilabel = True
+  results = _run(config, tmp_path)
+  for split in ('validation', 'test'):
+    r = results[split]
+    assert 0.0 <= r['map_macro'] <= 1.0 and 0.0 <= r['roc_auc_macro'] <= 1.0
+    assert 'example_f1' in r and 'top5' in r
+  # The test split is thresholded where validation was best.
+  assert results['test']['threshold'] == results['validation']['threshold']
+
+
+@pytest.mark.parametrize('option', [('class_weighting', 'inverse_frequency'),
+                                    ('sampling', 'balanced')])
+def test_imbalance_options_train(tiny_data_dir, tmp_path, option):
+  config = tiny_config(tiny_data_dir)
+  config.train.num_epochs = 1
+  setattr(config.train, *option)
+  results = _run(config, tmp_path)
+  assert np.isfinite(results['test']['loss'])
