@@ -3,6 +3,7 @@
 Commands:
   build    a folder (one sub-folder per label) or a manifest CSV -> TFDS data set
   spotify  collect a track table and previews from the Spotify Web API
+  match    fill a track table's path column from a local library (no previews today)
 
 ``python -m data_prep <command> --help`` lists each command's options.
 """
@@ -22,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
   commands = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
   cli.add_build_command(commands)
   cli.add_spotify_command(commands)
+  cli.add_match_command(commands)
   args = parser.parse_args(argv)
   return args.run(args)
 

@@ -127,3 +127,8 @@ def _beam_settings(args: argparse.Namespace) -> dict[str, Any]:
 def add_spotify_command(commands: Any) -> None:
   from data_prep import spotify  # pylint: disable=import-outside-toplevel
   spotify.add_command(commands)
+
+
+def add_match_command(commands: Any) -> None:
+  from data_prep import match  # pylint: disable=import-outside-toplevel
+  match.add_command(commands)

@@ -131,6 +131,22 @@ def test_spectrogram_equals_direct_computation(built):
     np.testing.assert_array_equal(records[tid]['spectrogram'], expected)
 
 
+def test_spectrogram_equals_independent_librosa_computation(built):
+  """SPEC.md section 2 written out with librosa alone, on a 96 kHz stereo file."""
+  import librosa
+  root, out, _, _, _ = built
+  y, _ = librosa.load(os.path.join(root, 'jazz', 'hires.flac'), sr=22_050, mono=True)
+  n = int(CLIP.seconds * 22_050)
+  y = np.pad(y[:n], (0, max(0, n - len(y))))
+  power = librosa.feature.melspectrogram(y=y, sr=22_050, n_fft=2048, hop_length=512, n_mels=128,
+                                         fmin=0.0, fmax=11_025, power=2.0, pad_mode='reflect')
+  log_spec = np.log(power + 1e-9)
+  scaled = ((log_spec - log_spec.min()) / (log_spec.max() - log_spec.min()) * 255).astype(np.uint8)
+  expected = 255 - scaled[::-1]
+  stored = read_split(out, 'lib_test')['jazz/hires']['spectrogram']
+  np.testing.assert_array_equal(stored, expected)
+
+
 def test_metadata_contract(built):
   import tensorflow_datasets as tfds
   _, out, _, _, _ = built

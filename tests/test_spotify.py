@@ -320,3 +320,33 @@ def test_collected_table_builds_a_dataset(tmp_path):
   assert summary['classes'] == ['black metal', 'death metal']
   assert sum(summary['clips_per_split'].values()) == summary['clips_per_split']['train'] + \
       summary['clips_per_split']['validation'] + summary['clips_per_split']['test'] > 20
+
+
+def test_match_fills_paths_from_a_local_library(tmp_path):
+  from data_prep import match
+  assert match.normalise('Motörhead – Ace of Spades (Live) ') == 'motorhead ace of spades'
+  assert match.normalise('Paranoid - 2012 Remastered Version') == 'paranoid'
+  lib = tmp_path / 'lib'
+  files = ['Black Sabbath/Paranoid (1970)/02 Paranoid.mp3', 'Motörhead - Ace of Spades.flac',
+           'Other Band/01 - Paranoid.mp3', 'notes/readme.txt']
+  for rel in files:
+    os.makedirs((lib / rel).parent, exist_ok=True)
+    (lib / rel).write_bytes(b'x')
+  table = tmp_path / 'tracks.csv'
+  with open(table, 'w', newline='', encoding='utf-8') as f:
+    w = csv.DictWriter(f, fieldnames=spotify.COLUMNS)
+    w.writeheader()
+    for tid, name, artists, path in [
+        ('t1', 'Paranoid - 2012 Remaster', 'Black Sabbath', ''),
+        ('t2', 'Ace Of Spades', 'Motorhead;Lemmy', ''),
+        ('t3', 'War Pigs', 'Black Sabbath', ''),
+        ('t4', 'Iron Man', 'Black Sabbath', '/music/iron.mp3')]:
+      w.writerow({c: '' for c in spotify.COLUMNS} | {'id': tid, 'name': name, 'artists': artists,
+                                                      'path': path})
+  out = tmp_path / 'matched.csv'
+  counts = match.match_table(str(table), str(lib), str(out))
+  assert counts == {'rows': 4, 'had_path': 1, 'matched': 2, 'ambiguous': 0, 'unmatched': 1}
+  with open(out, newline='', encoding='utf-8') as f:
+    paths = {r['id']: r['path'] for r in csv.DictReader(f)}
+  assert paths == {'t1': str(lib / files[0]), 't2': str(lib / files[1]), 't3': '',
+                   't4': '/music/iron.mp3'}
