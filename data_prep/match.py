@@ -27,7 +27,7 @@ from data_prep.prepare import AUDIO_EXTENSIONS
 
 _QUALIFIER = re.compile(r'\s*[\(\[][^\)\]]*[\)\]]')
 _DASH_SUFFIX = re.compile(
-    r'\s+-\s+.*\b(remaster(ed)?|live|version|edit|mix|mono|stereo|demo|bonus)\b.*$', re.I)
+    r'\s+-\s+.*\b(remaster(ed)?|live|version|edit|mix|mono|stereo|demo|bonus)\b.*$', re.IGNORECASE)
 _TRACK_NUMBER = re.compile(r'^\s*(\d{1,3}|[a-d]\d{1,2})\s*([.\-_)]\s*|\s+)')
 
 
