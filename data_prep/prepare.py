@@ -27,6 +27,7 @@ import collections
 import concurrent.futures
 import csv
 import dataclasses
+import glob
 import hashlib
 import json
 import math
@@ -649,6 +650,8 @@ def build_dataset(
   version_dir = os.path.join(data_dir, name, tfds_builder.VERSION)
   reused = _existing_fingerprint(version_dir) == metadata['fingerprint']
   if not reused:
+    for leftover in glob.glob(os.path.join(data_dir, name, f'incomplete.*{tfds_builder.VERSION}')):
+      shutil.rmtree(leftover, ignore_errors=True)  # a write killed midway (SIGKILL)
     if os.path.isdir(version_dir):
       if verbose:
         print(f'replacing {version_dir}: its inputs or settings differ from this build')

@@ -169,12 +169,15 @@ def test_rerun_reuses_and_rebuild_from_cache_is_identical(built, monkeypatch):
   monkeypatch.setattr(prepare, 'compute_track', no_decoding)
   again = prepare.build_dataset(root, out, 'lib_test', clip=CLIP, workers=1, progress=False)
   assert again['reused_existing']
-  # A crash after decoding but before writing: the data set is gone, the cache is not.
+  # A crash after decoding but before writing: the data set is gone, the cache is not,
+  # and TFDS's temporary folder of a write killed midway is left over.
   import shutil
   shutil.rmtree(os.path.join(out, 'lib_test'))
+  os.makedirs(os.path.join(out, 'lib_test', 'incomplete.ABC123_1.0.0'))
   rebuilt = prepare.build_dataset(root, out, 'lib_test', clip=CLIP, workers=1, progress=False)
   assert not rebuilt['reused_existing']
   after = read_split(out, 'lib_test')
+  assert os.listdir(os.path.join(out, 'lib_test')) == ['1.0.0']
   assert set(after) == set(before)
   for tid, r in before.items():
     assert after[tid]['split'] == r['split']
