@@ -694,7 +694,7 @@ def build_dataset(
       'skipped_by_reason': dict(sorted(collections.Counter(p.kind for p in problems).items())),
       'report': report_path,
       'tabular_names': tab_names,
-      'workers': workers,
+      'workers': workers if workers > 1 and len(jobs) - from_cache >= MIN_POOL_JOBS else 1,
       'runner': ('local' if beam_runner is None and beam_options is None
                  else f'beam:{beam_runner or "default"}'),
       'decoded': len(jobs) - from_cache,
