@@ -1,0 +1,68 @@
+"""Plots: each writes a complete, valid PNG of a sensible size; bad input fails early."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from crnn_jax import plots
+
+PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
+
+
+def _png_shape(path: str) -> tuple[int, ...]:
+  with open(path, 'rb') as f:
+    assert f.read(8) == PNG_MAGIC
+  import matplotlib.image as mpimg
+  image = mpimg.imread(path)
+  assert image.ndim == 3 and image.shape[2] in (3, 4)
+  assert image[..., :3].std() > 0.01  # not a blank canvas
+  return image.shape
+
+
+def test_confusion_matrix_png_20_classes(tmp_path):
+  rng = np.random.default_rng(0)
+  names = ['glam metal', 'hard rock', 'screamo', 'metalcore', 'melodic death metal',
+           'death metal', 'black metal', 'doom metal', 'thrash metal', 'power metal',
+           'heavy metal', 'nu metal', 'progressive metal', 'sludge metal', 'stoner rock',
+           'grindcore', 'deathcore', 'symphonic metal', 'folk metal', 'post-metal']
+  cm = rng.integers(0, 4, (20, 20)) + np.diag(rng.integers(10, 40, 20))
+  cm[3, 7] = 0
+  path = plots.plot_confusion_matrix(cm, names, str(tmp_path / 'sub' / 'cm.png'), 'metal test')
+  assert path == str(tmp_path / 'sub' / 'cm.png') and not os.path.exists(path + '.tmp')
+  h, w, _ = _png_shape(path)
+  assert h >= 900 and w >= 900  # grows with the class count: 20 names stay legible
+  small = plots.plot_confusion_matrix(cm[:3, :3], names[:3], str(tmp_path / 'cm3.png'))
+  assert _png_shape(small)[0] < h
+  with pytest.raises(ValueError):
+    plots.plot_confusion_matrix(cm, names[:5], str(tmp_path / 'bad.png'))
+
+
+def test_training_curves_png(tmp_path):
+  history = [{'epoch': e, 'step': 10 * e, 'train_loss': 2.0 / e, 'val_loss': 2.2 / e,
+              'train_accuracy': 0.3 + 0.06 * e, 'val_accuracy': 0.25 + 0.06 * e,
+              'learning_rate': 1e-3 * np.sin(np.pi * e / 11), 'beta1': 0.9}
+             for e in range(1, 11)]
+  schedule = 1e-3 * np.sin(np.pi * np.arange(1, 101) / 110)
+  path = plots.plot_training_curves(history, str(tmp_path / 'curves.png'), lr_schedule=schedule,
+                                    steps_per_epoch=10)
+  _png_shape(path)
+  # minimal history (one epoch, no lr) still plots
+  _png_shape(plots.plot_training_curves([{'train_loss': 1.0}], str(tmp_path / 'one.png')))
+  with pytest.raises(ValueError):
+    plots.plot_training_curves([], str(tmp_path / 'none.png'))
+
+
+def test_lr_finder_png(tmp_path):
+  lrs = np.geomspace(1e-7, 10, 100)
+  losses = 2.3 - 1.5 / (1 + np.exp(-(np.log10(lrs) + 3.5) * 2)) + np.where(lrs > 0.3, lrs, 0)
+  raw = losses + np.random.default_rng(1).normal(0, 0.05, 100)
+  path = plots.plot_lr_finder(lrs, losses, str(tmp_path / 'lr.png'), suggested_lr=3e-4,
+                              raw_losses=raw)
+  _png_shape(path)
+  with pytest.raises(ValueError):
+    plots.plot_lr_finder(lrs, losses[:-1], str(tmp_path / 'bad.png'))
+  with pytest.raises(ValueError):
+    plots.plot_lr_finder(np.zeros(3), np.ones(3), str(tmp_path / 'bad.png'))
