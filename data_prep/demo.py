@@ -62,10 +62,11 @@ def _lowpass(x: np.ndarray, sr: int, cutoff: float, order: int = 2) -> np.ndarra
   (A moving average would be cheaper but its spectral nulls draw lines into
   the spectrogram that the model could key on.)
   """
-  spectrum = np.fft.rfft(x)
-  f = np.fft.rfftfreq(len(x), 1.0 / sr)
+  size = 1 << max(1, int(len(x) - 1).bit_length())  # a power of two is several times faster
+  spectrum = np.fft.rfft(x, n=size)
+  f = np.fft.rfftfreq(size, 1.0 / sr)
   spectrum /= np.sqrt(1.0 + (f / cutoff) ** (2 * order))
-  return np.fft.irfft(spectrum, n=len(x))
+  return np.fft.irfft(spectrum, n=size)[:len(x)]
 
 
 def _place(out: np.ndarray, buf: np.ndarray, start: float) -> None:
@@ -281,11 +282,13 @@ def _swing(rng: np.random.Generator, sr: int, n: int) -> np.ndarray:
   chords = [(2, [0, 3, 7, 10]), (7, [0, 4, 7, 10]), (0, [0, 4, 7, 11]), (9, [0, 3, 7, 10])]
   bass = np.zeros(n)
   bass_tau = rng.uniform(0.25, 0.5)
+  bass_notes: dict[int, np.ndarray] = {}
   for k, s in _onsets(beat, offset, n):
     deg, tones = chords[(k // 4) % 4]
-    note = key + deg + (tones[0] if k % 4 == 0 else rng.choice(tones + [tones[-1] - 12, 12]))
-    _place(bass, rng.uniform(0.8, 1.0) * _pluck(sr, float(_hz(note)), beat / sr * 1.1, bass_tau,
-                                                5, 0.45, rng), s)
+    note = int(key + deg + (tones[0] if k % 4 == 0 else rng.choice(tones + [tones[-1] - 12, 12])))
+    if note not in bass_notes:
+      bass_notes[note] = _pluck(sr, float(_hz(note)), beat / sr * 1.1, bass_tau, 5, 0.45, rng)
+    _place(bass, rng.uniform(0.8, 1.0) * bass_notes[note], s)
   # sparse piano comping: Charleston rhythm (beat 1 and the swung & of 2)
   piano = np.zeros(n)
   cache: dict[int, np.ndarray] = {}
