@@ -2,7 +2,8 @@
 
 Presets (``read_manifest(..., preset=...)``):
 
-  '' (generic)        columns ``path`` and ``label`` required; optional
+  '' (generic)        columns ``path`` and ``label`` (or only ``labels``: the
+                      first is the training label) required; optional
                       ``labels`` (label set: ';' or '|' separated, or a Python
                       list literal), ``artist`` (or ``artist_id``), ``track_id``
                       (or ``id``; default: the path without extension), and any
@@ -70,7 +71,8 @@ def _first(row: dict[str, str], names: Sequence[str]) -> str:
 
 def _rows(path: str) -> Iterator[tuple[int, dict[str, str] | None, str]]:
   """(line number, row or None, error) of a one-header CSV; bad rows don't stop it."""
-  with open(path, newline='', encoding='utf-8-sig') as f:
+  # Undecodable bytes become U+FFFD: such a row then names no file and is reported.
+  with open(path, newline='', encoding='utf-8-sig', errors='replace') as f:
     reader = csv.reader(f)
     try:
       header = [h.strip() for h in next(reader)]
@@ -96,7 +98,7 @@ def _rows(path: str) -> Iterator[tuple[int, dict[str, str] | None, str]]:
 def _multi_header_rows(path: str, levels: int) -> Iterator[tuple[int, dict[str, str] | None, str]]:
   """Rows of a pandas multi-index CSV (FMA): keys 'level0.level1[.level2]'; the
   first column (the index, e.g. track_id) under key 'index'."""
-  with open(path, newline='', encoding='utf-8') as f:
+  with open(path, newline='', encoding='utf-8', errors='replace') as f:
     reader = csv.reader(f)
     heads = [next(reader) for _ in range(levels)]
     width = len(heads[-1])
@@ -130,12 +132,14 @@ def read_manifest(csv_path: str, preset: str = '', audio_root: str = '', echones
     raise ValueError(f"unknown manifest preset {preset!r}: use '', 'metal_track_data', "
                      "'spotify' or 'fma'")
   spotify_layout = preset in ('metal_track_data', 'spotify')
-  with open(csv_path, newline='', encoding='utf-8-sig') as f:
+  with open(csv_path, newline='', encoding='utf-8-sig', errors='replace') as f:
     header = [h.strip() for h in next(csv.reader(f), [])]
   tabular = tuple(c for c in REFERENCE_TABULAR if c in header)
   label_cols = ('genre', 'label') if spotify_layout else ('label',)
-  if not any(c in header for c in label_cols):
-    raise ValueError(f'manifest {csv_path} has no label column (expected one of {label_cols}); '
+  set_cols = ('labels', 'artist_genres', 'genres')
+  if not any(c in header for c in label_cols + set_cols):
+    raise ValueError(f'manifest {csv_path} has no label column (expected one of '
+                     f'{label_cols + set_cols}); '
                      f'columns: {header[:20]}')
   tracks, problems = [], []
   for line, row, error in _rows(csv_path):
@@ -153,11 +157,12 @@ def read_manifest(csv_path: str, preset: str = '', audio_root: str = '', echones
     full = path if os.path.isabs(path) else os.path.join(root, path)
     if not track_id:
       track_id = os.path.splitext(path)[0].replace(os.sep, '/')
-    label = _first(row, label_cols)
+    label_set = parse_label_set(_first(row, set_cols))
+    # A row with only a label set trains on its first label (and keeps the set).
+    label = _first(row, label_cols) or (label_set[0] if label_set else '')
     if not label:
       problems.append(Problem(origin, track_id, f'missing field: {label_cols[0]}'))
       continue
-    label_set = parse_label_set(_first(row, ('labels', 'artist_genres', 'genres')))
     artist = _first(row, ('artist_id', 'artist', 'artists', 'artist_name')) or track_id
     tracks.append(Track(track_id=track_id, path=full, label=label,
                         labels=tuple(dict.fromkeys([label] + label_set)), artist_id=artist,

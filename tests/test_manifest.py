@@ -233,3 +233,24 @@ def test_fma_preset_with_echonest(tmp_path):
   np.testing.assert_allclose(recs['000005']['tabular'],
                              [round(0.1 * (i + 1) + 0.05, 3) for i in range(8)], rtol=1e-6)
   assert 'genre_top' in _report(out, 'fma_mini')['9|000026']
+
+
+def test_label_set_only_manifest_and_undecodable_bytes(tmp_path):
+  root = str(tmp_path)
+  for i in range(6):
+    _wav(os.path.join(root, f'{i}.wav'), 220 + 60 * i, seed=i)
+  with open(os.path.join(root, 'm.csv'), 'wb') as f:
+    f.write(b'path,labels\n')
+    for i in range(6):
+      f.write(f'{i}.wav,"{["rock;blues", "blues", "jazz;rock"][i % 3]}"\n'.encode())
+    f.write(b'caf\xe9.wav,rock\n')  # latin-1 byte in a UTF-8 file: that row names no file
+  out = str(tmp_path / 'out')
+  summary = prepare.build_dataset(os.path.join(root, 'm.csv'), out, 'sets', clip=CLIP,
+                                  workers=1, progress=False)
+  recs = _records(out, 'sets')
+  names = summary['classes']
+  assert names == ['blues', 'jazz', 'rock'] and set(recs) == {str(i) for i in range(6)}
+  assert names[recs['0']['label']] == 'rock' and recs['0']['label_set'].tolist() == [1, 0, 1]
+  assert names[recs['2']['label']] == 'jazz'
+  report = _report(out, 'sets')
+  assert len(report) == 1 and 'unreadable path' in next(iter(report.values()))

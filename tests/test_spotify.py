@@ -231,6 +231,11 @@ def test_artists_strategy_legacy_api(tmp_path):
                                                                r['id'] + '.mp3')
   assert os.path.getsize(tmp_path / 'out' / r['path']) > 0
   assert summary['refused'] == [] and not any('refused' in line for line in lines)
+  for dirpath, _, files in os.walk(tmp_path / 'out'):  # credentials and token stay in memory
+    for name in files:
+      blob = (tmp_path / 'out' / dirpath / name).read_bytes()
+      assert b'test-client-secret' not in blob and b'fake-token' not in blob, name
+  assert not os.path.exists('.cache')  # spotipy's default token cache file is not used
   # Same seed, fresh folder: same albums sampled.
   _, again, _, _ = _run(tmp_path, FakeSpotify('legacy'), out='out2')
   assert set(again) == set(rows)
