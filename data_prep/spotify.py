@@ -455,13 +455,14 @@ def collect(strategy: str, out_dir: str, *, genres: Sequence[str] | None = None,
   import requests  # pylint: disable=import-outside-toplevel
   if strategy not in ('playlists', 'artists'):
     raise ValueError(f"strategy must be 'playlists' or 'artists', got {strategy!r}")
-  os.makedirs(out_dir, exist_ok=True)
   # spotipy logs every refused request at ERROR level (URL and all): the one-line
   # notices below replace that noise.
   logging.getLogger('spotipy').setLevel(logging.CRITICAL)
   session = session or requests.Session()
-  api = Api(make_client(session), os.path.join(out_dir, 'spotify_cache.sqlite'), sleep=sleep,
-            log=log, max_wait=max_wait)
+  client = make_client(session)  # fails on missing credentials before anything is written
+  os.makedirs(out_dir, exist_ok=True)
+  api = Api(client, os.path.join(out_dir, 'spotify_cache.sqlite'), sleep=sleep, log=log,
+            max_wait=max_wait)
   try:
     if strategy == 'playlists':
       rows = collect_playlists(api, genres or mappings.GENRE_QUERIES, playlists_per_genre,

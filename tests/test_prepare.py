@@ -287,6 +287,10 @@ def test_cli_build_help_and_error():
                         '--data_dir=/tmp/x', '--name=abc'], env=env, capture_output=True, check=False,
                        text=True, cwd=ROOT)
   assert out.returncode == 2 and out.stderr.startswith('error:') and 'Traceback' not in out.stderr
+  for command, option in (('spotify', '--strategy'), ('match', '--library')):
+    out = subprocess.run([sys.executable, '-m', 'data_prep', command, '--help'], env=env,
+                         check=False, capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0 and option in out.stdout, out.stderr
 
 
 def test_beam_direct_runner_writes_the_same_dataset(tmp_path, monkeypatch):

@@ -308,7 +308,8 @@ def test_resumes_after_an_outage_without_repeating_requests(tmp_path):
 def test_missing_credentials_is_one_clear_error(tmp_path, monkeypatch):
   monkeypatch.delenv('SPOTIPY_CLIENT_ID')
   with pytest.raises(spotify.CollectorError, match='SPOTIPY_CLIENT_ID'):
-    spotify.collect('artists', str(tmp_path), session=FakeSpotify(), log=lambda s: None)
+    spotify.collect('artists', str(tmp_path / 'out'), session=FakeSpotify(), log=lambda s: None)
+  assert not os.path.exists(tmp_path / 'out')
 
 
 def test_collected_table_builds_a_dataset(tmp_path):
