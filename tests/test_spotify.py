@@ -356,3 +356,35 @@ def test_match_fills_paths_from_a_local_library(tmp_path):
     paths = {r['id']: r['path'] for r in csv.DictReader(f)}
   assert paths == {'t1': str(lib / files[0]), 't2': str(lib / files[1]), 't3': '',
                    't4': '/music/iron.mp3'}
+
+
+def test_today_api_table_plus_local_library_builds_with_audio_features(tmp_path):
+  """No previews, no audio features: match local files, estimate tabular from audio."""
+  from crnn_jax import audio
+  from data_prep import match
+  _, rows, _, _ = _run(tmp_path, FakeSpotify('today'), genres=['death metal'])
+  lib = tmp_path / 'library'
+  for k, r in enumerate(sorted(rows.values(), key=lambda r: r['id'])):
+    path = lib / r['artists'].split(';')[0] / f"{r['name']}.wav"
+    os.makedirs(path.parent, exist_ok=True)
+    t = np.arange(int(2.0 * 22050)) / 22050
+    sf.write(path, (0.3 * np.sin(2 * np.pi * (180 + 45 * k) * t)).astype(np.float32), 22050)
+  counts = match.match_table(str(tmp_path / 'out' / 'tracks.csv'), str(lib),
+                             str(tmp_path / 'matched.csv'))
+  assert counts['matched'] == len(rows) > 0
+  out = str(tmp_path / 'tfds')
+  summary = prepare.build_dataset(
+      str(tmp_path / 'matched.csv'), out, 'today', workers=1, progress=False, tabular='audio',
+      clip=audio.ClipSettings(seconds=2.0, min_seconds=1.0), manifest_options={'preset': 'spotify'},
+      split=(0.5, 0.25, 0.25), group_by_artist=False)
+  assert sum(summary['clips_per_split'].values()) == len(rows)
+  # Spotify's explicit and duration kept; refused features estimated; popularity (gone) left out.
+  assert summary['tabular_names'] == ['explicit', 'key', 'mode', 'duration_ms', 'loudness',
+                                      'num_sections', 'tempo', 'time_signature']
+  assert 'popularity' in summary['empty_tabular_columns']
+  import tensorflow_datasets as tfds
+  src = tfds.data_source('today', data_dir=out)['train']
+  r = src[0]
+  track = rows[r['track_id'].decode() if isinstance(r['track_id'], bytes) else r['track_id']]
+  assert r['tabular'][3] == float(track['duration_ms'])  # Spotify's, not the 2 s file's
+  assert r['tabular'][0] == (2.0 if track['explicit'] == 'True' else 1.0)
