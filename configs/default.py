@@ -16,7 +16,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.data_dir = ''  # folder that holds <name>/<version>/
   config.data.class_names = ()  # optional: must equal the data set's, in order
   config.data.categorical_encoding = 'raw'  # tabular key/mode/explicit: 'raw' codes (reference) | 'onehot'
-  config.data.num_workers = 0  # grain worker processes; 0 reads in the main process
+  config.data.num_workers = 0  # grain worker processes; 0 reads in the main process (threads)
+  config.data.num_threads = 4  # reader threads
+  config.data.prefetch_batches = 4  # batches read ahead: bounds the loader's memory
   config.data.demo = False  # True: generate and build the built-in demo set if missing
 
   config.model = ml_collections.ConfigDict()

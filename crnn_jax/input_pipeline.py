@@ -169,8 +169,11 @@ def read_labels(source: Any) -> np.ndarray:
 
 
 def _read_options(config: ml_collections.ConfigDict) -> grain.ReadOptions:
+  """Reader threads and read-ahead. The buffer counts batches (batching
+  happens before the iterator), so memory stays at a few batches whatever the
+  data set's size."""
   return grain.ReadOptions(num_threads=max(1, int(config.data.get('num_threads', 4))),
-                           prefetch_buffer_size=int(config.data.get('prefetch_batches', 2)) * 64)
+                           prefetch_buffer_size=max(1, int(config.data.get('prefetch_batches', 4))))
 
 
 def train_batches(source: Any, order: np.ndarray, info: DataInfo, global_batch: int,

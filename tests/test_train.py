@@ -234,3 +234,19 @@ def test_main_summary_prints_total_params():
   lines = out.stdout.strip().splitlines()
   assert lines[-1] == 'total params: 284436'
   assert any(l.startswith('conv5') and '1x1x20x64' in l for l in lines)
+
+
+def test_bfloat16_compute_learns_like_float32(tiny_data_dir, tmp_path):
+  accuracy = {}
+  for dtype in ('float32', 'bfloat16'):
+    config = tiny_config(tiny_data_dir)
+    config.train.dtype = dtype
+    config.train.batch_size = 8
+    config.train.num_epochs = 4
+    state_results = train.train_and_evaluate(config, str(tmp_path / dtype))
+    accuracy[dtype] = state_results['test']['top1']
+  assert accuracy['float32'] >= 0.9
+  assert abs(accuracy['bfloat16'] - accuracy['float32']) <= 0.1, accuracy
+  # Parameters and batch statistics stay float32 under bf16 compute.
+  _, variables, _ = checkpoints.load_pretrained(str(tmp_path / 'bfloat16'))
+  assert all(x.dtype == jnp.float32 for x in jax.tree_util.tree_leaves(variables))
