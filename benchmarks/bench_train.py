@@ -34,8 +34,9 @@ import statistics
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Self
 
 import numpy as np
 
@@ -58,7 +59,7 @@ class PeakRss:
     self.peak = 0
     self._stop = threading.Event()
 
-  def __enter__(self) -> 'PeakRss':
+  def __enter__(self) -> Self:
     self.base = rss_bytes()
     self._thread = threading.Thread(target=self._run, daemon=True)
     self._thread.start()
@@ -91,6 +92,7 @@ def allocator() -> str:
 def jax_contestant(batch: int, frames: int, images: np.ndarray, labels: np.ndarray,
                    stats: dict[str, Any]) -> tuple[Callable[[], None], Callable[[], None]]:
   import jax  # pylint: disable=import-outside-toplevel
+
   from configs import genres  # pylint: disable=import-outside-toplevel
   from crnn_jax import train  # pylint: disable=import-outside-toplevel
   from crnn_jax.input_pipeline import DataInfo  # pylint: disable=import-outside-toplevel
@@ -133,6 +135,7 @@ def torch_contestant(batch: int, frames: int, images: np.ndarray, labels: np.nda
                      channels_last: bool) -> tuple[Callable[[], None], Callable[[], None]]:
   import torch  # pylint: disable=import-outside-toplevel
   import torch.nn.functional as F  # pylint: disable=import-outside-toplevel
+
   from benchmarks import torch_reference as tr  # pylint: disable=import-outside-toplevel
 
   torch.manual_seed(0)
@@ -203,8 +206,8 @@ def run(batch_sizes: list[int], frames: int, steps: int, warmup: int, torch_too:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-  out = ['| B | mode | JAX clips/s | torch clips/s | torch CL clips/s | JAX / best torch | '
-         'JAX GFLOP/s | peak MiB JAX / torch / CL | JAX compile s |',
+  out = [('| B | mode | JAX clips/s | torch clips/s | torch CL clips/s | JAX / best torch | '
+          'JAX GFLOP/s | peak MiB JAX / torch / CL | JAX compile s |'),
          '|---|---|---|---|---|---|---|---|---|']
   keys = sorted({(r['batch'], r['mode']) for r in rows}, key=lambda k: (k[1] != 'train', k[0]))
   for batch, mode in keys:
@@ -212,7 +215,7 @@ def table(rows: list[dict[str, Any]]) -> str:
     j = by['jax']
     t, cl = by.get('torch'), by.get('torch_cl')
     best = max((x['clips_s'] for x in (t, cl) if x), default=float('nan'))
-    fmt = lambda r, k, f: format(r[k], f) if r else '-'  # noqa: E731
+    fmt = lambda r, k, f: format(r[k], f) if r else '-'
     out.append(
         f'| {batch} | {mode} | {j["clips_s"]:.2f} | {fmt(t, "clips_s", ".2f")} | '
         f'{fmt(cl, "clips_s", ".2f")} | {j["clips_s"] / best:.2f}x | {j["gflop_s"]:.1f} | '

@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from typing import Iterator, Optional, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -115,7 +115,7 @@ class GenreCRNN(nn.Module):
     self.rnn = RNN(time_steps, num_classes, 'linear')
 
   def forward(self, spectrogram: torch.Tensor,
-              tabular: Optional[torch.Tensor] = None) -> torch.Tensor:
+              tabular: torch.Tensor | None = None) -> torch.Tensor:
     del tabular  # accepted so both models share a call signature
     return F.log_softmax(self.rnn(self.cnn(spectrogram)), dim=-1)
 
@@ -135,7 +135,7 @@ class MetalCRNN(nn.Module):
     self.final_layer = nn.Linear(64 + 32, num_classes)
 
   def forward(self, spectrogram: torch.Tensor,
-              tabular: Optional[torch.Tensor] = None) -> torch.Tensor:
+              tabular: torch.Tensor | None = None) -> torch.Tensor:
     if tabular is None:
       raise ValueError('the metal model needs the 16 tabular inputs')
     joined = torch.cat([self.rnn(self.cnn(spectrogram)), self.fcn(tabular)], dim=1)
@@ -232,7 +232,7 @@ class OneCycle:
 
   def __init__(self, total_steps: int, max_lr: float, moms: tuple[float, float] = (0.95, 0.85),
                div_factor: float = 25.0, pct_start: float = 0.3,
-               final_div: Optional[float] = None):
+               final_div: float | None = None):
     final_div = div_factor * 1e4 if final_div is None else final_div
     a1 = int(total_steps * pct_start)
     a2 = total_steps - a1
@@ -298,14 +298,14 @@ class Arrays:
   labels (N,) int64, optional tabular (N, k) float32 (already encoded)."""
   spectrograms: np.ndarray
   labels: np.ndarray
-  tabular: Optional[np.ndarray] = None
+  tabular: np.ndarray | None = None
 
   def __len__(self) -> int:
     return len(self.labels)
 
 
-def batches(data: Arrays, batch_size: int, order: Optional[np.ndarray] = None,
-            drop_last: bool = False) -> Iterator[tuple[torch.Tensor, Optional[torch.Tensor],
+def batches(data: Arrays, batch_size: int, order: np.ndarray | None = None,
+            drop_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor | None,
                                                        torch.Tensor]]:
   """(spectrogram, tabular, label) tensors in ``order`` (default: as stored)."""
   order = np.arange(len(data)) if order is None else np.asarray(order)
@@ -323,7 +323,7 @@ def steps_per_epoch(num_examples: int, batch_size: int = 64) -> int:
 
 def fit_one_cycle(model: nn.Module, train: Arrays, epochs: int, max_lr: float,
                   batch_size: int = 64, weight_decay: float = 0.01, seed: int = 0,
-                  orders: Optional[Sequence[np.ndarray]] = None,
+                  orders: Sequence[np.ndarray] | None = None,
                   log_every: int = 0) -> list[float]:
   """Trains as the reference did; returns each step's loss.
 

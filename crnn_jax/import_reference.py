@@ -44,7 +44,8 @@ import json
 import math
 import os
 import sys
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -89,7 +90,7 @@ def load_torch_checkpoint(path: str | os.PathLike) -> Any:
   try:
     with torch.serialization.safe_globals(numpy_safe_globals()):
       return torch.load(path, map_location='cpu', weights_only=True)
-  except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
+  except Exception as e:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError, ...
     raise UserError(f'{path!r} is not a reference checkpoint that can be loaded safely '
                     f'({_load_failure_reason(e)}); nothing in it was run') from None
 
@@ -195,8 +196,8 @@ def _sha256(path: str) -> str:
 
 
 def build_data_info(config: Any, num_tabular: int, checkpoint: str,
-                    tabular_stats: Optional[str] = None,
-                    tabular_csv: Optional[str] = None) -> dict[str, Any]:
+                    tabular_stats: str | None = None,
+                    tabular_csv: str | None = None) -> dict[str, Any]:
   """What evaluation and prediction need to know, in DataInfo's JSON form."""
   class_names = list(config.data.class_names)
   metadata: dict[str, Any] = {
@@ -245,6 +246,7 @@ def convert_checkpoint(state_dict: Mapping[str, np.ndarray], config: Any
                        ) -> tuple[dict[str, Any], int]:
   """State dict -> (variables of the config's model, num_tabular), shape-checked."""
   import jax  # pylint: disable=import-outside-toplevel
+
   from crnn_jax import models  # pylint: disable=import-outside-toplevel
   is_metal = 'fcn.fc1.weight' in state_dict
   num_tabular = len(TABULAR_NAMES) if is_metal else 0
@@ -271,8 +273,8 @@ def convert_checkpoint(state_dict: Mapping[str, np.ndarray], config: Any
 
 
 def import_checkpoint(checkpoint: str, config: Any, workdir: str,
-                      tabular_stats: Optional[str] = None,
-                      tabular_csv: Optional[str] = None) -> dict[str, Any]:
+                      tabular_stats: str | None = None,
+                      tabular_csv: str | None = None) -> dict[str, Any]:
   """Reads, converts and writes; returns the data_info written."""
   from crnn_jax import checkpoints  # pylint: disable=import-outside-toplevel
   existing = os.path.join(workdir, 'checkpoints')

@@ -19,7 +19,8 @@ Layouts (SPEC.md section 8 names on the left):
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 

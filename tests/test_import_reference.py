@@ -25,12 +25,13 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `pytest` run without `python -m`
   sys.path.insert(0, str(ROOT))
 
-import jax  # noqa: E402
+import jax
 
-from benchmarks import torch_reference as tr  # noqa: E402
-from configs import genres, metal  # noqa: E402
-from crnn_jax import checkpoints, import_reference as ir, models, tabular  # noqa: E402
-from crnn_jax.errors import UserError  # noqa: E402
+from benchmarks import torch_reference as tr
+from configs import genres, metal
+from crnn_jax import checkpoints, models, tabular
+from crnn_jax import import_reference as ir
+from crnn_jax.errors import UserError
 
 CHECKPOINTS = Path(__file__).resolve().parents[2] / 'shared/reference/checkpoints'
 GENRE_FILE = CHECKPOINTS / 'crnn_genre_model.pth'

@@ -22,12 +22,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `pytest` run without `python -m`
   sys.path.insert(0, str(ROOT))
 
-import jax  # noqa: E402
+import jax
 
-from benchmarks import torch_reference as tr  # noqa: E402
-from configs import genres, metal  # noqa: E402
-from crnn_jax import audio, models, reference_weights as rw  # noqa: E402
-from crnn_jax import checkpoints, import_reference  # noqa: E402
+from benchmarks import torch_reference as tr
+from configs import genres, metal
+from crnn_jax import audio, checkpoints, import_reference, models
+from crnn_jax import reference_weights as rw
 
 CHECKPOINTS = Path(__file__).resolve().parents[2] / 'shared/reference/checkpoints'
 FILES = {'genre': 'crnn_genre_model.pth', 'metal': 'crnn_concat_metal_model.pth'}
@@ -44,6 +44,7 @@ pytestmark = pytest.mark.skipif(
 def spectrograms(tmp_path_factory) -> np.ndarray:
   """(8, 128, 1292, 1) model inputs from audio files, as prediction makes them."""
   import soundfile as sf  # pylint: disable=import-outside-toplevel
+
   from data_prep import demo  # pylint: disable=import-outside-toplevel
   folder = tmp_path_factory.mktemp('clips')
   images = []

@@ -22,13 +22,14 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `pytest` run without `python -m`
   sys.path.insert(0, str(ROOT))
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import optax  # noqa: E402
+import jax
+import jax.numpy as jnp
+import optax
 
-from benchmarks import torch_reference as tr  # noqa: E402
-from configs import default  # noqa: E402
-from crnn_jax import models, reference_weights as rw  # noqa: E402
+from benchmarks import torch_reference as tr
+from configs import default
+from crnn_jax import models
+from crnn_jax import reference_weights as rw
 
 FRAMES = 128
 HEADS = {'genre': (10, 0), 'metal': (20, 16)}  # classes, tabular inputs
@@ -286,7 +287,7 @@ def test_schedules_match_fastai_step_by_step():
     lr_fn, beta1_fn = train.schedules(config, total)
     want_lr, want_beta1 = tr.one_cycle_values(total, config.train.max_lr)
     steps = jnp.arange(total)
-    got_lr, got_beta1 = jax.jit(jax.vmap(lambda i: (lr_fn(i), beta1_fn(i))))(steps)
+    got_lr, got_beta1 = jax.jit(jax.vmap(lambda i, f=lr_fn, g=beta1_fn: (f(i), g(i))))(steps)
     # float32 optax vs float64 fastai: equal to float32 precision of the peak
     np.testing.assert_allclose(np.asarray(got_lr), want_lr, rtol=2e-5,
                                atol=1e-6 * config.train.max_lr)
