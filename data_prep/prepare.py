@@ -240,6 +240,14 @@ _ONE_THREAD = {'OMP_NUM_THREADS': '1', 'OPENBLAS_NUM_THREADS': '1', 'MKL_NUM_THR
                'NUMBA_NUM_THREADS': '1'}
 
 
+def available_cores() -> int:
+  """Cores this process may run on (respects affinity / container CPU sets)."""
+  try:
+    return max(1, len(os.sched_getaffinity(0)))
+  except AttributeError:  # not on Linux
+    return os.cpu_count() or 1
+
+
 def run_jobs(jobs: Sequence[Job], workers: int, progress: bool = True
              ) -> dict[str, tuple[str | None, dict[str, float]]]:
   """All jobs, over ``workers`` processes (spawned: safe when JAX is loaded)."""
@@ -570,7 +578,7 @@ def build_dataset(
                   else os.path.join(cache_dir, 'unstattable.npz'))
     cache_files[t.track_id] = cache_file
     jobs.append(Job(t.track_id, t.path, cache_file if key else '', clip, estimate))
-  workers = int(workers or os.cpu_count() or 1)
+  workers = int(workers or available_cores())
   t_decode = time.time()
   from_cache = sum(1 for j in jobs if j.cache_file and os.path.exists(j.cache_file))
   if beam_runner is None and beam_options is None:
