@@ -18,8 +18,9 @@ from ml_collections import config_flags
 config_flags.DEFINE_config_file('config', None, 'Path to a config file (configs/*.py).',
                                 lock_config=True)
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and results.')
-flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'summary'],
-                  'train (then evaluate), eval (latest checkpoint), summary (layer table).')
+flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'summary', 'lr_find'],
+                  'train (then evaluate), eval (latest checkpoint), summary (layer table), '
+                  'lr_find (learning-rate range test; touches no checkpoint).')
 flags.DEFINE_string('coordinator_address', None,
                     'Multi-process runs: host:port of process 0 (else SLURM/Open MPI are detected).')
 flags.DEFINE_integer('num_processes', None, 'Multi-process runs: number of processes.')
@@ -51,7 +52,7 @@ def run(config, workdir: str | None, mode: str) -> None:
     print(summary.layer_table(config))
     return
   if not workdir:
-    raise train.UserError('--workdir is required for --mode=train and --mode=eval')
+    raise train.UserError(f'--workdir is required for --mode={mode}')
   if config.data.demo:
     import jax  # pylint: disable=import-outside-toplevel
     if jax.process_index() == 0:
@@ -59,6 +60,9 @@ def run(config, workdir: str | None, mode: str) -> None:
     if jax.process_count() > 1:
       from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
       multihost_utils.sync_global_devices('demo data ready')
+  if mode == 'lr_find':
+    train.lr_range_test(config, workdir)
+    return
   if mode == 'eval':
     results = train.evaluate_only(config, workdir)
   else:

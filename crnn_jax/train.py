@@ -422,3 +422,66 @@ def evaluate_only(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
   return evaluate.evaluate_and_report(state, sources, info, parallel,
                                       parallel.jit_eval_step(config.multilabel), config, workdir,
                                       list(meta.get('history', [])))
+
+
+def lr_range_test(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """--mode=lr_find: fastai's learning-rate range test on the train split.
+
+  A fresh model trains one batch per learning rate on an exponential sweep
+  (Adam, beta1 0.9 as fastai's default optimiser), stopping when the smoothed
+  loss diverges. Writes lr_find.png and lr_find.json; no checkpoint is read
+  or written, so it is safe in a training workdir.
+  """
+  from crnn_jax import lr_find, plots  # pylint: disable=import-outside-toplevel
+  workdir = checkpoints.ensure_workdir(workdir)
+  info = input_pipeline.load_info(config)
+  sources = input_pipeline.open_sources(config)
+  parallel = Parallel(config)
+  lf = config.get('lr_find', ml_collections.ConfigDict())
+  start_lr, end_lr = float(lf.get('start_lr', 1e-7)), float(lf.get('end_lr', 10.0))
+  num_it = int(lf.get('num_it', 100))
+  t = config.train
+  tx = optax.inject_hyperparams(optax.adamw)(learning_rate=start_lr, b1=0.9, b2=t.beta2,
+                                             eps=t.eps, weight_decay=t.weight_decay)
+  model = create_model(config, info)
+  spec, tab = dummy_inputs(info)
+  variables = jax.jit(functools.partial(model.init, train=False))(jax.random.key(config.seed),
+                                                                  spec, tab)
+  state = parallel.replicate(TrainState.create(
+      apply_fn=model.apply, params=variables['params'],
+      batch_stats=variables.get('batch_stats', {}), tx=tx))
+  weights = parallel.replicate(jnp.ones(len(info.class_names)))
+
+  def step_at(state, batch, weights, lr):
+    opt_state = state.opt_state
+    opt_state = opt_state._replace(hyperparams={**opt_state.hyperparams, 'learning_rate': lr})
+    return train_step(state.replace(opt_state=opt_state), batch, weights, config.multilabel)
+
+  step = jax.jit(step_at, donate_argnums=0)
+  labels = input_pipeline.read_labels(sources['train'])
+  finder = lr_find.LRFinderState(start_lr=start_lr, end_lr=end_lr, num_it=num_it)
+  epoch = 0
+  while not finder.done:
+    order = input_pipeline.epoch_order(labels, config.seed, epoch)
+    for batch in input_pipeline.train_batches(sources['train'], order, info, t.batch_size, 0,
+                                              config, jax.process_index(), jax.process_count()):
+      state, m = step(state, parallel.shard_batch(batch), weights, jnp.float32(finder.next_lr()))
+      if finder.record(float(m['loss'])):
+        break
+    epoch += 1
+  try:
+    suggestion = lr_find.suggest_lr(finder.lrs, finder.smoothed)
+  except ValueError as e:
+    raise UserError(f'LR range test: {e}; raise --config.lr_find.num_it or the data set size'
+                    ) from None
+  result = {'suggested_max_lr': suggestion, 'min_loss_lr_div10': lr_find.min_loss_lr(
+      finder.lrs, finder.smoothed), 'stop_reason': finder.stop_reason, 'lrs': finder.lrs,
+            'smoothed_losses': finder.smoothed, 'losses': finder.losses}
+  if jax.process_index() == 0:
+    checkpoints.write_json(os.path.join(workdir, 'lr_find.json'), result)
+    plots.plot_lr_finder(finder.lrs, finder.smoothed, os.path.join(workdir, 'lr_find.png'),
+                         suggested_lr=suggestion, raw_losses=finder.losses,
+                         title=f'{info.name}: learning-rate range test')
+  log(f'LR range test ({len(finder.lrs)} batches, {finder.stop_reason}): suggested max_lr '
+      f'{suggestion:.3g} (set --config.train.max_lr); plot in {workdir}/lr_find.png')
+  return result

@@ -4,6 +4,7 @@ class-imbalance options. Runs the real loop on the tiny data set."""
 import json
 import os
 
+import ml_collections
 import numpy as np
 import pytest
 from PIL import Image
@@ -56,3 +57,15 @@ def test_imbalance_options_train(tiny_data_dir, tmp_path, option):
   setattr(config.train, *option)
   results = _run(config, tmp_path)
   assert np.isfinite(results['test']['loss'])
+
+
+def test_lr_range_test_plots_and_touches_no_checkpoint(tiny_data_dir, tmp_path):
+  config = tiny_config(tiny_data_dir)
+  config.train.batch_size = 8
+  config.lr_find = ml_collections.ConfigDict({'num_it': 30, 'start_lr': 1e-6, 'end_lr': 10.0})
+  result = train.lr_range_test(config, str(tmp_path))
+  assert 1e-6 <= result['suggested_max_lr'] <= 10.0
+  assert len(result['lrs']) == len(result['smoothed_losses']) <= 30
+  assert np.all(np.diff(result['lrs']) > 0)  # an exponential sweep
+  assert (tmp_path / 'lr_find.png').stat().st_size > 10_000
+  assert not (tmp_path / 'checkpoints').exists()
