@@ -102,6 +102,10 @@ def evaluate_and_report(state: Any, sources: Mapping[str, Any], info: DataInfo, 
     f.write(text + '\n')
   print(text, flush=True)
   if history:
+    steps_per_epoch = int(history[0]['step'] // history[0]['epoch'])
+    total = steps_per_epoch * int(config.train.num_epochs)
+    lr_fn, _ = train.schedules(config, total)
     plots.plot_training_curves(history, os.path.join(workdir, 'training_curves.png'),
-                               title=f'{info.name}: training')
+                               lr_schedule=[float(lr_fn(s)) for s in range(total)],
+                               steps_per_epoch=steps_per_epoch, title=f'{info.name}: training')
   return results
