@@ -56,7 +56,13 @@ def make_library(root: str) -> tuple[dict[str, str], dict[str, str]]:
   add_bad('jazz/random.mp3', np.random.default_rng(1).bytes(5000), '')
   with open(os.path.join(root, 'rock', 'rock3.mp3'), 'rb') as f:
     mp3 = f.read()
-  add_bad('rock/truncated.mp3', mp3[:len(mp3) // 5], '')
+  add_bad('rock/truncated.mp3', mp3[:len(mp3) // 5], 'truncated')
+  long_mp3 = os.path.join(root, 'jazz', 'long.mp3')  # truncated, yet longer than a clip
+  sf.write(long_mp3, _tone(350, 6.0), SR, format='MP3', subtype='MPEG_LAYER_III')
+  with open(long_mp3, 'rb') as f:
+    data = f.read()
+  add_bad('jazz/long_truncated.mp3', data[:len(data) // 2], 'truncated file: decoded')
+  os.remove(long_mp3)
   add_bad('jazz/notes.txt', b'hello', 'not an audio file extension')
   add_bad('stray.wav', b'', 'not in a label folder')
   silent = os.path.join(root, 'jazz', 'silent.wav')
