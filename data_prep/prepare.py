@@ -702,10 +702,16 @@ def build_dataset(
     else:
       split_examples = {s: (lambda s=s, ix=ix: _beam_examples(s, items(ix)))
                         for s, ix in by_split.items()}
-    tfds_builder.write_dataset(
-        name, data_dir, names, len(tab_names), split_examples,
-        metadata, description=f'Prepared by data_prep from {source.description}',
-        frames=clip.frames(), beam_runner=beam_runner, beam_options=beam_options)
+    from tensorflow_datasets.core.utils import tqdm_utils  # pylint: disable=import-outside-toplevel
+    bars_were_on = tqdm_utils._active  # pylint: disable=protected-access
+    tqdm_utils.display_progress_bar(bars_were_on and progress)
+    try:
+      tfds_builder.write_dataset(
+          name, data_dir, names, len(tab_names), split_examples,
+          metadata, description=f'Prepared by data_prep from {source.description}',
+          frames=clip.frames(), beam_runner=beam_runner, beam_options=beam_options)
+    finally:
+      tqdm_utils.display_progress_bar(bars_were_on)
 
   counts = {s: collections.Counter() for s in SPLITS}
   for t, s in zip(good, splits):
