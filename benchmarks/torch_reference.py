@@ -345,7 +345,7 @@ def fit_one_cycle(model: nn.Module, train: Arrays, epochs: int, max_lr: float,
       loss.backward()
       opt.step(sched.lr, sched.beta1)
       sched.on_batch_end()
-      losses.append(float(loss))
+      losses.append(float(loss.detach()))
       if log_every and len(losses) % log_every == 0:
         print(f'epoch {epoch} step {len(losses)}/{n_steps} loss {np.mean(losses[-log_every:]):.4f}')
   return losses
