@@ -29,13 +29,12 @@ FLAGS = flags.FLAGS
 
 
 def prepare_demo_data(config) -> None:
-  """Generates the demo audio and builds its TFDS set, once."""
-  import os  # pylint: disable=import-outside-toplevel
+  """Generates the demo audio and builds its TFDS set. Both steps are
+  idempotent: a finished set is reused, a half-written one completed."""
   from crnn_jax import audio  # pylint: disable=import-outside-toplevel
   from data_prep import demo, prepare  # pylint: disable=import-outside-toplevel
-  if os.path.isdir(os.path.join(config.data.data_dir, config.data.name)):
-    return
-  print(f'Generating the demo audio in {config.data.demo_audio_dir} ...', flush=True)
+  print(f'Demo audio in {config.data.demo_audio_dir}, data set in {config.data.data_dir}',
+        flush=True)
   demo.generate_demo_library(config.data.demo_audio_dir, seed=config.seed,
                              clips_per_class=config.data.demo_clips_per_class,
                              seconds=config.data.demo_clip_seconds)
