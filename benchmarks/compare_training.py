@@ -40,7 +40,8 @@ def split_arrays(source, info) -> tuple[np.ndarray, np.ndarray]:
   return spec, np.asarray([r['label'] for r in rows], np.int64)
 
 
-def run_seed(seed: int, epochs: int | None) -> dict[str, float]:
+def run_seed(seed: int, epochs: int | None, channels_last_control: bool = False
+             ) -> dict[str, float]:
   import jax  # pylint: disable=import-outside-toplevel
   import torch  # pylint: disable=import-outside-toplevel
 
@@ -62,8 +63,12 @@ def run_seed(seed: int, epochs: int | None) -> dict[str, float]:
   state = train.create_train_state(config, info, jax.random.key(config.seed), steps_per_epoch)
   start = reference_weights.to_torch(jax.device_get(
       {'params': state.params, 'batch_stats': state.batch_stats}))
-  port = tr.GenreCRNN(num_classes=len(info.class_names), frames=info.frames)
-  port.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in start.items()})
+  def port_from_start(channels_last: bool):
+    port = tr.GenreCRNN(num_classes=len(info.class_names), frames=info.frames)
+    port.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in start.items()})
+    return port.to(memory_format=torch.channels_last) if channels_last else port
+
+  port = port_from_start(False)
   train_labels = input_pipeline.read_labels(sources['train'])
   orders = [input_pipeline.epoch_order(train_labels, config.seed, e) for e in range(t.num_epochs)]
   x_train, y_train = split_arrays(sources['train'], info)
@@ -73,6 +78,16 @@ def run_seed(seed: int, epochs: int | None) -> dict[str, float]:
                             batch_size=t.batch_size, weight_decay=t.weight_decay, orders=orders)
   torch_s = time.perf_counter() - tic
   log_probs = tr.predict_log_probs(port, tr.Arrays(x_test, y_test), t.eval_batch_size)
+  control = {}
+  if channels_last_control:
+    # The same model, start and order with only the rounding changed (other
+    # convolution kernels): how far float noise alone carries a run.
+    port_cl = port_from_start(True)
+    tr.fit_one_cycle(port_cl, tr.Arrays(x_train, y_train), t.num_epochs, t.max_lr,
+                     batch_size=t.batch_size, weight_decay=t.weight_decay, orders=orders)
+    lp_cl = tr.predict_log_probs(port_cl, tr.Arrays(x_test, y_test), t.eval_batch_size)
+    control = {'torch_cl_top1': tr.accuracy(lp_cl, y_test, 1),
+               'torch_cl_test_loss': float(-lp_cl[np.arange(len(y_test)), y_test].mean())}
 
   with tempfile.TemporaryDirectory() as workdir:
     tic = time.perf_counter()
@@ -85,7 +100,7 @@ def run_seed(seed: int, epochs: int | None) -> dict[str, float]:
       'jax_test_loss': float(results['test']['loss']),
       'torch_test_loss': float(-log_probs[np.arange(len(y_test)), y_test].mean()),
       'torch_last_epoch_train_loss': float(np.mean(losses[-steps_per_epoch:])),
-      'jax_seconds': jax_s, 'torch_seconds': torch_s,
+      'jax_seconds': jax_s, 'torch_seconds': torch_s, **control,
   }
 
 
@@ -93,17 +108,23 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--seeds', default='0')
   parser.add_argument('--epochs', type=int, default=0, help='0: the demo config (8)')
+  parser.add_argument('--channels_last_control', action='store_true',
+                      help='also train the port in channels_last: a torch-vs-torch noise baseline')
   parser.add_argument('--json', default='')
   args = parser.parse_args()
   rows = []
   for seed in (int(s) for s in args.seeds.split(',')):
-    rows.append(run_seed(seed, args.epochs or None))
+    rows.append(run_seed(seed, args.epochs or None, args.channels_last_control))
     print(json.dumps(rows[-1]), flush=True)
-  print('| seed | epochs | test clips | JAX top-1 | torch top-1 | JAX test loss | torch test loss |')
-  print('|---|---|---|---|---|---|---|')
+  print('| seed | epochs | test clips | JAX top-1 | torch top-1 | torch CL top-1 | JAX test loss '
+        '| torch test loss | torch CL test loss |')
+  print('|---|---|---|---|---|---|---|---|---|')
   for r in rows:
+    cl_top1 = f'{r["torch_cl_top1"]:.4f}' if 'torch_cl_top1' in r else '-'
+    cl_loss = f'{r["torch_cl_test_loss"]:.4f}' if 'torch_cl_test_loss' in r else '-'
     print(f'| {r["seed"]} | {r["epochs"]} | {r["test_clips"]} | {r["jax_top1"]:.4f} | '
-          f'{r["torch_top1"]:.4f} | {r["jax_test_loss"]:.4f} | {r["torch_test_loss"]:.4f} |')
+          f'{r["torch_top1"]:.4f} | {cl_top1} | {r["jax_test_loss"]:.4f} | '
+          f'{r["torch_test_loss"]:.4f} | {cl_loss} |')
   if args.json:
     with open(args.json, 'w') as f:
       json.dump(rows, f, indent=2)
