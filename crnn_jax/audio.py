@@ -26,6 +26,8 @@ N_FFT = 2048
 HOP_LENGTH = 512
 N_MELS = 128
 LOG_EPSILON = 1e-9
+# An MP3 cut short decodes without error, just shorter than its header says.
+TRUNCATED_FRACTION = 0.9
 # librosa < 0.10 (the reference's, 2020) padded centred frames by reflection;
 # librosa 0.10+ defaults to zeros. The first and last frame depend on it.
 PAD_MODE = 'reflect'
@@ -59,11 +61,21 @@ def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.nd
   if size == 0:
     raise AudioError('empty file (0 bytes)')
   try:
-    data, rate = sf.read(path, dtype='float32', always_2d=True)
+    with sf.SoundFile(path) as f:
+      rate, declared = f.samplerate, f.frames
+      data = f.read(dtype='float32', always_2d=True)
   except Exception as e:  # soundfile raises several types for corrupt input
-    raise AudioError(f'not decodable audio: {str(e).splitlines()[0][:200]}') from None
+    message = str(e).splitlines()[0]
+    if 'does not exist' in message or 'not recognised' in message.lower():
+      # libsndfile's words for a file whose bytes it cannot identify.
+      message = 'unrecognised format or corrupt data'
+    raise AudioError(f'not decodable audio: {message[:200]}') from None
   if data.shape[0] == 0 or data.shape[1] == 0:
     raise AudioError('no audio samples')
+  if path.lower().endswith('.mp3') and 0 < declared < 2**62 and rate:
+    if data.shape[0] < TRUNCATED_FRACTION * declared:
+      raise AudioError(f'truncated file: decoded {data.shape[0] / rate:.2f} s of the '
+                       f'{declared / rate:.2f} s its header declares')
   mono = data.mean(axis=1)
   if not np.all(np.isfinite(mono)):
     raise AudioError('audio contains NaN or infinite samples')

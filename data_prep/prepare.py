@@ -177,27 +177,10 @@ def _atomic_savez(path: str, **arrays: Any) -> None:
   os.replace(tmp, path)
 
 
-def _check_complete(path: str, decoded_seconds: float) -> None:
-  """A truncated MP3 decodes without error, only shorter than its header says
-  (FLAC/Ogg fail to decode, WAV headers are fixed up by libsndfile)."""
-  if not path.lower().endswith('.mp3'):
-    return
-  import soundfile as sf  # pylint: disable=import-outside-toplevel
-  try:
-    info = sf.info(path)
-  except Exception:  # noqa: BLE001  it decoded, so this cannot really fail
-    return
-  declared = info.frames / info.samplerate if info.samplerate else 0.0
-  if declared > 0 and decoded_seconds < TRUNCATED_FRACTION * declared:
-    raise audio.AudioError(f'truncated file: decoded {decoded_seconds:.2f} s of the '
-                           f'{declared:.2f} s its header declares')
-
-
 def compute_track(path: str, clip: audio.ClipSettings, estimate_features: bool
                   ) -> tuple[np.ndarray, dict[str, float]]:
   """Decode + window + spectrogram (+ audio features). Raises AudioError."""
-  y = audio.load_audio(path)
-  _check_complete(path, len(y) / audio.SAMPLE_RATE)
+  y = audio.load_audio(path)  # also rejects truncated MP3s
   window = audio.fixed_window(y, clip.seconds, clip.position, clip.min_seconds)
   if float(np.max(np.abs(window))) < SILENCE_PEAK:
     raise audio.AudioError('silent clip (peak below -80 dBFS)')
@@ -250,7 +233,6 @@ def load_image(cache_file: str) -> np.ndarray:
     return np.asarray(z['image'], dtype=np.uint8)
 
 
-TRUNCATED_FRACTION = 0.9  # an MP3 decoding to less than this of its declared length
 DEFAULT_CLIP = audio.ClipSettings()  # the reference: first 30 s, >= 5 s
 MIN_POOL_JOBS = 48  # fewer clips to compute than this: decode in this process
 # One worker process per core, each single-threaded: no BLAS/OpenMP oversubscription.

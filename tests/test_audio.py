@@ -66,3 +66,21 @@ def test_silence_is_rejected():
 
 def test_frames():
   assert audio.num_frames(30.0) == 1292
+
+
+def test_truncated_mp3_is_rejected_and_complete_one_accepted(tmp_path):
+  path = tmp_path / 'full.mp3'
+  sf.write(path, _tone(6.0), 22050, format='MP3')
+  assert abs(len(audio.load_audio(path)) - 6 * 22050) < 22050 // 10
+  cut = tmp_path / 'cut.mp3'
+  data = path.read_bytes()
+  cut.write_bytes(data[:len(data) // 2])
+  with pytest.raises(audio.AudioError, match='truncated file'):
+    audio.load_audio(cut)
+
+
+def test_non_audio_bytes_get_an_honest_reason(tmp_path):
+  path = tmp_path / 'notes.mp3'
+  path.write_text('these are liner notes, not audio\n' * 40)
+  with pytest.raises(audio.AudioError, match='unrecognised format or corrupt data'):
+    audio.load_audio(path)
