@@ -30,6 +30,7 @@ def measure(devices: int, batch: int, frames: int, warmup: int, steps: int) -> d
   sys.path.insert(0, str(ROOT))
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
+
   from configs import default  # pylint: disable=import-outside-toplevel
   from crnn_jax import input_pipeline, train  # pylint: disable=import-outside-toplevel
 

@@ -15,6 +15,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.name = ''  # TFDS data set name (snake_case) under data_dir
   config.data.data_dir = ''  # folder that holds <name>/<version>/
   config.data.class_names = ()  # optional: must equal the data set's, in order
+  config.data.num_tabular = -1  # tabular columns expected in the data set; -1: any
   config.data.categorical_encoding = 'raw'  # tabular key/mode/explicit: 'raw' codes (reference) | 'onehot'
   config.data.num_workers = 0  # grain worker processes; 0 reads in the main process (threads)
   config.data.num_threads = 4  # reader threads

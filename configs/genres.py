@@ -15,5 +15,6 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.name = 'genres'
   config.data.data_dir = 'data/tfds'
   config.data.class_names = GENRES
+  config.data.num_tabular = 0  # audio only
   config.train.max_lr = 1.445e-3
   return config

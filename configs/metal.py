@@ -20,5 +20,6 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.name = 'metal'
   config.data.data_dir = 'data/tfds'
   config.data.class_names = METAL_SUBGENRES
+  config.data.num_tabular = 16  # SPEC.md section 3
   config.train.max_lr = 1.738e-3
   return config

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -38,7 +38,7 @@ class AudioError(Exception):
 
 
 def clip_samples(seconds: float = CLIP_SECONDS, sample_rate: int = SAMPLE_RATE) -> int:
-  return int(round(seconds * sample_rate))
+  return round(seconds * sample_rate)
 
 
 def num_frames(seconds: float = CLIP_SECONDS, sample_rate: int = SAMPLE_RATE) -> int:
@@ -64,7 +64,7 @@ def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.nd
     with sf.SoundFile(path) as f:
       rate, declared = f.samplerate, f.frames
       data = f.read(dtype='float32', always_2d=True)
-  except Exception as e:  # soundfile raises several types for corrupt input
+  except Exception as e:  # noqa: BLE001  soundfile raises many types for corrupt input
     message = str(e).splitlines()[0]
     if 'does not exist' in message or 'not recognised' in message.lower():
       # libsndfile's words for a file whose bytes it cannot identify.
@@ -72,10 +72,10 @@ def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.nd
     raise AudioError(f'not decodable audio: {message[:200]}') from None
   if data.shape[0] == 0 or data.shape[1] == 0:
     raise AudioError('no audio samples')
-  if path.lower().endswith('.mp3') and 0 < declared < 2**62 and rate:
-    if data.shape[0] < TRUNCATED_FRACTION * declared:
-      raise AudioError(f'truncated file: decoded {data.shape[0] / rate:.2f} s of the '
-                       f'{declared / rate:.2f} s its header declares')
+  if (path.lower().endswith('.mp3') and 0 < declared < 2**62 and rate
+      and data.shape[0] < TRUNCATED_FRACTION * declared):
+    raise AudioError(f'truncated file: decoded {data.shape[0] / rate:.2f} s of the '
+                     f'{declared / rate:.2f} s its header declares')
   mono = data.mean(axis=1)
   if not np.all(np.isfinite(mono)):
     raise AudioError('audio contains NaN or infinite samples')

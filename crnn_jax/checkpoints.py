@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import ml_collections
@@ -88,7 +89,7 @@ def save(mgr: ocp.CheckpointManager, step: int, state: Any, meta: Mapping[str, A
   mgr.wait_until_finished()
 
 
-def restore(mgr: ocp.CheckpointManager, target_state: Any, step: Optional[int] = None
+def restore(mgr: ocp.CheckpointManager, target_state: Any, step: int | None = None
             ) -> tuple[Any, dict[str, Any]] | None:
   """Restores the latest (or given) checkpoint into target_state's structure
   and shardings; None when there is none. An incompatible model is a UserError."""

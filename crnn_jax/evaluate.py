@@ -10,7 +10,8 @@ mAP, ROC-AUC, example-based F1 at a threshold chosen on validation, and top-k
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import jax
 import ml_collections

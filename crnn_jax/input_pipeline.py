@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import grain
 import ml_collections
@@ -46,7 +47,7 @@ class DataInfo:
     return d
 
   @classmethod
-  def from_json(cls, d: Mapping[str, Any]) -> 'DataInfo':
+  def from_json(cls, d: Mapping[str, Any]) -> DataInfo:
     return cls(name=d['name'], class_names=tuple(d['class_names']),
                num_tabular=int(d['num_tabular']),
                categorical_encoding=d['categorical_encoding'],
@@ -84,7 +85,7 @@ def _builder(config: ml_collections.ConfigDict):
                     'prepare it with `python -m data_prep build` or fix --config.data.name')
   try:
     return tfds.builder(name, data_dir=data_dir)
-  except Exception as e:  # tfds raises several types for half-written folders
+  except Exception as e:  # noqa: BLE001  tfds raises many types for half-written folders
     raise UserError(f'data set {name!r} in {data_dir!r} cannot be read ({type(e).__name__}: '
                     f'{str(e).splitlines()[0][:200]}); rebuild it with `python -m data_prep build`'
                     ) from None
@@ -100,7 +101,7 @@ def load_info(config: ml_collections.ConfigDict) -> DataInfo:
     raise UserError(f'config.data.class_names {list(wanted)} do not match data set '
                     f'{config.data.name!r} classes {list(class_names)} (order matters); fix the '
                     'config or prepare the data set with these classes')
-  split_sizes = {s: int(info.splits[s].num_examples) for s in info.splits.keys()}
+  split_sizes = {s: int(info.splits[s].num_examples) for s in info.splits}
   missing = [s for s in SPLITS if s not in split_sizes]
   if missing:
     raise UserError(f'data set {config.data.name!r} lacks splits {missing}; rebuild it')
@@ -113,6 +114,12 @@ def load_info(config: ml_collections.ConfigDict) -> DataInfo:
     num_tabular = tabular.encoded_size(metadata, encoding)
   except (ValueError, KeyError) as e:
     raise UserError(f'bad tabular settings: {e}') from None
+  wanted_tabular = int(config.data.get('num_tabular', -1))
+  columns = list(metadata['tabular_names'])
+  if wanted_tabular >= 0 and wanted_tabular != len(columns):
+    raise UserError(f'config.data.num_tabular={wanted_tabular} but data set {config.data.name!r} '
+                    f'has {len(columns)} tabular columns {columns}; prepare it with the right '
+                    'columns (python -m data_prep build --tabular=...) or fix the config')
   frames = info.features['spectrogram'].shape[1]
   return DataInfo(name=config.data.name, class_names=class_names, num_tabular=num_tabular,
                   categorical_encoding=encoding, split_sizes=split_sizes, frames=frames,

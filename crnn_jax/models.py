@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -131,7 +132,7 @@ class BatchNorm(nn.BatchNorm):
   unbiased_running_var: bool = False
 
   @nn.compact
-  def __call__(self, x: Array, use_running_average: Optional[bool] = None, **kwargs) -> Array:
+  def __call__(self, x: Array, use_running_average: bool | None = None, **kwargs) -> Array:
     use_ra = nn.merge_param('use_running_average', self.use_running_average,
                             use_running_average)
     if not self.unbiased_running_var or use_ra or self.is_initializing():
@@ -162,8 +163,8 @@ class ConvBlock(nn.Module):
     fan_in = x.shape[-1] * 9
     inits = {}
     if self.torch_init:
-      inits = dict(kernel_init=torch_kernel_init(),
-                   bias_init=uniform_init(1.0 / math.sqrt(fan_in)))
+      inits = {'kernel_init': torch_kernel_init(),
+                   'bias_init': uniform_init(1.0 / math.sqrt(fan_in))}
     x = nn.Conv(self.features, (3, 3), padding=((1, 1), (1, 1)),
                 dtype=self.dtype, name='conv', **inits)(x)
     x = BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
@@ -202,12 +203,12 @@ class CRNN(nn.Module):
   def _dense(self, features: int, fan_in: int, name: str) -> nn.Dense:
     inits = {}
     if self.torch_init:
-      inits = dict(kernel_init=torch_kernel_init(),
-                   bias_init=uniform_init(1.0 / math.sqrt(fan_in)))
+      inits = {'kernel_init': torch_kernel_init(),
+                   'bias_init': uniform_init(1.0 / math.sqrt(fan_in))}
     return nn.Dense(features, dtype=self.dtype, name=name, **inits)
 
   @nn.compact
-  def __call__(self, spectrogram: Array, tabular: Optional[Array] = None,
+  def __call__(self, spectrogram: Array, tabular: Array | None = None,
                train: bool = False) -> Array:
     if spectrogram.ndim == 3:
       spectrogram = spectrogram[..., None]
@@ -227,9 +228,9 @@ class CRNN(nn.Module):
     gru_inits = {}
     if self.torch_init:
       bound = 1.0 / math.sqrt(self.gru_features)
-      gru_inits = dict(kernel_init=uniform_init(bound),
-                       recurrent_kernel_init=uniform_init(bound),
-                       bias_init=uniform_init(bound))
+      gru_inits = {'kernel_init': uniform_init(bound),
+                       'recurrent_kernel_init': uniform_init(bound),
+                       'bias_init': uniform_init(bound)}
     for layer in range(self.gru_layers):
       cell = TorchGRUCell(self.gru_features, hidden_bias_rz=self.gru_hidden_bias_rz,
                           dtype=self.dtype, name=f'gru_l{layer}', **gru_inits)

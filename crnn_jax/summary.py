@@ -51,15 +51,23 @@ def _flatten(tree, prefix=''):
 
 
 def layer_table(config: ml_collections.ConfigDict) -> str:
-  num_classes = len(config.data.class_names) or 10
-  num_tabular = int(config.data.get('num_tabular', 0) or 0)
-  if not num_tabular and 'metal' in config.data.name:
-    num_tabular = 16
-  frames = int(config.data.get('frames', 1292) or 1292)
+  """The model of the config's data set if it is prepared; else of the config
+  alone (class names, ``data.num_tabular``, 30-s clips)."""
+  from crnn_jax import input_pipeline  # pylint: disable=import-outside-toplevel
+  from crnn_jax.errors import UserError  # pylint: disable=import-outside-toplevel
+  try:
+    info = input_pipeline.load_info(config)
+    num_classes, num_tabular = len(info.class_names), info.num_tabular
+    frames, source = info.frames or 1292, f'data set {info.name!r}'
+  except UserError:
+    num_classes = len(config.data.class_names) or 10
+    num_tabular, frames = max(int(config.data.num_tabular), 0), 1292  # raw encoding
+    source = 'config (data set not prepared)'
   rows = layer_rows(config, num_classes, num_tabular, frames)
   width = max(len(r[0]) for r in rows)
-  lines = [f'CRNN ({config.model.variant}): {num_classes} classes, {num_tabular} tabular inputs, '
-           f'input 128x{frames}', f'{"layer":<{width}}  {"output":>14}  {"params":>9}']
+  lines = [(f'CRNN ({config.model.variant}) for {source}: {num_classes} classes, '
+            f'{num_tabular} tabular inputs, input 128x{frames}'),
+           f'{"layer":<{width}}  {"output":>14}  {"params":>9}']
   lines += [f'{p:<{width}}  {s:>14}  {n:>9,}' for p, s, n in rows]
   lines.append(f'total params: {sum(r[2] for r in rows)}')
   return '\n'.join(lines)

@@ -10,7 +10,8 @@ prediction both encode through here, so they agree exactly:
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 

@@ -14,16 +14,17 @@ import math
 import os
 import signal
 import time
-from typing import Any, Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
 from flax.training import train_state
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from crnn_jax import checkpoints, input_pipeline, models
 from crnn_jax.errors import UserError
@@ -274,8 +275,7 @@ class _MetricWriters:
     tmp = os.path.join(self.workdir, 'metrics.jsonl.tmp')
     import json  # pylint: disable=import-outside-toplevel
     with open(tmp, 'w') as f:
-      for r in history:
-        f.write(json.dumps(r, sort_keys=True) + '\n')
+      f.writelines(json.dumps(r, sort_keys=True) + '\n' for r in history)
     os.replace(tmp, os.path.join(self.workdir, 'metrics.jsonl'))
 
   def close(self) -> None:
@@ -286,6 +286,7 @@ class _MetricWriters:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains (resuming if the workdir has a checkpoint), then evaluates on test."""
   from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+
   from crnn_jax import evaluate  # pylint: disable=import-outside-toplevel
 
   workdir = checkpoints.ensure_workdir(workdir)

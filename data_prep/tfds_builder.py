@@ -18,7 +18,8 @@ split, and the clip settings, so prediction can reproduce the input exactly.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, ClassVar
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -74,7 +75,8 @@ def write_dataset(
   # same name twice (a rebuild); readers find the data by folder, not class.
   class _Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     VERSION = tfds.core.Version(globals()['VERSION'])
-    RELEASE_NOTES = {globals()['VERSION']: 'Prepared by crnn_jax data_prep.'}
+    RELEASE_NOTES: ClassVar[dict[str, str]] = {
+        globals()['VERSION']: 'Prepared by crnn_jax data_prep.'}
 
     def _info(self) -> tfds.core.DatasetInfo:
       return tfds.core.DatasetInfo(

@@ -29,8 +29,8 @@ def _tiny_examples(split: str, n: int, seed: int, num_tabular: int):
         tab[0] = 1 + label  # a categorical code in 1..2
       label_set = np.zeros(2, np.uint8)
       label_set[label] = 1
-      yield f'{split}-{i}', dict(spectrogram=img, tabular=tab, label=label, label_set=label_set,
-                                 track_id=f'{split}{i}', artist_id=f'artist{i}')
+      yield f'{split}-{i}', {'spectrogram': img, 'tabular': tab, 'label': label, 'label_set': label_set,
+                                 'track_id': f'{split}{i}', 'artist_id': f'artist{i}'}
   return make
 
 

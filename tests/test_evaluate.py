@@ -7,9 +7,9 @@ import os
 import ml_collections
 import numpy as np
 import pytest
+from conftest import tiny_config
 from PIL import Image
 
-from conftest import tiny_config
 from crnn_jax import train
 
 

@@ -63,7 +63,7 @@ def test_readout_variants_accept_any_length(readout):
 
 def test_metal_head_needs_tabular_input():
   model = models.CRNN(num_classes=20, num_tabular=16)
-  variables, spec, tab = _init(model, num_tabular=16)
+  variables, spec, _tab = _init(model, num_tabular=16)
   with pytest.raises(ValueError, match='tabular'):
     model.apply(variables, spec, None)
 

@@ -10,8 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import ROOT, tiny_config
 
-from conftest import ROOT, tiny_config, write_tiny
 from crnn_jax import checkpoints, input_pipeline, tabular, train
 from crnn_jax.errors import UserError
 
@@ -50,7 +50,7 @@ def _state_and_batch(data_dir, num_tabular=0, name='tiny'):
 
 
 def test_train_step_lowers_loss_on_a_fixed_batch(tiny_data_dir):
-  config, info, state, batch = _state_and_batch(tiny_data_dir)
+  _config, _info, state, batch = _state_and_batch(tiny_data_dir)
   step = jax.jit(lambda s, b: train.train_step(s, b, jnp.ones(2), False))
   losses = []
   for _ in range(6):
@@ -61,7 +61,7 @@ def test_train_step_lowers_loss_on_a_fixed_batch(tiny_data_dir):
 
 
 def test_eval_step_is_deterministic_and_uses_running_stats(tiny_data_dir):
-  config, info, state, batch = _state_and_batch(tiny_data_dir)
+  _config, _info, state, batch = _state_and_batch(tiny_data_dir)
   batch = dict(batch, mask=np.ones(16, np.float32))
   ev = jax.jit(lambda s, b: train.eval_step(s, b, False))
   a, b = ev(state, batch), ev(state, batch)
@@ -72,7 +72,7 @@ def test_eval_step_is_deterministic_and_uses_running_stats(tiny_data_dir):
 
 
 def test_tabular_branch_trains(tiny_tabular_data_dir):
-  config, info, state, batch = _state_and_batch(tiny_tabular_data_dir, name='tiny_tab')
+  _config, info, state, batch = _state_and_batch(tiny_tabular_data_dir, name='tiny_tab')
   assert info.num_tabular == 4 and batch['tabular'].shape == (16, 4)
   state, m = jax.jit(lambda s, b: train.train_step(s, b, jnp.ones(2), False))(state, batch)
   assert np.isfinite(float(m['loss']))
@@ -175,8 +175,8 @@ def test_interrupted_run_resumes_exactly(tiny_data_dir, tmp_path, monkeypatch):
   mgr.close()
   resumed = train.train_and_evaluate(config, workdir)
   assert resumed == straight
-  straight_rows = open(tmp_path / 'straight' / 'metrics.jsonl').read()
-  assert open(os.path.join(workdir, 'metrics.jsonl')).read() == straight_rows
+  straight_rows = (tmp_path / 'straight' / 'metrics.jsonl').read_text()
+  assert (tmp_path / 'resumed' / 'metrics.jsonl').read_text() == straight_rows
 
 
 def test_nan_loss_stops_with_a_clear_message(tiny_data_dir, tmp_path, monkeypatch):
