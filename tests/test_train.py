@@ -222,7 +222,7 @@ def test_main_prints_one_line_errors(tmp_path):
   out = subprocess.run(
       [sys.executable, 'main.py', '--config=configs/default.py', f'--workdir={tmp_path}/w',
        '--config.data.name=x', f'--config.data.data_dir={tmp_path}/missing'],
-      cwd=ROOT, capture_output=True, text=True, timeout=120)
+      cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
   assert out.returncode == 2
   assert out.stderr.strip().startswith('error: data directory') and 'Traceback' not in out.stderr
   assert len(out.stderr.strip().splitlines()) == 1
