@@ -30,10 +30,13 @@ not hold. Give them with one of:
                         those rows, which cannot be recovered, so these are
                         estimates (on ~100k rows they differ by a small fraction
                         of a standard deviation).
-Without either, the import still succeeds but records mean 0 and std 1:
-continuous inputs are then fed as given, so they must already be standardised
-(data_info.json says ``"tabular_stats_source": "none ..."``), and raw Spotify
-values would give wrong predictions.
+  --tabular_stats=identity
+                        import without them: mean 0 and std 1 are recorded, so
+                        continuous inputs are fed as given and must already be
+                        standardised (data_info.json says ``"tabular_stats_source":
+                        "none ..."``). Raw Spotify values, or prediction's
+                        estimates from audio, then give meaningless outputs.
+With none of these the metal import stops with an error saying so.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ TABULAR_NAMES = (
     'instrumentalness', 'liveness', 'loudness', 'num_sections', 'popularity', 'speechiness',
     'tempo', 'time_signature', 'valence')
 CATEGORICAL = {'explicit': 2, 'key': 12, 'mode': 2}  # raw 1-based codes
+IDENTITY_STATS = 'identity'  # --tabular_stats value: import without standardisation
 
 
 # --------------------------------------------------------------------------
@@ -213,7 +217,11 @@ def build_data_info(config: Any, num_tabular: int, checkpoint: str,
   if num_tabular:
     if tabular_stats and tabular_csv:
       raise UserError('give --tabular_stats or --tabular_csv, not both')
-    if tabular_stats:
+    if tabular_stats == IDENTITY_STATS:
+      mean, std = [0.0] * num_tabular, [1.0] * num_tabular
+      origin = ('none (--tabular_stats=identity): mean 0 / std 1, so continuous inputs must '
+                "already be standardised with the reference training split's statistics")
+    elif tabular_stats:
       mean, std = stats_from_json(tabular_stats)
       origin = f'--tabular_stats {os.path.abspath(tabular_stats)}'
     elif tabular_csv:
@@ -221,9 +229,11 @@ def build_data_info(config: Any, num_tabular: int, checkpoint: str,
       origin = (f'estimated from {rows} usable rows of {os.path.abspath(tabular_csv)} (the '
                 "reference's own 64% training split cannot be recovered)")
     else:
-      mean, std = [0.0] * num_tabular, [1.0] * num_tabular
-      origin = ('none given: mean 0 / std 1, so continuous inputs must already be standardised '
-                'with the reference training split\'s statistics')
+      raise UserError(
+          "the metal model standardises its tabular inputs with the reference training split's "
+          'mean and std, which the checkpoint does not hold: pass --tabular_csv=<the reference\'s '
+          'metal_track_data.csv> (estimates them) or --tabular_stats=<stats.json>, or '
+          '--tabular_stats=identity if your inputs are already standardised')
     metadata.update({
         'tabular_names': list(TABULAR_NAMES),
         'tabular_categorical': dict(CATEGORICAL),
@@ -309,7 +319,8 @@ def _define_flags() -> None:
   config_flags.DEFINE_config_file('config', None, 'configs/genres.py or configs/metal.py.')
   flags.DEFINE_string('checkpoint', None, 'A reference .pth file (dict with "model", "opt").')
   flags.DEFINE_string('workdir', None, 'An empty or new directory to write.')
-  flags.DEFINE_string('tabular_stats', None, 'Metal model: JSON with the 16 means and stds.')
+  flags.DEFINE_string('tabular_stats', None, "Metal model: JSON with the 16 means and stds, or "
+                      "'identity' (inputs already standardised).")
   flags.DEFINE_string('tabular_csv', None,
                       "Metal model: the reference's metal_track_data.csv to estimate them from.")
 

@@ -97,16 +97,20 @@ def test_imported_metal_workdir_keeps_the_tabular_encoding(tmp_path):
   np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
 
 
-def test_without_stats_the_metal_encoding_is_the_identity_and_says_so(tmp_path):
+def test_the_metal_import_needs_a_choice_of_tabular_statistics(tmp_path):
   ckpt = tmp_path / 'x.pth'
   ckpt.write_bytes(b'0')
-  info = ir.build_data_info(metal.get_config(), 16, str(ckpt))
+  with pytest.raises(UserError, match='--tabular_csv=.*--tabular_stats=identity'):
+    ir.build_data_info(metal.get_config(), 16, str(ckpt))
+  info = ir.build_data_info(metal.get_config(), 16, str(ckpt), tabular_stats='identity')
   meta = info['metadata']
   assert meta['tabular_mean'] == [0.0] * 16 and meta['tabular_std'] == [1.0] * 16
-  assert meta['tabular_stats_source'].startswith('none given')
+  assert meta['tabular_stats_source'].startswith('none')
   assert meta['tabular_categorical'] == {'explicit': 2, 'key': 12, 'mode': 2}
   with pytest.raises(UserError, match='not both'):
     ir.build_data_info(metal.get_config(), 16, str(ckpt), str(ckpt), str(ckpt))
+  # the genre model has no tabular branch and needs none of this
+  assert ir.build_data_info(genres.get_config(), 0, str(ckpt))['metadata']['tabular_names'] == []
 
 
 def test_stats_from_the_reference_csv(tmp_path):
