@@ -12,6 +12,10 @@ from __future__ import annotations
 
 import sys
 
+from crnn_jax import xla_defaults
+
+xla_defaults.apply()  # before jax is imported anywhere
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 

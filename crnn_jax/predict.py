@@ -603,6 +603,8 @@ def _define_flags() -> None:
 
 def run() -> None:
   """Entry point: one-line errors for the user, no traceback."""
+  from crnn_jax import xla_defaults  # pylint: disable=import-outside-toplevel
+  xla_defaults.apply()  # jax is imported lazily, after this
   from absl import app, flags, logging  # pylint: disable=import-outside-toplevel
   _define_flags()
 
