@@ -41,13 +41,13 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture(scope='module')
-def spectrograms(tmp_path_factory) -> np.ndarray:
-  """(8, 128, 1292, 1) model inputs from audio files, as prediction makes them."""
+def clips(tmp_path_factory) -> tuple[list[Path], np.ndarray]:
+  """8 demo audio files and their (8, 128, 1292, 1) model inputs."""
   import soundfile as sf  # pylint: disable=import-outside-toplevel
 
   from data_prep import demo  # pylint: disable=import-outside-toplevel
   folder = tmp_path_factory.mktemp('clips')
-  images = []
+  images, paths = [], []
   for i in range(NUM_CLIPS):
     style = demo.STYLES[i % len(demo.STYLES)]
     # 20 s at 44.1 kHz stereo: decoding resamples, downmixes and pads to 30 s
@@ -55,7 +55,14 @@ def spectrograms(tmp_path_factory) -> np.ndarray:
     path = folder / f'{style}_{i}.wav'
     sf.write(path, y, 44_100)
     images.append(audio.file_to_image(path, audio.ClipSettings()))
-  return audio.image_to_model_input(np.stack(images))
+    paths.append(path)
+  return paths, audio.image_to_model_input(np.stack(images))
+
+
+@pytest.fixture(scope='module')
+def spectrograms(clips) -> np.ndarray:
+  """The model inputs, made as data preparation and prediction make them."""
+  return clips[1]
 
 
 @pytest.fixture(scope='module')
@@ -106,20 +113,27 @@ def test_log_probs_match_pytorch(pair, spectrograms, tabular, batch):
   assert np.exp(got.max(-1)).mean() > 2.0 / got.shape[1]
 
 
-@pytest.mark.slow  # ~10 s: save_pretrained and load_pretrained each compile the model's init
-def test_imported_genre_model_classifies_demo_clips_like_pytorch(spectrograms, tmp_path):
-  """python -m crnn_jax.import_reference's workdir, loaded as prediction
-  loads it, on demo clips through the full audio path: same top-1 as PyTorch."""
+@pytest.mark.slow  # ~15 s: save_pretrained and load_pretrained each compile the model's init
+def test_imported_genre_model_predicts_demo_clips_like_pytorch(clips, tmp_path):
+  """python -m crnn_jax.import_reference's workdir, through the prediction
+  command's code (crnn_jax.predict: decode, spectrogram, batch) on demo audio
+  files: the same top-3 as the PyTorch port on every clip."""
+  from crnn_jax import predict  # pylint: disable=import-outside-toplevel
+  paths, spectrograms = clips
   path = CHECKPOINTS / FILES['genre']
   workdir = str(tmp_path / 'genres')
   import_reference.import_checkpoint(str(path), genres.get_config(), workdir)
-  config, variables, info = checkpoints.load_pretrained(workdir)
+  _, _, info = checkpoints.load_pretrained(workdir)
   assert info['class_names'] == list(genres.GENRES)  # reference index order
   assert info['frames'] == 1292 and info['metadata']['clip']['seconds'] == 30.0
-  model = models.create_model(config.model, len(info['class_names']), info['num_tabular'])
-  got = np.asarray(jax.nn.log_softmax(jax.jit(model.apply)(variables, spectrograms)))
+  results = predict.Predictor.from_workdir(workdir).predict_files([str(p) for p in paths],
+                                                                   top_k=3)
   with torch.no_grad():
     want = tr.load_reference_model(path)(
         torch.from_numpy(np.ascontiguousarray(spectrograms.transpose(0, 3, 1, 2)))).numpy()
-  np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
-  np.testing.assert_array_equal(got.argmax(-1), want.argmax(-1))
+  for result, log_probs in zip(results, want):
+    assert 'error' not in result, result
+    assert [e['genre'] for e in result['top_k']] == [
+        genres.GENRES[i] for i in np.argsort(-log_probs)[:3]]
+    got = np.array([result['probabilities'][g] for g in genres.GENRES])
+    np.testing.assert_allclose(got, np.exp(log_probs), atol=1e-4, rtol=0)
