@@ -45,6 +45,8 @@ if str(ROOT) not in sys.path:
   sys.path.insert(0, str(ROOT))
 
 PAGE = os.sysconf('SC_PAGE_SIZE')
+# XLA:CPU convolutions through Eigen instead of YNNPACK (jaxlib 0.10.2).
+EIGEN_CONV_FLAG = '--xla_cpu_experimental_ynn_fusion_type=-individual_convolution'
 
 
 def rss_bytes() -> int:
@@ -231,8 +233,12 @@ def main() -> None:
   parser.add_argument('--steps', type=int, default=3, help='timed steps per contestant')
   parser.add_argument('--warmup', type=int, default=1)
   parser.add_argument('--no_torch', action='store_true', help='JAX only (no torch installed)')
+  parser.add_argument('--eigen_conv', action='store_true',
+                      help=f'add {EIGEN_CONV_FLAG} to XLA_FLAGS (CPU_PERF_NOTES.md cause 3)')
   parser.add_argument('--json', default='', help='also write every figure here')
   args = parser.parse_args()
+  if args.eigen_conv:  # read when jax initialises its backend, so set before importing it
+    os.environ['XLA_FLAGS'] = f'{os.environ.get("XLA_FLAGS", "")} {EIGEN_CONV_FLAG}'.strip()
 
   import jax  # pylint: disable=import-outside-toplevel
   env = {
