@@ -250,3 +250,25 @@ def test_bfloat16_compute_learns_like_float32(tiny_data_dir, tmp_path):
   # Parameters and batch statistics stay float32 under bf16 compute.
   _, variables, _ = checkpoints.load_pretrained(str(tmp_path / 'bfloat16'))
   assert all(x.dtype == jnp.float32 for x in jax.tree_util.tree_leaves(variables))
+
+
+def test_gradient_accumulation_counts_updates_not_micro_batches(tiny_data_dir, tmp_path):
+  plain = tiny_config(tiny_data_dir)
+  plain.train.num_epochs = 1
+  accum = tiny_config(tiny_data_dir)
+  accum.train.num_epochs = 1
+  accum.train.grad_accum_steps = 4  # global batch 16 as 4 passes of 4
+  train.train_and_evaluate(plain, str(tmp_path / 'plain'))
+  train.train_and_evaluate(accum, str(tmp_path / 'accum'))
+  rows = {k: json.loads((tmp_path / k / 'metrics.jsonl').read_text()) for k in ('plain', 'accum')}
+  # Same number of optimiser updates, hence the same point of the one-cycle schedule.
+  assert rows['accum']['step'] == rows['plain']['step'] == 4
+  assert rows['accum']['learning_rate'] == rows['plain']['learning_rate']
+  mgr = checkpoints.manager(str(tmp_path / 'accum'))
+  assert mgr.latest_step() == 16  # micro-batches seen
+  mgr.close()
+  assert np.isfinite(rows['accum']['train_loss'])
+  with pytest.raises(UserError, match='grad_accum_steps'):
+    bad = tiny_config(tiny_data_dir)
+    bad.train.grad_accum_steps = 3
+    train.train_and_evaluate(bad, str(tmp_path / 'bad'))
