@@ -314,93 +314,95 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   state = create_train_state(config, info, jax.random.key(config.seed), steps_per_epoch)
   state = parallel.replicate(state)
   mgr = checkpoints.manager(workdir)
-  meta: dict[str, Any] = {'epoch': 0, 'batch_in_epoch': 0, 'history': [], 'partial': {}}
-  restored = checkpoints.restore(mgr, state)
-  if restored is not None:
-    state, meta = restored
-    state = parallel.replicate(state)
-    log(f'Resuming from {mgr.directory}/{int(state.step)}: epoch {meta["epoch"] + 1}, '
-        f'batch {meta["batch_in_epoch"]}')
+  try:  # closed on every exit: a pending async save finishes first
+    meta: dict[str, Any] = {'epoch': 0, 'batch_in_epoch': 0, 'history': [], 'partial': {}}
+    restored = checkpoints.restore(mgr, state)
+    if restored is not None:
+      state, meta = restored
+      state = parallel.replicate(state)
+      log(f'Resuming from {mgr.directory}/{int(state.step)}: epoch {meta["epoch"] + 1}, '
+          f'batch {meta["batch_in_epoch"]}')
 
-  train_labels = input_pipeline.read_labels(sources['train'])
-  anc = evaluate.ancestors(config, info) if config.multilabel else None
-  label_ancestors = None if anc is None else anc.astype(np.float32)
-  weights = parallel.replicate(jnp.asarray(
-      class_weights_for(config, train_labels, len(info.class_names))))
-  lr_fn, beta1_fn = schedules(config, total_steps)
-  train_fn = parallel.jit_train_step(config.multilabel)
-  eval_fn = parallel.jit_eval_step(config.multilabel)
-  writers = _MetricWriters(workdir)
-  history: list[dict[str, Any]] = list(meta['history'])
-  sampling = t.get('sampling', 'shuffle')
+    train_labels = input_pipeline.read_labels(sources['train'])
+    anc = evaluate.ancestors(config, info) if config.multilabel else None
+    label_ancestors = None if anc is None else anc.astype(np.float32)
+    weights = parallel.replicate(jnp.asarray(
+        class_weights_for(config, train_labels, len(info.class_names))))
+    lr_fn, beta1_fn = schedules(config, total_steps)
+    train_fn = parallel.jit_train_step(config.multilabel)
+    eval_fn = parallel.jit_eval_step(config.multilabel)
+    writers = _MetricWriters(workdir)
+    history: list[dict[str, Any]] = list(meta['history'])
+    sampling = t.get('sampling', 'shuffle')
 
-  old_handler = signal.signal(signal.SIGTERM, _raise_interrupt)
-  try:
-    for epoch in range(int(meta['epoch']), t.num_epochs):
-      start_batch = int(meta['batch_in_epoch']) if epoch == meta['epoch'] else 0
-      partial = dict(meta.get('partial') or {}) if start_batch else {}
-      loss_sum = float(partial.get('loss_sum', 0.0))
-      correct = float(partial.get('correct', 0.0))
-      seen = int(partial.get('seen', 0))
-      order = input_pipeline.epoch_order(train_labels, config.seed, epoch, sampling)
-      order = order[:steps_per_epoch * global_batch]  # whole global batches only
-      batches = input_pipeline.train_batches(
-          sources['train'], order, info, micro_batch, start_batch, config,
-          jax.process_index(), jax.process_count(), label_ancestors)
-      bar = tqdm(total=micro_steps, initial=start_batch, desc=f'epoch {epoch + 1}/{t.num_epochs}',
-                 disable=jax.process_index() != 0, dynamic_ncols=True, mininterval=1.0)
-      batch_index = start_batch
-      tic = time.perf_counter()
-      try:
-        for batch in batches:
-          state, m = train_fn(state, parallel.shard_batch(batch), weights)
-          # Blocking on every step: NaN guard, and forced-CPU-device
-          # all-reduces deadlock when many small steps are left in flight.
-          loss = float(m['loss'])
-          if not math.isfinite(loss):
-            raise TrainingDiverged(
-                f'loss became {loss} at step {int(state.step)} (epoch {epoch + 1}); lower '
-                '--config.train.max_lr or set --config.train.grad_clip_norm=1.0; the last good '
-                f'checkpoint is in {mgr.directory}')
-          loss_sum += loss * micro_batch
-          correct += float(m['correct'])
-          seen += micro_batch
-          batch_index += 1
-          bar.update(1)
-          rate = (batch_index - start_batch) * global_batch / (time.perf_counter() - tic)
-          bar.set_postfix(loss=f'{loss_sum / seen:.4f}', clips_s=f'{rate:.1f}', refresh=False)
-      except (KeyboardInterrupt, Interrupted) as e:
+    old_handler = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+      for epoch in range(int(meta['epoch']), t.num_epochs):
+        start_batch = int(meta['batch_in_epoch']) if epoch == meta['epoch'] else 0
+        partial = dict(meta.get('partial') or {}) if start_batch else {}
+        loss_sum = float(partial.get('loss_sum', 0.0))
+        correct = float(partial.get('correct', 0.0))
+        seen = int(partial.get('seen', 0))
+        order = input_pipeline.epoch_order(train_labels, config.seed, epoch, sampling)
+        order = order[:steps_per_epoch * global_batch]  # whole global batches only
+        batches = input_pipeline.train_batches(
+            sources['train'], order, info, micro_batch, start_batch, config,
+            jax.process_index(), jax.process_count(), label_ancestors)
+        bar = tqdm(total=micro_steps, initial=start_batch, desc=f'epoch {epoch + 1}/{t.num_epochs}',
+                   disable=jax.process_index() != 0, dynamic_ncols=True, mininterval=1.0)
+        batch_index = start_batch
+        tic = time.perf_counter()
+        try:
+          for batch in batches:
+            state, m = train_fn(state, parallel.shard_batch(batch), weights)
+            # Blocking on every step: NaN guard, and forced-CPU-device
+            # all-reduces deadlock when many small steps are left in flight.
+            loss = float(m['loss'])
+            if not math.isfinite(loss):
+              raise TrainingDiverged(
+                  f'loss became {loss} at step {int(state.step)} (epoch {epoch + 1}); lower '
+                  '--config.train.max_lr or set --config.train.grad_clip_norm=1.0; the last good '
+                  f'checkpoint is in {mgr.directory}')
+            loss_sum += loss * micro_batch
+            correct += float(m['correct'])
+            seen += micro_batch
+            batch_index += 1
+            bar.update(1)
+            rate = (batch_index - start_batch) * global_batch / (time.perf_counter() - tic)
+            bar.set_postfix(loss=f'{loss_sum / seen:.4f}', clips_s=f'{rate:.1f}', refresh=False)
+        except (KeyboardInterrupt, Interrupted) as e:
+          bar.close()
+          checkpoints.save(mgr, int(state.step), state, {
+              'epoch': epoch, 'batch_in_epoch': batch_index, 'history': history,
+              'partial': {'loss_sum': loss_sum, 'correct': correct, 'seen': seen}})
+          raise Interrupted(f'interrupted ({type(e).__name__} {e}); saved step {int(state.step)} '
+                            f'in {mgr.directory}; rerun the same command to resume') from None
         bar.close()
-        checkpoints.save(mgr, int(state.step), state, {
-            'epoch': epoch, 'batch_in_epoch': batch_index, 'history': history,
-            'partial': {'loss_sum': loss_sum, 'correct': correct, 'seen': seen}})
-        raise Interrupted(f'interrupted ({type(e).__name__} {e}); saved step {int(state.step)} '
-                          f'in {mgr.directory}; rerun the same command to resume') from None
-      bar.close()
-      val = evaluate.split_metrics(
-          predict_split(state, sources['validation'], info, parallel, eval_fn, config),
-          info, config)
-      step = int(state.step)
-      updates = step // accum
-      history.append({
-          'epoch': epoch + 1, 'step': updates,
-          'train_loss': loss_sum / max(seen, 1), 'train_accuracy': correct / max(seen, 1),
-          'val_loss': val['loss'], 'val_accuracy': val['top1'],
-          'learning_rate': float(lr_fn(updates - 1)), 'beta1': float(beta1_fn(updates - 1)),
-      })
-      checkpoints.save(mgr, step, state, {'epoch': epoch + 1, 'batch_in_epoch': 0,
-                                          'history': history, 'partial': {}})
-      writers.epoch(history)
-      log(f'epoch {epoch + 1}: train loss {history[-1]["train_loss"]:.4f} '
-          f'acc {history[-1]["train_accuracy"]:.4f} | val loss {val["loss"]:.4f} '
-          f'acc {val["top1"]:.4f}')
-  finally:
-    signal.signal(signal.SIGTERM, old_handler)
-    writers.close()
+        val = evaluate.split_metrics(
+            predict_split(state, sources['validation'], info, parallel, eval_fn, config),
+            info, config)
+        step = int(state.step)
+        updates = step // accum
+        history.append({
+            'epoch': epoch + 1, 'step': updates,
+            'train_loss': loss_sum / max(seen, 1), 'train_accuracy': correct / max(seen, 1),
+            'val_loss': val['loss'], 'val_accuracy': val['top1'],
+            'learning_rate': float(lr_fn(updates - 1)), 'beta1': float(beta1_fn(updates - 1)),
+        })
+        checkpoints.save(mgr, step, state, {'epoch': epoch + 1, 'batch_in_epoch': 0,
+                                            'history': history, 'partial': {}})
+        writers.epoch(history)
+        log(f'epoch {epoch + 1}: train loss {history[-1]["train_loss"]:.4f} '
+            f'acc {history[-1]["train_accuracy"]:.4f} | val loss {val["loss"]:.4f} '
+            f'acc {val["top1"]:.4f}')
+    finally:
+      signal.signal(signal.SIGTERM, old_handler)
+      writers.close()
 
-  results = evaluate.evaluate_and_report(state, sources, info, parallel, eval_fn, config, workdir,
-                                         history)
-  mgr.close()
+    results = evaluate.evaluate_and_report(state, sources, info, parallel, eval_fn, config, workdir,
+                                           history)
+  finally:
+    mgr.close()
   return results
 
 
