@@ -44,9 +44,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
   sys.path.insert(0, str(ROOT))
 
+from crnn_jax.xla_defaults import EIGEN_CONVOLUTIONS as EIGEN_CONV_FLAG
+
 PAGE = os.sysconf('SC_PAGE_SIZE')
-# XLA:CPU convolutions through Eigen instead of YNNPACK (jaxlib 0.10.2).
-EIGEN_CONV_FLAG = '--xla_cpu_experimental_ynn_fusion_type=-individual_convolution'
 
 
 def rss_bytes() -> int:
@@ -237,7 +237,8 @@ def main() -> None:
                       help=f'add {EIGEN_CONV_FLAG} to XLA_FLAGS (CPU_PERF_NOTES.md cause 3)')
   parser.add_argument('--json', default='', help='also write every figure here')
   args = parser.parse_args()
-  if args.eigen_conv:  # read when jax initialises its backend, so set before importing it
+  if args.eigen_conv and EIGEN_CONV_FLAG not in os.environ.get('XLA_FLAGS', ''):
+    # read when jax initialises its backend, so set before importing it
     os.environ['XLA_FLAGS'] = f'{os.environ.get("XLA_FLAGS", "")} {EIGEN_CONV_FLAG}'.strip()
 
   import jax  # pylint: disable=import-outside-toplevel

@@ -329,6 +329,9 @@ def _define_flags() -> None:
 def run() -> None:
   """Entry point: one-line errors for the user, no traceback."""
   from absl import app  # pylint: disable=import-outside-toplevel
+
+  from crnn_jax import xla_defaults  # pylint: disable=import-outside-toplevel
+  xla_defaults.apply()  # before jax is imported, as the other entry points
   _define_flags()
 
   def guarded(argv: list[str]) -> None:
