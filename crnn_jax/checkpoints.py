@@ -128,15 +128,15 @@ def save_pretrained(workdir: str, config: ml_collections.ConfigDict, variables: 
   from crnn_jax import input_pipeline, train  # pylint: disable=import-outside-toplevel
   workdir = ensure_workdir(workdir)
   info = input_pipeline.DataInfo.from_json(data_info)
-  state = train.create_train_state(config, info, jax.random.key(config.seed), steps_per_epoch=1)
-  expected = jax.tree_util.tree_map(lambda x: x.shape, {'params': state.params,
-                                                        'batch_stats': state.batch_stats})
+  target = train.abstract_train_state(config, info)
+  expected = jax.tree_util.tree_map(lambda x: x.shape, {'params': target.params,
+                                                        'batch_stats': target.batch_stats})
   given = jax.tree_util.tree_map(lambda x: x.shape, {'params': variables['params'],
                                                      'batch_stats': variables['batch_stats']})
   if expected != given:
     raise UserError('weights do not fit the model built from the config '
                     f'(expected {expected}, got {given})')
-  state = state.replace(params=variables['params'], batch_stats=variables['batch_stats'])
+  state = train.state_from_variables(config, info, variables)
   save_config(workdir, config)
   save_data_info(workdir, info.to_json())
   mgr = manager(workdir)
@@ -151,9 +151,8 @@ def load_pretrained(workdir: str) -> tuple[ml_collections.ConfigDict, dict[str, 
   config = load_config(workdir)
   data_info = load_data_info(workdir)
   info = input_pipeline.DataInfo.from_json(data_info)
-  state = train.create_train_state(config, info, jax.random.key(config.seed), steps_per_epoch=1)
   mgr = manager(workdir)
-  restored = restore(mgr, state)
+  restored = restore(mgr, train.abstract_train_state(config, info))
   mgr.close()
   if restored is None:
     raise UserError(f'no checkpoint in {workdir!r}/checkpoints: train or import a model first')

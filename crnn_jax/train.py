@@ -112,6 +112,25 @@ def create_train_state(config: ml_collections.ConfigDict, info: DataInfo, rng: j
                            batch_stats=variables.get('batch_stats', {}), tx=tx)
 
 
+def abstract_train_state(config: ml_collections.ConfigDict, info: DataInfo,
+                         steps_per_epoch: int = 1) -> TrainState:
+  """Shapes and dtypes of a fresh state, on the default device, without
+  compiling the model's init: a restore target for loading finished weights."""
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  shapes = jax.eval_shape(lambda: create_train_state(config, info, jax.random.key(config.seed),
+                                                     steps_per_epoch))
+  return jax.tree_util.tree_map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), shapes)
+
+
+def state_from_variables(config: ml_collections.ConfigDict, info: DataInfo,
+                         variables: Mapping[str, Any], steps_per_epoch: int = 1) -> TrainState:
+  """A train state around given weights, with a fresh optimiser."""
+  tx = make_optimizer(config, steps_per_epoch * config.train.num_epochs)
+  return TrainState.create(apply_fn=create_model(config, info).apply,
+                           params=variables['params'], batch_stats=variables['batch_stats'], tx=tx)
+
+
 # --------------------------------------------------------------------------
 # Steps
 # --------------------------------------------------------------------------
