@@ -73,7 +73,7 @@ def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.nd
   if data.shape[0] == 0 or data.shape[1] == 0:
     raise AudioError('no audio samples')
   if (path.lower().endswith('.mp3') and 0 < declared < 2**62 and rate
-      and data.shape[0] < TRUNCATED_FRACTION * declared):
+      and data.shape[0] < TRUNCATED_FRACTION * declared and _mp3_declares_length(path)):
     raise AudioError(f'truncated file: decoded {data.shape[0] / rate:.2f} s of the '
                      f'{declared / rate:.2f} s its header declares')
   mono = data.mean(axis=1)
@@ -83,6 +83,24 @@ def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.nd
     import librosa  # pylint: disable=import-outside-toplevel
     mono = librosa.resample(mono, orig_sr=rate, target_sr=sample_rate, res_type='soxr_hq')
   return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def _mp3_declares_length(path: str) -> bool:
+  """Whether the MP3 has a Xing/Info/VBRI frame, i.e. states its exact length.
+
+  Without one, the decoder estimates the length from the first frame's bitrate,
+  which is wrong for VBR files (a quiet intro makes it far too long), so a
+  short decode proves nothing.
+  """
+  with open(path, 'rb') as f:
+    head = f.read(10)
+    offset = 0
+    if head[:3] == b'ID3' and len(head) == 10:  # skip an ID3v2 tag (syncsafe size)
+      size = (head[6] << 21) | (head[7] << 14) | (head[8] << 7) | head[9]
+      offset = 10 + size + (10 if head[5] & 0x10 else 0)
+    f.seek(offset)
+    first_frame = f.read(4096)  # the tag sits inside the first frame
+  return any(tag in first_frame for tag in (b'Xing', b'Info', b'VBRI'))
 
 
 def fixed_window(y: np.ndarray, seconds: float = CLIP_SECONDS, position: str = 'start',

@@ -84,3 +84,26 @@ def test_non_audio_bytes_get_an_honest_reason(tmp_path):
   path.write_text('these are liner notes, not audio\n' * 40)
   with pytest.raises(audio.AudioError, match='unrecognised format or corrupt data'):
     audio.load_audio(path)
+
+
+def _strip_length_frame(data: bytes) -> bytes:
+  """Removes the MPEG frame that carries the Xing/Info tag."""
+  tag = max(data.find(b'Xing'), data.find(b'Info'))
+  start = data.rfind(b'\xff', 0, tag)
+  while (data[start + 1] & 0xE0) != 0xE0:
+    start = data.rfind(b'\xff', 0, start)
+  sync = data[start:start + 2]
+  end = data.find(sync, tag)
+  return data[:start] + data[end:]
+
+
+def test_vbr_mp3_without_length_header_is_not_called_truncated(tmp_path):
+  t = np.arange(20 * 22050) / 22050
+  quiet_intro = np.where(t < 8, 0.0, 0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+  vbr = tmp_path / 'vbr.mp3'
+  sf.write(vbr, quiet_intro, 22050, format='MP3', bitrate_mode='VARIABLE')
+  headerless = tmp_path / 'headerless.mp3'
+  headerless.write_bytes(_strip_length_frame(vbr.read_bytes()))
+  with sf.SoundFile(headerless) as f:
+    assert f.frames > 22050 * 20 / audio.TRUNCATED_FRACTION  # the bitrate guess overshoots
+  assert abs(len(audio.load_audio(headerless)) / 22050 - 20) < 0.5
