@@ -93,6 +93,9 @@ def main(argv) -> None:
   except Interrupted as e:
     print(str(e), file=sys.stderr)
     sys.exit(130)
+  except KeyboardInterrupt:  # a second Ctrl-C: stop now
+    print('stopped without saving; rerunning resumes from the last checkpoint', file=sys.stderr)
+    sys.exit(130)
 
 
 if __name__ == '__main__':

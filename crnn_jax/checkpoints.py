@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,7 +32,8 @@ def ensure_workdir(workdir: str) -> str:
   workdir = os.path.abspath(workdir)
   try:
     os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, '.write_test')
+    # Per-process name: processes sharing the workdir must not race on it.
+    probe = os.path.join(workdir, f'.write_test.{socket.gethostname()}.{os.getpid()}')
     with open(probe, 'w') as f:
       f.write('ok')
     os.remove(probe)
@@ -84,6 +86,10 @@ def manager(workdir: str, max_to_keep: int = 2) -> ocp.CheckpointManager:
 
 
 def save(mgr: ocp.CheckpointManager, step: int, state: Any, meta: Mapping[str, Any]) -> None:
+  """Saves and waits. A step saved before (a stop at an epoch's last batch,
+  then the resumed run's end-of-epoch save) is replaced: the newer meta wins."""
+  if step in mgr.all_steps():
+    mgr.delete(step)
   mgr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                          meta=ocp.args.JsonSave(dict(meta))), force=True)
   mgr.wait_until_finished()

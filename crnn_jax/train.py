@@ -15,7 +15,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Self
 
 import jax
 import jax.numpy as jnp
@@ -265,9 +265,43 @@ def log(message: str) -> None:
     print(message, flush=True)
 
 
-def _raise_interrupt(signum, frame):
-  del frame
-  raise Interrupted(signal.Signals(signum).name)
+class StopRequest:
+  """Ctrl-C and SIGTERM ask the loop to stop at the next step boundary.
+
+  A handler that raised would land anywhere: inside a step whose donated
+  input is already gone, between a step and its bookkeeping (a resume would
+  replay that batch), or in a save. So the handlers only set a flag, and the
+  loop saves and stops where state and position agree. A second Ctrl-C stops
+  at once, without saving.
+  """
+
+  def __init__(self):
+    self.signal_name: str | None = None
+    self._old: dict[int, Any] = {}
+
+  def __enter__(self) -> Self:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+      self._old[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def __exit__(self, *exc) -> None:
+    for sig, handler in self._old.items():
+      signal.signal(sig, handler)
+
+  def _handle(self, signum, frame) -> None:
+    del frame
+    if self.signal_name is not None and signum == signal.SIGINT:
+      raise KeyboardInterrupt
+    self.signal_name = signal.Signals(signum).name
+    log(f'\n{self.signal_name}: stopping after this step (again to stop without saving)')
+
+  def should_stop(self) -> bool:
+    """Whether any process was asked: all of them then save at the same step."""
+    asked = self.signal_name is not None
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+      asked = bool(np.any(multihost_utils.process_allgather(np.int32(asked))))
+    return asked
 
 
 class _MetricWriters:
@@ -289,10 +323,15 @@ class _MetricWriters:
       if isinstance(value, (int, float)) and key not in ('epoch', 'step'):
         self._tb.add_scalar(key, value, row['step'])
     self._tb.flush()
-    # Rewritten whole from the checkpointed history: a resumed run never
-    # duplicates or loses a line.
-    tmp = os.path.join(self.workdir, 'metrics.jsonl.tmp')
+    self.rewrite_jsonl(history)
+
+  def rewrite_jsonl(self, history: list[dict[str, Any]]) -> None:
+    """metrics.jsonl from the checkpointed history: a resumed run never
+    duplicates or loses a line, even one lost to a kill after a save."""
+    if not self.enabled:
+      return
     import json  # pylint: disable=import-outside-toplevel
+    tmp = os.path.join(self.workdir, 'metrics.jsonl.tmp')
     with open(tmp, 'w') as f:
       f.writelines(json.dumps(r, sort_keys=True) + '\n' for r in history)
     os.replace(tmp, os.path.join(self.workdir, 'metrics.jsonl'))
@@ -326,10 +365,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   micro_steps = steps_per_epoch * accum
   total_steps = steps_per_epoch * t.num_epochs
 
-  if jax.process_index() == 0:
-    checkpoints.save_config(workdir, config)
-    checkpoints.save_data_info(workdir, info.to_json())
-
   state = create_train_state(config, info, jax.random.key(config.seed), steps_per_epoch)
   state = parallel.replicate(state)
   mgr = checkpoints.manager(workdir)
@@ -341,6 +376,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       state = parallel.replicate(state)
       log(f'Resuming from {mgr.directory}/{int(state.step)}: epoch {meta["epoch"] + 1}, '
           f'batch {meta["batch_in_epoch"]}')
+    if jax.process_index() == 0:  # only now: a refused resume leaves the workdir as it was
+      checkpoints.save_config(workdir, config)
+      checkpoints.save_data_info(workdir, info.to_json())
 
     train_labels = input_pipeline.read_labels(sources['train'])
     anc = evaluate.ancestors(config, info) if config.multilabel else None
@@ -352,26 +390,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     eval_fn = parallel.jit_eval_step(config.multilabel)
     writers = _MetricWriters(workdir)
     history: list[dict[str, Any]] = list(meta['history'])
+    writers.rewrite_jsonl(history)
     sampling = t.get('sampling', 'shuffle')
 
-    old_handler = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-      for epoch in range(int(meta['epoch']), t.num_epochs):
-        start_batch = int(meta['batch_in_epoch']) if epoch == meta['epoch'] else 0
-        partial = dict(meta.get('partial') or {}) if start_batch else {}
-        loss_sum = float(partial.get('loss_sum', 0.0))
-        correct = float(partial.get('correct', 0.0))
-        seen = int(partial.get('seen', 0))
-        order = input_pipeline.epoch_order(train_labels, config.seed, epoch, sampling)
-        order = order[:steps_per_epoch * global_batch]  # whole global batches only
-        batches = input_pipeline.train_batches(
-            sources['train'], order, info, micro_batch, start_batch, config,
-            jax.process_index(), jax.process_count(), label_ancestors)
-        bar = tqdm(total=micro_steps, initial=start_batch, desc=f'epoch {epoch + 1}/{t.num_epochs}',
-                   disable=jax.process_index() != 0, dynamic_ncols=True, mininterval=1.0)
-        batch_index = start_batch
-        tic = time.perf_counter()
-        try:
+      with StopRequest() as stop:
+        for epoch in range(int(meta['epoch']), t.num_epochs):
+          start_batch = int(meta['batch_in_epoch']) if epoch == meta['epoch'] else 0
+          partial = dict(meta.get('partial') or {}) if start_batch else {}
+          loss_sum = float(partial.get('loss_sum', 0.0))
+          correct = float(partial.get('correct', 0.0))
+          seen = int(partial.get('seen', 0))
+          order = input_pipeline.epoch_order(train_labels, config.seed, epoch, sampling)
+          order = order[:steps_per_epoch * global_batch]  # whole global batches only
+          batches = input_pipeline.train_batches(
+              sources['train'], order, info, micro_batch, start_batch, config,
+              jax.process_index(), jax.process_count(), label_ancestors)
+          bar = tqdm(total=micro_steps, initial=start_batch, desc=f'epoch {epoch + 1}/{t.num_epochs}',
+                     disable=jax.process_index() != 0, dynamic_ncols=True, mininterval=1.0)
+          batch_index = start_batch
+          tic = time.perf_counter()
           for batch in batches:
             state, m = train_fn(state, parallel.shard_batch(batch), weights)
             # Blocking on every step: NaN guard, and forced-CPU-device
@@ -387,35 +425,37 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             seen += micro_batch
             batch_index += 1
             bar.update(1)
-            rate = (batch_index - start_batch) * global_batch / (time.perf_counter() - tic)
+            rate = (batch_index - start_batch) * micro_batch / (time.perf_counter() - tic)
             bar.set_postfix(loss=f'{loss_sum / seen:.4f}', clips_s=f'{rate:.1f}', refresh=False)
-        except (KeyboardInterrupt, Interrupted) as e:
+            if stop.should_stop():
+              bar.close()
+              checkpoints.save(mgr, int(state.step), state, {
+                  'epoch': epoch, 'batch_in_epoch': batch_index, 'history': history,
+                  'partial': {'loss_sum': loss_sum, 'correct': correct, 'seen': seen}})
+              raise Interrupted(f'{stop.signal_name or "stopped"}: saved step {int(state.step)} in '
+                                f'{mgr.directory}; rerun the same command to resume')
           bar.close()
-          checkpoints.save(mgr, int(state.step), state, {
-              'epoch': epoch, 'batch_in_epoch': batch_index, 'history': history,
-              'partial': {'loss_sum': loss_sum, 'correct': correct, 'seen': seen}})
-          raise Interrupted(f'interrupted ({type(e).__name__} {e}); saved step {int(state.step)} '
-                            f'in {mgr.directory}; rerun the same command to resume') from None
-        bar.close()
-        val = evaluate.split_metrics(
-            predict_split(state, sources['validation'], info, parallel, eval_fn, config),
-            info, config)
-        step = int(state.step)
-        updates = step // accum
-        history.append({
-            'epoch': epoch + 1, 'step': updates,
-            'train_loss': loss_sum / max(seen, 1), 'train_accuracy': correct / max(seen, 1),
-            'val_loss': val['loss'], 'val_accuracy': val['top1'],
-            'learning_rate': float(lr_fn(updates - 1)), 'beta1': float(beta1_fn(updates - 1)),
-        })
-        checkpoints.save(mgr, step, state, {'epoch': epoch + 1, 'batch_in_epoch': 0,
-                                            'history': history, 'partial': {}})
-        writers.epoch(history)
-        log(f'epoch {epoch + 1}: train loss {history[-1]["train_loss"]:.4f} '
-            f'acc {history[-1]["train_accuracy"]:.4f} | val loss {val["loss"]:.4f} '
-            f'acc {val["top1"]:.4f}')
+          val = evaluate.split_metrics(
+              predict_split(state, sources['validation'], info, parallel, eval_fn, config),
+              info, config)
+          step = int(state.step)
+          updates = step // accum
+          history.append({
+              'epoch': epoch + 1, 'step': updates,
+              'train_loss': loss_sum / max(seen, 1), 'train_accuracy': correct / max(seen, 1),
+              'val_loss': val['loss'], 'val_accuracy': val['top1'],
+              'learning_rate': float(lr_fn(updates - 1)), 'beta1': float(beta1_fn(updates - 1)),
+          })
+          checkpoints.save(mgr, step, state, {'epoch': epoch + 1, 'batch_in_epoch': 0,
+                                              'history': history, 'partial': {}})
+          writers.epoch(history)
+          log(f'epoch {epoch + 1}: train loss {history[-1]["train_loss"]:.4f} '
+              f'acc {history[-1]["train_accuracy"]:.4f} | val loss {val["loss"]:.4f} '
+              f'acc {val["top1"]:.4f}')
+          if stop.should_stop():  # asked during validation or the save
+            raise Interrupted(f'{stop.signal_name or "stopped"}: saved step {step} (end of epoch '
+                              f'{epoch + 1}) in {mgr.directory}; rerun the same command to resume')
     finally:
-      signal.signal(signal.SIGTERM, old_handler)
       writers.close()
 
     results = evaluate.evaluate_and_report(state, sources, info, parallel, eval_fn, config, workdir,

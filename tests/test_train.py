@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 
@@ -159,24 +160,45 @@ def test_interrupted_run_resumes_exactly(tiny_data_dir, tmp_path, monkeypatch):
   calls = {'n': 0}
 
   def interrupted_batches(*args, **kwargs):
-    for i, batch in enumerate(real(*args, **kwargs)):
+    for batch in real(*args, **kwargs):
       calls['n'] += 1
-      if calls['n'] == 6:  # epoch 2, batch 2: Ctrl-C
-        raise KeyboardInterrupt
+      if calls['n'] == 6:  # a real Ctrl-C while epoch 2's second batch is read
+        signal.raise_signal(signal.SIGINT)
       yield batch
 
   monkeypatch.setattr(input_pipeline, 'train_batches', interrupted_batches)
   workdir = str(tmp_path / 'resumed')
-  with pytest.raises(train.Interrupted, match='rerun the same command'):
+  with pytest.raises(train.Interrupted, match='SIGINT: saved step 6.*rerun the same command'):
     train.train_and_evaluate(config, workdir)
   monkeypatch.setattr(input_pipeline, 'train_batches', real)
   mgr = checkpoints.manager(workdir)
-  assert mgr.latest_step() == 5  # 4 steps of epoch 1 + 1 of epoch 2
+  assert mgr.latest_step() == 6  # the step in flight finishes, then the stop
   mgr.close()
   resumed = train.train_and_evaluate(config, workdir)
   assert resumed == straight
   straight_rows = (tmp_path / 'straight' / 'metrics.jsonl').read_text()
   assert (tmp_path / 'resumed' / 'metrics.jsonl').read_text() == straight_rows
+
+
+def test_sigterm_during_validation_saves_the_epoch_and_resumes_exactly(tiny_data_dir, tmp_path,
+                                                                      monkeypatch):
+  config = tiny_config(tiny_data_dir)
+  straight = train.train_and_evaluate(config, str(tmp_path / 'straight'))
+  real = train.predict_split
+  calls = {'n': 0}
+
+  def terminated_validation(*args, **kwargs):
+    calls['n'] += 1
+    if calls['n'] == 1:  # the scheduler's SIGTERM during epoch 1's validation
+      signal.raise_signal(signal.SIGTERM)
+    return real(*args, **kwargs)
+
+  monkeypatch.setattr(train, 'predict_split', terminated_validation)
+  workdir = str(tmp_path / 'resumed')
+  with pytest.raises(train.Interrupted, match='SIGTERM: saved step 4 .end of epoch 1'):
+    train.train_and_evaluate(config, workdir)
+  monkeypatch.setattr(train, 'predict_split', real)
+  assert train.train_and_evaluate(config, workdir) == straight
 
 
 def test_nan_loss_stops_with_a_clear_message(tiny_data_dir, tmp_path, monkeypatch):
@@ -216,6 +238,9 @@ def test_checkpoint_of_another_model_is_refused(tiny_data_dir, tmp_path):
   config.model.gru_features = 32
   with pytest.raises(UserError, match='does not fit this model'):
     train.train_and_evaluate(config, str(tmp_path / 'w'))
+  # Refused before anything was written: the workdir still describes its model.
+  assert json.loads((tmp_path / 'w' / 'config.json').read_text())['model']['gru_features'] == 64
+  checkpoints.load_pretrained(str(tmp_path / 'w'))
 
 
 def test_main_prints_one_line_errors(tmp_path):
