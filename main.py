@@ -82,10 +82,10 @@ def main(argv) -> None:
     raise app.UsageError('--config is required, e.g. --config=configs/demo.py')
   logging.set_verbosity(logging.WARNING)
   from crnn_jax import distributed  # pylint: disable=import-outside-toplevel
-  distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   from crnn_jax.errors import UserError  # pylint: disable=import-outside-toplevel
   from crnn_jax.train import Interrupted  # pylint: disable=import-outside-toplevel
   try:
+    distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     run(FLAGS.config, FLAGS.workdir, FLAGS.mode)
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)

@@ -9,7 +9,7 @@ import ml_collections
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
-  config.seed = 42  # drives init, shuffling, and augmentation
+  config.seed = 42  # drives initialisation and the data order
 
   config.data = ml_collections.ConfigDict()
   config.data.name = ''  # TFDS data set name (snake_case) under data_dir
@@ -36,12 +36,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.init = 'torch'  # 'torch' (reference defaults) | 'flax'
   config.model.bn_momentum = 0.9  # Flax terms (PyTorch momentum 0.1)
   config.model.bn_epsilon = 1e-5
-  config.model.bn_unbiased_running_var = False  # True: PyTorch's unbiased running-var update
+  # PyTorch (the reference) updates the running variance with the unbiased batch
+  # variance, Flax with the biased one; False gives Flax's update.
+  config.model.bn_unbiased_running_var = True
 
   config.train = ml_collections.ConfigDict()
   config.train.batch_size = 64  # global batch, split over all devices
   config.train.num_epochs = 10
-  config.train.drop_last = True  # the reference drops the last partial batch
   config.train.max_lr = 1.445e-3  # from the reference's LR range test (genres)
   config.train.pct_start = 0.3  # one-cycle warm-up fraction
   config.train.div_factor = 25.0  # initial lr = max_lr / div_factor
@@ -56,7 +57,6 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.class_weighting = 'none'  # 'none' (reference) | 'inverse_frequency'
   config.train.sampling = 'shuffle'  # 'shuffle' (reference) | 'balanced' (classes equally likely)
   config.train.dtype = 'float32'  # compute dtype: 'float32' (reference) | 'bfloat16'
-  config.train.log_every_steps = 10
   config.train.eval_batch_size = 64
 
   # Multi-label mode: targets are each track's label set, sigmoid outputs with
@@ -65,6 +65,12 @@ def get_config() -> ml_collections.ConfigDict:
   # child -> parent class names (e.g. melodic death metal -> death metal):
   # applied to multi-label targets and predictions.
   config.label_hierarchy = ml_collections.ConfigDict()
+  # --mode=lr_find: fastai's range test, exponential sweep over num_it batches.
+  config.lr_find = ml_collections.ConfigDict()
+  config.lr_find.start_lr = 1e-7
+  config.lr_find.end_lr = 10.0
+  config.lr_find.num_it = 100
+
   config.eval = ml_collections.ConfigDict()
   config.eval.top_k = 5
   return config

@@ -29,7 +29,12 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
   Explicit arguments win; otherwise JAX reads SLURM / Open MPI's environment.
   Returns whether the distributed runtime was started.
   """
-  explicit = coordinator_address is not None and (num_processes or 1) > 1
+  given = [coordinator_address is not None, num_processes is not None, process_id is not None]
+  if any(given) and not all(given):
+    from crnn_jax.errors import UserError  # pylint: disable=import-outside-toplevel
+    raise UserError('multi-process runs need all of --coordinator_address, --num_processes and '
+                    '--process_id (or none of them, to run alone or under SLURM / Open MPI)')
+  explicit = all(given) and num_processes > 1
   if not explicit and detected_cluster() is None:
     return False
   if _cpu_only():

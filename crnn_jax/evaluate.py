@@ -26,7 +26,11 @@ def ancestors(config: ml_collections.ConfigDict, info: DataInfo) -> np.ndarray |
   hierarchy = dict(config.get('label_hierarchy', None) or {})
   if not hierarchy:
     return None
-  return metrics.ancestor_matrix(info.class_names, hierarchy)
+  try:
+    return metrics.ancestor_matrix(info.class_names, hierarchy)
+  except ValueError as e:
+    from crnn_jax.errors import UserError  # pylint: disable=import-outside-toplevel
+    raise UserError(f'config.label_hierarchy: {e}') from None
 
 
 def multilabel_scores(pred: Mapping[str, np.ndarray], config: ml_collections.ConfigDict,

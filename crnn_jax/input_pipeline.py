@@ -105,8 +105,10 @@ def load_info(config: ml_collections.ConfigDict) -> DataInfo:
   missing = [s for s in SPLITS if s not in split_sizes]
   if missing:
     raise UserError(f'data set {config.data.name!r} lacks splits {missing}; rebuild it')
-  if split_sizes['train'] == 0:
-    raise UserError(f'data set {config.data.name!r} has an empty train split')
+  empty = [s for s in SPLITS if split_sizes[s] == 0]
+  if empty:
+    raise UserError(f'data set {config.data.name!r} has empty {"/".join(empty)} split(s); '
+                    'prepare it from more clips or with other --split fractions')
   metadata = dict(info.metadata or {})
   metadata.setdefault('tabular_names', [])
   encoding = config.data.categorical_encoding
@@ -210,7 +212,8 @@ def train_batches(source: Any, order: np.ndarray, info: DataInfo, global_batch: 
 
 def eval_batches(source: Any, info: DataInfo, global_batch: int,
                  config: ml_collections.ConfigDict, process_index: int = 0,
-                 process_count: int = 1) -> Iterator[Batch]:
+                 process_count: int = 1, label_ancestors: np.ndarray | None = None
+                 ) -> Iterator[Batch]:
   """Every example once, in order; the last batch padded, with 'mask' 0 on padding."""
   n = len(source)
   local = global_batch // process_count
@@ -221,7 +224,7 @@ def eval_batches(source: Any, info: DataInfo, global_batch: int,
   sl = slice(process_index * local, (process_index + 1) * local)
   index = index.reshape(num_batches, global_batch)[:, sl].reshape(-1)
   mask = mask.reshape(num_batches, global_batch)[:, sl].reshape(-1)
-  transform = ToModelInputs(info)
+  transform = ToModelInputs(info, label_ancestors)
   ds = (grain.MapDataset.range(len(index))
         .map(lambda i: dict(transform.map(source[int(index[i])]), mask=np.float32(mask[i])))
         .batch(local, drop_remainder=True))

@@ -224,10 +224,13 @@ def predict_split(state: TrainState, source: Any, info: DataInfo, parallel: Para
                   eval_fn: Callable, config: ml_collections.ConfigDict
                   ) -> dict[str, np.ndarray]:
   """Logits, losses, labels and label sets of every example of a split."""
+  from crnn_jax import evaluate  # pylint: disable=import-outside-toplevel
   outs: dict[str, list[np.ndarray]] = {'logits': [], 'loss': [], 'label': [], 'label_set': [],
                                        'mask': []}
-  for batch in input_pipeline.eval_batches(source, info, config.train.eval_batch_size, config,
-                                           jax.process_index(), jax.process_count()):
+  anc = evaluate.ancestors(config, info) if config.multilabel else None
+  for batch in input_pipeline.eval_batches(
+      source, info, config.train.eval_batch_size, config, jax.process_index(),
+      jax.process_count(), None if anc is None else anc.astype(np.float32)):
     out = jax.device_get(eval_fn(state, parallel.shard_batch(batch)))
     for k, v in outs.items():
       v.append(np.asarray(out[k]))
@@ -252,6 +255,9 @@ def class_weights_for(config: ml_collections.ConfigDict, train_labels: np.ndarra
   mode = config.train.get('class_weighting', 'none')
   if mode == 'none':
     return np.ones(num_classes, np.float32)
+  if config.multilabel:
+    raise UserError('config.train.class_weighting applies to single-label training; in '
+                    "multi-label mode use --config.train.sampling=balanced or 'none'")
   if mode == 'inverse_frequency':
     counts = np.bincount(train_labels, minlength=num_classes).astype(np.float64)
     weights = np.where(counts > 0, len(train_labels) / (num_classes * np.maximum(counts, 1)), 0.0)

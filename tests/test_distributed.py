@@ -112,3 +112,12 @@ def test_single_process_kill_9_resumes_with_the_same_results(tiny_data_dir, tmp_
   with open(os.path.join(straight, 'results.json')) as a, \
        open(os.path.join(killed, 'results.json')) as b:
     assert json.load(a) == json.load(b)
+
+
+def test_partial_multi_process_flags_are_refused():
+  from crnn_jax import distributed
+  from crnn_jax.errors import UserError
+  for args in (('localhost:1234', None, 1), (None, 2, 1), ('localhost:1234', 2, None)):
+    with pytest.raises(UserError, match='all of --coordinator_address'):
+      distributed.initialize(*args)
+  assert distributed.initialize() is False  # a plain run initialises nothing

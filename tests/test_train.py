@@ -297,3 +297,20 @@ def test_gradient_accumulation_counts_updates_not_micro_batches(tiny_data_dir, t
     bad = tiny_config(tiny_data_dir)
     bad.train.grad_accum_steps = 3
     train.train_and_evaluate(bad, str(tmp_path / 'bad'))
+
+
+def test_class_weights_weight_the_loss_like_torch_cross_entropy(tiny_data_dir):
+  config, info, state, batch = _state_and_batch(tiny_data_dir)
+  weights = jnp.asarray([0.25, 3.0])
+  _, m = jax.jit(lambda s, b: train.train_step(s, b, weights, False))(state, batch)
+  spec, tab = train.model_inputs(batch)
+  logits, _ = state.apply_fn({'params': state.params, 'batch_stats': state.batch_stats}, spec,
+                             tab, train=True, mutable=['batch_stats'])
+  nll = -jax.nn.log_softmax(logits)[jnp.arange(16), batch['label']]
+  w = weights[batch['label']]
+  np.testing.assert_allclose(float(m['loss']), float((w * nll).sum() / w.sum()), rtol=1e-5)
+  assert abs(float(m['loss']) - float(nll.mean())) > 1e-4  # the weights matter here
+  config.multilabel = True
+  config.train.class_weighting = 'inverse_frequency'
+  with pytest.raises(UserError, match='single-label'):
+    train.class_weights_for(config, np.array([0, 1]), 2)
