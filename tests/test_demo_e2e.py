@@ -33,7 +33,7 @@ def test_demo_command_learns_within_five_minutes(tmp_path):
   bad.write_bytes(b'\xff\xfb' + b'not really mp3' * 50)
   out = subprocess.run([sys.executable, '-m', 'crnn_jax.predict', f'--workdir={workdir}',
                         '--format=json', str(good), str(bad)],
-                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+                       cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
   assert out.returncode == 0, out.stderr[-2000:]
   assert 'broken.mp3' in out.stderr and 'Traceback' not in out.stderr
   assert 'swing' in out.stdout

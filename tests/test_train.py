@@ -300,7 +300,7 @@ def test_gradient_accumulation_counts_updates_not_micro_batches(tiny_data_dir, t
 
 
 def test_class_weights_weight_the_loss_like_torch_cross_entropy(tiny_data_dir):
-  config, info, state, batch = _state_and_batch(tiny_data_dir)
+  config, _, state, batch = _state_and_batch(tiny_data_dir)
   weights = jnp.asarray([0.25, 3.0])
   _, m = jax.jit(lambda s, b: train.train_step(s, b, weights, False))(state, batch)
   spec, tab = train.model_inputs(batch)
