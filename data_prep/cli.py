@@ -110,6 +110,10 @@ def run_build(args: argparse.Namespace) -> int:
     print('interrupted: rerun the same command to continue (finished clips are cached)',
           file=sys.stderr)
     return 130
+  except RuntimeError as e:  # unexpected (e.g. a broken process pool): one line, no traceback
+    print(f'error: {type(e).__name__}: {e}; rerun the same command to continue (finished clips '
+          'are cached)', file=sys.stderr)
+    return 1
   return 0
 
 

@@ -36,7 +36,8 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import numpy as np
@@ -274,25 +275,120 @@ def run_jobs(jobs: Sequence[Job], workers: int, progress: bool = True
         bar.update()
       return results
     ctx = multiprocessing.get_context('spawn')
-    pool = concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
     saved = {k: os.environ.get(k) for k in _ONE_THREAD}
     os.environ.update(_ONE_THREAD)  # read by the workers' numpy/BLAS at import (spawn)
+    pending = collections.deque(jobs)
     try:
-      chunk = max(1, min(16, len(jobs) // (workers * 8)))
-      for track_id, error, features in pool.map(run_job, jobs, chunksize=chunk):
-        results[track_id] = (error, features)
-        bar.update()
-    except BaseException:  # Ctrl-C included: drop queued work now; finished clips stay cached
-      pool.shutdown(wait=False, cancel_futures=True)
-      raise
+      while pending:
+        # A worker died (OOM kill, decoder segfault): the pool is broken and the
+        # jobs in flight are suspects. Each gets a process of its own, so the
+        # culprit is known and cached as failed; the rest go to a fresh pool.
+        suspects = _pool_pass(pending, workers, ctx, results, bar)
+        if suspects:
+          _run_isolated(suspects, workers, ctx, results, bar)
     finally:
       for k, v in saved.items():
         if v is None:
           os.environ.pop(k, None)
         else:
           os.environ[k] = v
-    pool.shutdown()
   return results
+
+
+WORKER_CRASHED = 'worker crashed while decoding'
+
+
+def _record(results: dict[str, tuple[str | None, dict[str, float]]], bar: Any,
+            result: tuple[str, str | None, dict[str, float]]) -> None:
+  track_id, error, features = result
+  results[track_id] = (error, features)
+  bar.update()
+
+
+def _pool_pass(pending: collections.deque[Job], workers: int, ctx: Any,
+               results: dict[str, tuple[str | None, dict[str, float]]], bar: Any) -> list[Job]:
+  """Runs ``pending`` jobs over a process pool until done or a worker dies.
+
+  At most 2 * workers jobs are submitted at a time, so when the pool breaks
+  only those are suspects (returned); jobs never submitted stay in ``pending``.
+  """
+  pool = concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+  in_flight: dict[concurrent.futures.Future, Job] = {}
+  suspects: list[Job] = []
+  try:
+    while (pending or in_flight) and not suspects:
+      while pending and len(in_flight) < 2 * workers:
+        job = pending.popleft()
+        in_flight[pool.submit(run_job, job)] = job
+      done, _ = concurrent.futures.wait(in_flight, return_when=concurrent.futures.FIRST_COMPLETED)
+      for future in done:
+        job = in_flight.pop(future)
+        try:
+          _record(results, bar, future.result())
+        except BrokenProcessPool:
+          suspects.append(job)
+    if suspects:  # every job still in flight died with the pool
+      suspects += [in_flight[f] for f in in_flight]
+      pool.shutdown(wait=True)
+  except BaseException:  # Ctrl-C included: drop queued work now; finished clips stay cached
+    pool.shutdown(wait=False, cancel_futures=True)
+    raise
+  pool.shutdown()
+  return sorted(suspects, key=lambda j: j.track_id)
+
+
+def _isolated_child(worker: Callable[[Job], Any], job: Job, conn: Any) -> None:
+  conn.send(worker(job))
+  conn.close()
+
+
+def _crash_reason(exitcode: int | None) -> str:
+  """Why a worker died, as the report says it (SIGKILL is usually the OOM killer)."""
+  if exitcode is not None and exitcode < 0:
+    import signal  # pylint: disable=import-outside-toplevel
+    try:
+      name = signal.Signals(-exitcode).name
+    except ValueError:
+      name = f'signal {-exitcode}'
+    hint = ', out of memory?' if name == 'SIGKILL' else ''
+    return f'{WORKER_CRASHED} (killed by {name}{hint})'
+  return f'{WORKER_CRASHED} (exit code {exitcode})'
+
+
+def _run_isolated(jobs: Sequence[Job], workers: int, ctx: Any,
+                  results: dict[str, tuple[str | None, dict[str, float]]], bar: Any) -> None:
+  """Each job in a process of its own (up to ``workers`` at once); a job whose
+  process dies is reported and cached as crashed, so a rerun does not retry it."""
+  from multiprocessing import connection  # pylint: disable=import-outside-toplevel
+  queue = collections.deque(jobs)
+  running: dict[Any, tuple[Any, Job]] = {}  # reader -> (process, job)
+  try:
+    while queue or running:
+      while queue and len(running) < workers:
+        job = queue.popleft()
+        reader, writer = ctx.Pipe(duplex=False)
+        process = ctx.Process(target=_isolated_child, args=(run_job, job, writer),
+                              daemon=True)
+        process.start()
+        writer.close()  # the reader then sees EOF when the child dies
+        running[reader] = (process, job)
+      for reader in connection.wait(list(running)):
+        process, job = running.pop(reader)
+        try:
+          result = reader.recv()
+        except (EOFError, OSError):
+          result = None
+        reader.close()
+        process.join()
+        if result is None:
+          reason = _crash_reason(process.exitcode)
+          _atomic_savez(job.cache_file, error=np.array(reason))
+          result = (job.track_id, reason, {})
+        _record(results, bar, result)
+  finally:
+    for process, _ in running.values():
+      process.kill()
+      process.join()
 
 
 def run_jobs_beam(jobs: Sequence[Job], beam_runner: Any, beam_options: Any

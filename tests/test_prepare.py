@@ -391,3 +391,49 @@ def test_ctrl_c_on_the_cli_then_rerun(tmp_path):
   assert rerun.returncode == 0, rerun.stderr[-2000:]
   assert f'{200 - done} decoded, {done} from the cache' in rerun.stdout
   assert len(read_split(out, 'ctrlc')) == 200
+
+
+# ---------------------------------------------------------------- crashed workers
+
+_RUN_JOB = prepare.run_job
+
+
+def _die_on_crash_files(job: prepare.Job) -> tuple[str, str | None, dict[str, float]]:
+  """Worker entry point for the test: a worker process given a file named
+  crash* dies as the OOM killer would do it (never the test process itself)."""
+  import multiprocessing
+  import signal
+  if os.path.basename(job.path).startswith('crash') and multiprocessing.parent_process():
+    os.kill(os.getpid(), signal.SIGKILL)
+  return _RUN_JOB(job)
+
+
+def test_crashed_worker_is_reported_and_cached_not_fatal(tmp_path, monkeypatch):
+  monkeypatch.setattr(prepare, 'MIN_POOL_JOBS', 1)  # use the process pool
+  monkeypatch.setattr(prepare, 'run_job', _die_on_crash_files)  # spawned workers get it by name
+  root, out = str(tmp_path / 'lib'), str(tmp_path / 'out')
+  _small_library(root, per_label=2)
+  crash = os.path.join(root, 'a', 'crash.wav')
+  sf.write(crash, _tone(500, 1.2), SR)
+  summary = prepare.build_dataset(root, out, 'crash', clip=CLIP, workers=2, progress=False,
+                                  split=(0.5, 0.25, 0.25))
+  assert set(read_split(out, 'crash')) == {f'{l}/{k:03d}' for l in 'ab' for k in range(2)}
+  reported = {r['origin']: r['reason'] for r in read_report(os.path.join(out, 'crash_report.csv'))}
+  assert reported == {crash: 'worker crashed while decoding (killed by SIGKILL, out of memory?)'}
+  assert summary['skipped_by_reason'] == {'worker crashed while decoding': 1}
+  again = prepare.build_dataset(root, out, 'crash', clip=CLIP, workers=2, progress=False,
+                                split=(0.5, 0.25, 0.25))
+  assert (again['from_cache'], again['decoded'], again['reused_existing']) == (5, 0, True)
+
+
+def test_cli_unexpected_runtime_error_is_one_line(monkeypatch, capsys):
+  from concurrent.futures.process import BrokenProcessPool
+  from data_prep import __main__ as entry
+
+  def broken(*args, **kwargs):
+    raise BrokenProcessPool('A child process terminated abruptly')
+
+  monkeypatch.setattr(prepare, 'build_dataset', broken)
+  assert entry.main(['build', '--input=x', '--data_dir=y', '--name=abc']) == 1
+  err = capsys.readouterr().err
+  assert err.startswith('error: BrokenProcessPool: A child process') and err.count('\n') == 1
