@@ -457,7 +457,8 @@ def assign_splits(labels: Sequence[int], groups: Sequence[str],
     perm = rng.permutation(n)
     n_test = math.ceil(frac[2] * n)
     rest = perm[n_test:]
-    n_val = int(frac[1] / max(frac[0] + frac[1], 1e-12) * len(rest))
+    # 0.16 / 0.8 is 0.19999999999999998 in floats: rounded, fastai's int(0.2 * n).
+    n_val = int(round(frac[1] / max(frac[0] + frac[1], 1e-12), 9) * len(rest))
     for i in perm[:n_test]:
       out[i] = 'test'
     for i in rest[:n_val]:

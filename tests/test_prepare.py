@@ -265,6 +265,13 @@ def test_reference_split_sizes_match_the_reference():
   assert [splits.count(s) for s in prepare.SPLITS] == [25_342, 6_335, 7_920]
 
 
+def test_reference_split_validation_share_is_not_rounded_down():
+  """n=100: 20 test (sklearn), then fastai's int(0.2 * 80) = 16 validation, not 15."""
+  splits = prepare.assign_splits([0] * 100, [str(i) for i in range(100)], seed=0,
+                                 group_by_artist=False, stratify=False)
+  assert [splits.count(s) for s in prepare.SPLITS] == [64, 16, 20]
+
+
 def test_bad_fractions_rejected():
   with pytest.raises(ValueError):
     prepare.assign_splits([0, 1], ['a', 'b'], fractions=(0.5, 0.5, 0.5))
