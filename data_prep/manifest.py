@@ -100,7 +100,13 @@ def _multi_header_rows(path: str, levels: int) -> Iterator[tuple[int, dict[str, 
   first column (the index, e.g. track_id) under key 'index'."""
   with open(path, newline='', encoding='utf-8', errors='replace') as f:
     reader = csv.reader(f)
-    heads = [next(reader) for _ in range(levels)]
+    heads = []
+    for _ in range(levels):  # next() here: a StopIteration would end the generator as RuntimeError
+      try:
+        heads.append(next(reader))
+      except (StopIteration, csv.Error):
+        raise ValueError(f'{path}: not an FMA metadata CSV (expected {levels} header rows, '
+                         f'found {len(heads)})') from None
     width = len(heads[-1])
     keys = ['index'] + ['.'.join(h[i].strip() for h in heads) for i in range(1, width)]
     while True:
@@ -178,6 +184,9 @@ def _fma_genres(tracks_csv: str) -> dict[str, str]:
   titles, top = {}, {}
   for _, row, _ in _rows(path):
     if row:
+      if 'genre_id' not in row or 'title' not in row:
+        raise ValueError(f'{path}: not FMA\'s genres.csv (needs columns genre_id, title, '
+                         f'top_level; has {list(row)[:10]})')
       titles[row['genre_id']] = row['title']
       top[row['genre_id']] = row.get('top_level', '')
   return {g: titles.get(top[g], '') for g in titles if top.get(g)}

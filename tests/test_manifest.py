@@ -6,6 +6,7 @@ import csv
 import os
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 from crnn_jax import audio, audio_features, tabular
@@ -254,3 +255,19 @@ def test_label_set_only_manifest_and_undecodable_bytes(tmp_path):
   assert names[recs['2']['label']] == 'jazz'
   report = _report(out, 'sets')
   assert len(report) == 1 and 'unreadable path' in next(iter(report.values()))
+
+
+def test_fma_malformed_metadata_is_a_one_line_value_error(tmp_path):
+  tracks, echonest = _fma_fixture(str(tmp_path))
+  root = str(tmp_path / 'fma_small')
+  with open(echonest, 'w', encoding='utf-8') as f:
+    f.write(',echonest\n')  # one header row of three
+  with pytest.raises(ValueError, match='expected 3 header rows, found 1'):
+    manifest.read_manifest(tracks, 'fma', root, echonest=echonest)
+  _write_csv(os.path.join(os.path.dirname(tracks), 'genres.csv'), ['id', 'name'], [[12, 'Rock']])
+  with pytest.raises(ValueError, match='needs columns genre_id'):
+    manifest.read_manifest(tracks, 'fma', root)
+  os.remove(os.path.join(os.path.dirname(tracks), 'genres.csv'))
+  open(tracks, 'w', encoding='utf-8').close()  # empty
+  with pytest.raises(ValueError, match='expected 2 header rows, found 0'):
+    manifest.read_manifest(tracks, 'fma', root)
