@@ -40,8 +40,11 @@ from __future__ import annotations
 
 import argparse
 import csv
+import datetime
+import email.utils
 import json
 import logging
+import math
 import os
 import random
 import sqlite3
@@ -78,8 +81,31 @@ NOTICES = {
 }
 
 
+MAX_BACKOFF = 60.0  # longest exponential backoff between retries (s)
+MAX_PREVIEW_WAIT = 60.0  # longest Retry-After honoured for a preview download (s)
+
+
 class CollectorError(Exception):
   """A stop the user must act on (credentials, Premium, rate limit); one line."""
+
+
+def retry_wait(retry_after: str | None, attempt: int) -> float:
+  """Seconds to wait before a retry: Retry-After in seconds or as an HTTP-date
+  (RFC 9110 allows both), else (absent or unparsable) exponential backoff."""
+  backoff = min(2.0 ** attempt, MAX_BACKOFF)
+  if not retry_after:
+    return backoff
+  try:
+    wait = float(retry_after)
+  except ValueError:
+    try:
+      when = email.utils.parsedate_to_datetime(retry_after)
+    except (TypeError, ValueError, IndexError):
+      return backoff
+    if when.tzinfo is None:  # an HTTP-date is GMT
+      when = when.replace(tzinfo=datetime.timezone.utc)
+    wait = (when - datetime.datetime.now(datetime.timezone.utc)).total_seconds()
+  return max(0.0, wait) if math.isfinite(wait) else backoff
 
 
 class Api:
@@ -135,13 +161,7 @@ class Api:
         status = e.http_status
         if status == 429:
           retry_after = (e.headers or {}).get('Retry-After') or (e.headers or {}).get('retry-after')
-          wait = float(retry_after) if retry_after else min(2.0 ** attempt, 60.0)
-          if wait > self.max_wait:
-            raise CollectorError(f'Spotify rate limit: asked to wait {wait:.0f} s (more than '
-                                 f'--max_wait {self.max_wait:.0f} s); rerun the same command '
-                                 'later, finished requests are kept') from None
-          self.log(f'Spotify API: rate limited (HTTP 429), waiting {wait:.0f} s')
-          self.sleep(wait)
+          self._wait_rate_limit(retry_wait(retry_after, attempt))
           continue
         if status in (403, 404) and method in RESTRICTED:
           self.refused.add(method)
@@ -154,15 +174,39 @@ class Api:
               'SPOTIPY_CLIENT_SECRET; since 2026 development-mode apps also need the owner to '
               'have Premium') from None
         if status is not None and status >= 500 and attempt < self.max_retries:
-          self.sleep(min(2.0 ** attempt, 60.0))
+          self.sleep(min(2.0 ** attempt, MAX_BACKOFF))
           continue
         raise
+      except spotipy.oauth2.SpotifyOauthError as e:  # the token request; not a SpotifyException
+        response = getattr(e.__context__, 'response', None)  # spotipy's HTTPError
+        status = getattr(response, 'status_code', None)
+        if status == 429:
+          self._wait_rate_limit(retry_wait(response.headers.get('Retry-After'), attempt))
+          continue
+        if status is not None and status >= 500 and attempt < self.max_retries:
+          self.sleep(min(2.0 ** attempt, MAX_BACKOFF))
+          continue
+        detail = ': '.join(str(x) for x in (e.error, e.error_description) if x)[:160]
+        where = f'HTTP {status}: {detail}' if status else detail
+        raise CollectorError(
+            f'Spotify refused the client credentials ({where}); check '
+            'SPOTIPY_CLIENT_ID/SPOTIPY_CLIENT_SECRET; since 2026 development-mode apps also need '
+            'the owner to have Premium') from None
       except (requests.ConnectionError, requests.Timeout):
         if attempt >= self.max_retries:
           raise
-        self.sleep(min(2.0 ** attempt, 60.0))
+        self.sleep(min(2.0 ** attempt, MAX_BACKOFF))
     raise CollectorError(f'Spotify {method}: still failing after {self.max_retries} retries; '
                          'rerun later (finished requests are kept)')
+
+  def _wait_rate_limit(self, wait: float) -> None:
+    """Sleeps through an HTTP 429; a wait longer than max_wait stops the run."""
+    if wait > self.max_wait:
+      raise CollectorError(f'Spotify rate limit: asked to wait {wait:.0f} s (more than '
+                           f'--max_wait {self.max_wait:.0f} s); rerun the same command '
+                           'later, finished requests are kept') from None
+    self.log(f'Spotify API: rate limited (HTTP 429), waiting {wait:.0f} s')
+    self.sleep(wait)
 
   def pages(self, method: str, *args: Any, limit: int, max_items: int, items_key: str | None = None,
             **kwargs: Any) -> Iterator[dict]:
@@ -403,7 +447,7 @@ def download_previews(rows: list[dict[str, Any]], out_dir: str, session: Any,
       except Exception:  # noqa: BLE001  network trouble: back off, then give up on this file
         resp = None
       if resp is not None and resp.status_code == 429 and attempt < max_retries:
-        sleep(float(resp.headers.get('Retry-After') or 2.0 ** attempt))
+        sleep(min(retry_wait(resp.headers.get('Retry-After'), attempt), MAX_PREVIEW_WAIT))
         continue
       if resp is not None and resp.status_code == 200 and resp.content:
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -534,7 +578,14 @@ def run_command(args: argparse.Namespace) -> int:
             miss_limit=args.miss_limit, max_search_items=args.max_search_items,
             previews=not args.no_previews, require_preview=args.require_preview,
             max_wait=args.max_wait)
-  except (CollectorError, ValueError, OSError) as e:
+  except (CollectorError, ValueError, OSError) as e:  # requests' errors are OSErrors
     print(f'error: {e}', file=sys.stderr)
+    return 2
+  except Exception as e:  # noqa: BLE001  spotipy's other errors: one line, not a traceback
+    import spotipy  # pylint: disable=import-outside-toplevel
+    if not isinstance(e, spotipy.exceptions.SpotifyBaseException):
+      raise
+    print(f'error: Spotify: {str(e).splitlines()[-1][:300] if str(e) else type(e).__name__}; '
+          'rerun the same command later (finished requests are kept)', file=sys.stderr)
     return 2
   return 0

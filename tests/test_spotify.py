@@ -82,6 +82,7 @@ class FakeSpotify(requests.Session):
     self.requests: list[str] = []
     self.faults: list[tuple[str, int, dict]] = []  # (path prefix, status, headers), used once
     self.down_after: int | None = None  # requests served before a persistent outage
+    self.token_faults: list[tuple[int, dict, dict]] = []  # (status, body, headers), used once
 
   # -- response helpers
   def _response(self, url: str, status: int, body: object = None, headers: dict | None = None,
@@ -124,6 +125,9 @@ class FakeSpotify(requests.Session):
   # -- the server
   def request(self, method, url, params=None, headers=None, data=None, **kwargs):
     if url.startswith('https://accounts.spotify.com/api/token'):
+      if self.token_faults:
+        status, body, hdrs = self.token_faults.pop(0)
+        return self._response(url, status, body, hdrs)
       return self._response(url, 200, {'access_token': 'fake-token', 'token_type': 'Bearer',
                                         'expires_in': 3600})
     parsed = urllib.parse.urlparse(url)
@@ -388,3 +392,43 @@ def test_today_api_table_plus_local_library_builds_with_audio_features(tmp_path)
   track = rows[r['track_id'].decode() if isinstance(r['track_id'], bytes) else r['track_id']]
   assert r['tabular'][3] == float(track['duration_ms'])  # Spotify's, not the 2 s file's
   assert r['tabular'][0] == (2.0 if track['explicit'] == 'True' else 1.0)
+
+
+def test_wrong_credentials_is_one_line_error_without_the_secret(tmp_path):
+  server = FakeSpotify('legacy')
+  server.token_faults = [(400, {'error': 'invalid_client', 'error_description': 'Invalid client'},
+                          {})]
+  with pytest.raises(spotify.CollectorError, match='refused the client credentials') as e:
+    _run(tmp_path, server)
+  message = str(e.value)
+  assert 'invalid_client' in message and 'Premium' in message and '\n' not in message
+  assert 'test-client-secret' not in message
+
+
+def test_token_endpoint_429_and_5xx_are_retried(tmp_path):
+  server = FakeSpotify('legacy')
+  server.token_faults = [(503, {'error': 'server_error'}, {}),
+                         (429, {'error': 'rate_limited'}, {'Retry-After': '3'})]
+  _, rows, lines, waits = _run(tmp_path, server, genres=['death metal'], previews=False)
+  assert waits[:2] == [1.0, 3.0]
+  assert {r['artist_id'] for r in rows.values()} == {'A4', 'A5'}
+
+
+def test_retry_after_as_http_date_or_garbage(tmp_path):
+  import datetime
+  import email.utils
+  soon = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=30)
+  wait = spotify.retry_wait(email.utils.format_datetime(soon, usegmt=True), 0)
+  assert 25.0 < wait <= 30.0
+  assert spotify.retry_wait('Wed, 21 Oct 2015 07:28:00 GMT', 0) == 0.0  # in the past
+  assert spotify.retry_wait('soon', 3) == 8.0  # unparsable: exponential backoff
+  assert spotify.retry_wait('inf', 10) == spotify.MAX_BACKOFF
+  server = FakeSpotify('legacy')
+  later = email.utils.format_datetime(soon + datetime.timedelta(days=1), usegmt=True)
+  server.faults = [('search', 429, {'Retry-After': 'soon'}), ('artists', 429, {'Retry-After': later})]
+  with pytest.raises(spotify.CollectorError, match='rerun the same command later'):
+    _run(tmp_path, server, genres=['death metal'])
+  server = FakeSpotify('legacy')  # preview downloads: an HTTP-date wait is capped
+  server.faults = [('/mp3-preview', 429, {'Retry-After': later})]
+  _, rows, _, waits = _run(tmp_path, server, out='out2', genres=['death metal'])
+  assert waits == [spotify.MAX_PREVIEW_WAIT] and all(r['path'] for r in rows.values())
