@@ -169,10 +169,11 @@ def read_manifest(csv_path: str, preset: str = '', audio_root: str = '', echones
     if not label:
       problems.append(Problem(origin, track_id, f'missing field: {label_cols[0]}'))
       continue
-    artist = _first(row, ('artist_id', 'artist', 'artists', 'artist_name')) or track_id
+    artist = _first(row, ('artist_id', 'artist', 'artists', 'artist_name'))
     tracks.append(Track(track_id=track_id, path=full, label=label,
-                        labels=tuple(dict.fromkeys([label] + label_set)), artist_id=artist,
-                        origin=origin, tabular={c: row.get(c, '') for c in tabular}))
+                        labels=tuple(dict.fromkeys([label] + label_set)),
+                        artist_id=artist or track_id, origin=origin,
+                        tabular={c: row.get(c, '') for c in tabular}, artist_known=bool(artist)))
   return Source(tracks, problems, tabular, f'manifest:{csv_path}' + (f' ({preset})' if preset else ''))
 
 
@@ -224,9 +225,10 @@ def _read_fma(tracks_csv: str, root: str, echonest: str, subset: str) -> Source:
       problems.append(Problem(origin, name, 'missing field: genre_top'))
       continue
     label_set = [top_of.get(g, '') for g in parse_label_set(row.get('track.genres_all', ''))]
+    artist = row.get('artist.id', '').strip()
     tracks.append(Track(
         track_id=name, path=os.path.join(root, name[:3], name + '.mp3'), label=label,
         labels=tuple(dict.fromkeys([label] + [g for g in label_set if g])),
-        artist_id=row.get('artist.id', '').strip() or name, origin=origin,
-        tabular=dict(features.get(tid, {}))))
+        artist_id=artist or name, origin=origin, tabular=dict(features.get(tid, {})),
+        artist_known=bool(artist)))
   return Source(tracks, problems, tabular, f'manifest:{tracks_csv} (fma)')

@@ -18,7 +18,11 @@ reason in ``DIR/<name>_report.csv`` and counted in the printed summary.
 
 Artist ids: a folder source has no artist information, so each file is its own
 artist (artist id = track id = the file's path relative to the folder, without
-extension); grouping by artist then reduces to a stratified per-track split.
+extension); grouping by artist then reduces to a stratified per-track split,
+which the metadata ('split' -> 'grouped_by') and a warning in the summary say.
+Artists are grouped by name without case or surrounding spaces, and a
+';'-joined list of artists by its first name ('Metallica;Lou Reed' goes with
+'metallica').
 """
 
 from __future__ import annotations
@@ -69,6 +73,7 @@ class Track:
   artist_id: str
   origin: str  # where it came from, for the report: a path or 'file.csv:row 7'
   tabular: dict[str, Any] = dataclasses.field(default_factory=dict)
+  artist_known: bool = False  # False: artist_id is the track id (no artist information)
 
 
 @dataclasses.dataclass
@@ -435,6 +440,27 @@ def _beam_examples(split: str, items: list[tuple[str, dict[str, Any]]]) -> Any:
 
 # ---------------------------------------------------------------- splits
 
+def artist_key(track: Track) -> str:
+  """The group a track is split with: its normalised first artist, else itself."""
+  if track.artist_known:
+    name = track.artist_id.split(';')[0].strip().casefold()
+    if name:
+      return 'artist:' + name
+  return 'track:' + track.track_id
+
+
+def grouping(tracks: Sequence[Track], group_by_artist: bool) -> str:
+  """What the split was really grouped by, for the metadata and the summary."""
+  if not group_by_artist:
+    return 'track'
+  unknown = sum(1 for t in tracks if not artist_key(t).startswith('artist:'))
+  if not unknown:
+    return 'artist'
+  if unknown == len(tracks):
+    return 'track (no artist information)'
+  return f'artist ({unknown} of {len(tracks)} tracks without artist information, each its own group)'
+
+
 def assign_splits(labels: Sequence[int], groups: Sequence[str],
                   fractions: Sequence[float] = (0.64, 0.16, 0.20), seed: int = 42,
                   group_by_artist: bool = True, stratify: bool = True) -> list[str]:
@@ -718,8 +744,9 @@ def build_dataset(
   index = {c: i for i, c in enumerate(names)}
   good = [dataclasses.replace(t, labels=tuple(x for x in t.labels if x in index)) for t in good]
   label_idx = [index[t.label] for t in good]
-  splits = assign_splits(label_idx, [t.artist_id for t in good], split, seed,
+  splits = assign_splits(label_idx, [artist_key(t) for t in good], split, seed,
                          group_by_artist, stratify)
+  grouped_by = grouping(good, group_by_artist)
   empty = [s for s, f in zip(SPLITS, split) if f > 0 and s not in splits]
   if empty:
     raise ValueError(f'splits {empty} would be empty with {len(good)} usable tracks: add data '
@@ -745,7 +772,7 @@ def build_dataset(
       'source': source.description,
       'report': report_path,
       'split': {'fractions': [float(f) for f in split], 'group_by_artist': group_by_artist,
-                'stratify': stratify, 'seed': seed},
+                'grouped_by': grouped_by, 'stratify': stratify, 'seed': seed},
       'label_map': label_map,
   }
   metadata['fingerprint'] = hashlib.sha256(json.dumps(
@@ -814,6 +841,7 @@ def build_dataset(
       'seconds': round(time.time() - t0, 2),
       'reused_existing': reused,
       'empty_tabular_columns': empty_columns,
+      'grouped_by': grouped_by,
   }
   if verbose:
     print(format_summary(summary))
@@ -836,6 +864,10 @@ def format_summary(summary: Mapping[str, Any]) -> str:
       if summary['skipped'] else '') + f"; report: {summary['report']}")
   where = (f"on {summary['workers']} worker(s)" if summary.get('runner', 'local') == 'local'
            else f"with {summary['runner']}")
+  grouped_by = summary.get('grouped_by', 'artist')
+  if grouped_by.startswith('track (') or grouped_by.startswith('artist ('):
+    lines.append(f'warning: split grouped by {grouped_by}: one artist\'s tracks may be in '
+                 "several splits; a manifest with an 'artist' column groups them")
   lines.append(f"time {summary['seconds']:.1f} s (decode {summary['decode_seconds']:.1f} s {where}; "
                f"{summary['decoded']} decoded, {summary['from_cache']} from the cache)")
   return '\n'.join(lines)

@@ -271,3 +271,30 @@ def test_fma_malformed_metadata_is_a_one_line_value_error(tmp_path):
   open(tracks, 'w', encoding='utf-8').close()  # empty
   with pytest.raises(ValueError, match='expected 2 header rows, found 0'):
     manifest.read_manifest(tracks, 'fma', root)
+
+
+def test_artist_names_grouped_without_case_spaces_or_featured_artists(tmp_path):
+  root = str(tmp_path)
+  variants = ['Metallica', 'metallica', ' METALLICA ', 'Metallica;Lou Reed']
+  rows = [[f'm{i}.wav', 'x', a] for i, a in enumerate(variants)]
+  rows += [[f'o{i}.wav', 'xy'[i % 2], f'other{i}'] for i in range(8)]
+  for i, (rel, _, _) in enumerate(rows):
+    _wav(os.path.join(root, rel), 200 + 30 * i, seconds=1.1, seed=i)
+  csv_path = _write_csv(os.path.join(root, 'm.csv'), ['path', 'label', 'artist'], rows)
+  source = manifest.read_manifest(csv_path)
+  assert len({prepare.artist_key(t) for t in source.tracks if t.track_id[0] == 'm'}) == 1
+  out = str(tmp_path / 'out')
+  summary = prepare.build_dataset(csv_path, out, 'norm', clip=CLIP, workers=1, progress=False)
+  recs = _records(out, 'norm')
+  assert len({recs[f'm{i}']['split'] for i in range(4)}) == 1  # one artist, one split
+  assert recs['m3']['artist_id'] == 'Metallica;Lou Reed'  # stored as given
+  assert summary['grouped_by'] == 'artist'
+  assert 'warning' not in prepare.format_summary(summary)
+  # The same rows without the artist column: per track, and said so.
+  no_artist = _write_csv(os.path.join(root, 'n.csv'), ['path', 'label'], [r[:2] for r in rows])
+  summary = prepare.build_dataset(no_artist, out, 'noartist', clip=CLIP, workers=1,
+                                  progress=False)
+  import tensorflow_datasets as tfds
+  md = tfds.builder('noartist', data_dir=out).info.metadata
+  assert md['split']['grouped_by'] == summary['grouped_by'] == 'track (no artist information)'
+  assert 'warning: split grouped by track' in prepare.format_summary(summary)

@@ -126,6 +126,16 @@ def test_every_good_file_in_dataset_every_bad_one_in_report(built):
   assert sum(summary['clips_per_split'].values()) == len(good)
 
 
+def test_folder_source_says_it_is_split_per_track(built):
+  import tensorflow_datasets as tfds
+  _, out, _, _, summary = built
+  md = tfds.builder('lib_test', data_dir=out).info.metadata
+  assert md['split']['group_by_artist'] is True
+  assert md['split']['grouped_by'] == 'track (no artist information)'
+  warnings = [l for l in prepare.format_summary(summary).splitlines() if l.startswith('warning')]
+  assert len(warnings) == 1 and 'track (no artist information)' in warnings[0]
+
+
 def test_spectrogram_equals_direct_computation(built):
   root, out, _, _, _ = built
   records = read_split(out, 'lib_test')
