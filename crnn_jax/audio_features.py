@@ -5,6 +5,11 @@ audio-analysis, so the metal model's tabular inputs (SPEC.md section 3) must
 come from the audio itself. Data preparation and prediction both call
 ``estimate`` so a model sees the same numbers at training and serving time.
 
+Only the centre MAX_ANALYSIS_SECONDS (5 minutes) of a longer signal is
+analysed (duration and loudness still cover all of it): the spectrogram-based
+estimates of a 1-hour file would need gigabytes and could get a data_prep
+worker OOM-killed, and 5 minutes say enough about tempo, key and meter.
+
 Values follow Spotify's conventions (key 0..11 = C..B, mode 1 major / 0
 minor, time_signature 3..7, loudness in dB, duration in ms); data_prep turns
 categorical ones into the reference's 1-based codes. Estimated, and how:
@@ -24,7 +29,7 @@ categorical ones into the reference's 1-based codes. Estimated, and how:
   time_signature  3 or 4 only: whether the (log) energy at the tracked beats
                   repeats more strongly every 3 or every 4 beats
                   (4 when there are too few beats to tell). Rough.
-  num_sections    1 + the number of peaks of a Foote checkerboard novelty
+  num_sections    (of the analysed part) 1 + the number of peaks of a Foote checkerboard novelty
                   curve on the self-similarity of MFCC + chroma, at least
                   MIN_SECTION_SECONDS apart (Spotify: "large variations in
                   rhythm or timbre"). Approximate.
@@ -46,6 +51,8 @@ from crnn_jax import audio
 
 ESTIMATED = ('duration_ms', 'key', 'loudness', 'mode', 'num_sections', 'tempo', 'time_signature')
 MIN_SECTION_SECONDS = 10.0
+# Longest stretch analysed (the centre of a longer signal): bounds memory and time.
+MAX_ANALYSIS_SECONDS = 300.0
 _BLOCK_SECONDS = 0.5  # self-similarity resolution for sections
 _KERNEL_SECONDS = 4.0  # half-width of the checkerboard kernel
 
@@ -128,13 +135,27 @@ def num_sections(features: np.ndarray, frames_per_second: float) -> int:
   return 1 + len(peaks)
 
 
+def _rms(y: np.ndarray, chunk: int = 1 << 20) -> float:
+  """RMS in float64, a chunk at a time: no float64 copy of a long signal."""
+  if not len(y):
+    return 0.0
+  total = 0.0
+  for i in range(0, len(y), chunk):
+    c = y[i:i + chunk].astype(np.float64)
+    total += float(np.dot(c, c))
+  return float(np.sqrt(total / len(y)))
+
+
 def estimate(y: np.ndarray, sample_rate: int = audio.SAMPLE_RATE) -> dict[str, float]:
   """All ESTIMATED features of a mono signal, in Spotify's conventions."""
   import librosa  # pylint: disable=import-outside-toplevel
   y = np.asarray(y, np.float32)
   out: dict[str, float] = {'duration_ms': 1000.0 * len(y) / sample_rate}
-  rms = float(np.sqrt(np.mean(np.square(y, dtype=np.float64)))) if len(y) else 0.0
-  out['loudness'] = float(20.0 * np.log10(max(rms, 1e-6)))  # floor at -120 dB
+  out['loudness'] = float(20.0 * np.log10(max(_rms(y), 1e-6)))  # floor at -120 dB
+  limit = int(MAX_ANALYSIS_SECONDS * sample_rate)
+  if len(y) > limit:  # the rest from the centre only (module docstring)
+    start = (len(y) - limit) // 2
+    y = y[start:start + limit]
   hop = audio.HOP_LENGTH
   spec = np.abs(librosa.stft(y, n_fft=audio.N_FFT, hop_length=hop)) ** 2
   mel = librosa.feature.melspectrogram(S=spec, sr=sample_rate, n_mels=audio.N_MELS)

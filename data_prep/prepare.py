@@ -167,9 +167,12 @@ def cache_key(path: str, clip: audio.ClipSettings, estimate_features: bool) -> s
     st = os.stat(path)
   except OSError:
     return None
-  blob = json.dumps({'path': os.path.abspath(path), 'size': st.st_size,
-                     'mtime_ns': st.st_mtime_ns, 'clip': dataclasses.asdict(clip),
-                     'features': estimate_features, 'version': CACHE_VERSION}, sort_keys=True)
+  key = {'path': os.path.abspath(path), 'size': st.st_size, 'mtime_ns': st.st_mtime_ns,
+         'clip': dataclasses.asdict(clip), 'features': estimate_features, 'version': CACHE_VERSION}
+  if estimate_features:  # estimates of longer files depend on how much is analysed
+    from crnn_jax import audio_features  # pylint: disable=import-outside-toplevel
+    key['analysis_seconds'] = audio_features.MAX_ANALYSIS_SECONDS
+  blob = json.dumps(key, sort_keys=True)
   return hashlib.sha1(blob.encode()).hexdigest()
 
 

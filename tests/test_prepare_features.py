@@ -69,3 +69,17 @@ def test_silence_does_not_crash():
   e = af.estimate(np.zeros(2 * SR, np.float32))
   assert e['loudness'] == pytest.approx(-120.0)
   assert np.isfinite(list(e.values())).all()
+
+
+def test_long_signal_analysed_in_its_centre_only(monkeypatch):
+  """Bounded memory on a 1-hour file: only the centre MAX_ANALYSIS_SECONDS is analysed."""
+  monkeypatch.setattr(af, 'MAX_ANALYSIS_SECONDS', 4.0)
+  centre = _tones([_midi(57), _midi(60), _midi(64)], 4.0)
+  edges = _clicks(150, 3.0, 3)
+  y = np.concatenate([edges, centre, edges])
+  e, expected = af.estimate(y), af.estimate(centre)
+  for name in set(af.ESTIMATED) - {'duration_ms', 'loudness'}:
+    assert e[name] == expected[name], name
+  assert e['duration_ms'] == pytest.approx(10_000.0)  # whole signal
+  assert e['loudness'] == pytest.approx(10 * np.log10(np.mean(y.astype(np.float64) ** 2)),
+                                        abs=1e-6)
