@@ -14,7 +14,10 @@ label and grouped by artist by default), the training split's tabular
 statistics computed, and the set written with ``tfds_builder.write_dataset``.
 
 Bad input never stops a run: every skipped file or row is listed with its
-reason in ``DIR/<name>_report.csv`` and counted in the printed summary.
+reason in ``DIR/<name>_report.csv`` and counted in the printed summary. A file
+whose decoding kills its process (decoder segfault, OOM kill) is retried once
+in a process of its own, then reported and cached as 'worker crashed while
+decoding' like any undecodable file, so a rerun does not die on it again.
 
 Artist ids: a folder source has no artist information, so each file is its own
 artist (artist id = track id = the file's path relative to the folder, without
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import csv
 import dataclasses
 import glob
@@ -40,7 +44,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
@@ -276,17 +280,12 @@ def run_jobs(jobs: Sequence[Job], workers: int, progress: bool = True
       else:
         todo.append(job)
     jobs = todo
-    if workers <= 1 or len(jobs) < MIN_POOL_JOBS:
-      for job in jobs:
-        track_id, error, features = run_job(job)
-        results[track_id] = (error, features)
-        bar.update()
-      return results
     ctx = multiprocessing.get_context('spawn')
-    saved = {k: os.environ.get(k) for k in _ONE_THREAD}
-    os.environ.update(_ONE_THREAD)  # read by the workers' numpy/BLAS at import (spawn)
+    if workers <= 1 or len(jobs) < MIN_POOL_JOBS:
+      _run_here(jobs, max(1, workers), ctx, results, bar)
+      return results
     pending = collections.deque(jobs)
-    try:
+    with _one_thread_children():
       while pending:
         # A worker died (OOM kill, decoder segfault): the pool is broken and the
         # jobs in flight are suspects. Each gets a process of its own, so the
@@ -294,13 +293,49 @@ def run_jobs(jobs: Sequence[Job], workers: int, progress: bool = True
         suspects = _pool_pass(pending, workers, ctx, results, bar)
         if suspects:
           _run_isolated(suspects, workers, ctx, results, bar)
-    finally:
-      for k, v in saved.items():
-        if v is None:
-          os.environ.pop(k, None)
-        else:
-          os.environ[k] = v
   return results
+
+
+@contextlib.contextmanager
+def _one_thread_children() -> Iterator[None]:
+  """Sets _ONE_THREAD while processes are spawned (their numpy/BLAS read it at import)."""
+  saved = {k: os.environ.get(k) for k in _ONE_THREAD}
+  os.environ.update(_ONE_THREAD)
+  try:
+    yield
+  finally:
+    for k, v in saved.items():
+      if v is None:
+        os.environ.pop(k, None)
+      else:
+        os.environ[k] = v
+
+
+def _run_here(jobs: Sequence[Job], workers: int, ctx: Any,
+              results: dict[str, tuple[str | None, dict[str, float]]], bar: Any) -> None:
+  """Jobs in this process, each marked while it runs: a marker left behind means
+  the job killed the build (segfault, OOM kill), so a rerun runs it isolated."""
+  suspects = []
+  for job in jobs:
+    marker = job.cache_file + '.running' if job.cache_file else ''
+    if marker and os.path.exists(marker):
+      suspects.append(job)
+      continue
+    if marker:
+      os.makedirs(os.path.dirname(marker), exist_ok=True)
+      open(marker, 'wb').close()  # pylint: disable=consider-using-with
+    try:
+      _record(results, bar, run_job(job))
+    finally:  # Ctrl-C and exceptions included; only a dead process leaves the marker
+      if marker:
+        with contextlib.suppress(OSError):
+          os.remove(marker)
+  if suspects:
+    with _one_thread_children():
+      _run_isolated(suspects, workers, ctx, results, bar)
+    for job in suspects:
+      with contextlib.suppress(OSError):
+        os.remove(job.cache_file + '.running')
 
 
 WORKER_CRASHED = 'worker crashed while decoding'
@@ -461,7 +496,8 @@ def grouping(tracks: Sequence[Track], group_by_artist: bool) -> str:
     return 'artist'
   if unknown == len(tracks):
     return 'track (no artist information)'
-  return f'artist ({unknown} of {len(tracks)} tracks without artist information, each its own group)'
+  return (f'artist ({unknown} of {len(tracks)} tracks without artist information, '
+          'each its own group)')
 
 
 def assign_splits(labels: Sequence[int], groups: Sequence[str],
@@ -868,7 +904,7 @@ def format_summary(summary: Mapping[str, Any]) -> str:
   where = (f"on {summary['workers']} worker(s)" if summary.get('runner', 'local') == 'local'
            else f"with {summary['runner']}")
   grouped_by = summary.get('grouped_by', 'artist')
-  if grouped_by.startswith('track (') or grouped_by.startswith('artist ('):
+  if grouped_by.startswith(('track (', 'artist (')):
     lines.append(f'warning: split grouped by {grouped_by}: one artist\'s tracks may be in '
                  "several splits; a manifest with an 'artist' column groups them")
   lines.append(f"time {summary['seconds']:.1f} s (decode {summary['decode_seconds']:.1f} s {where}; "

@@ -103,8 +103,8 @@ def retry_wait(retry_after: str | None, attempt: int) -> float:
     except (TypeError, ValueError, IndexError):
       return backoff
     if when.tzinfo is None:  # an HTTP-date is GMT
-      when = when.replace(tzinfo=datetime.timezone.utc)
-    wait = (when - datetime.datetime.now(datetime.timezone.utc)).total_seconds()
+      when = when.replace(tzinfo=datetime.UTC)
+    wait = (when - datetime.datetime.now(datetime.UTC)).total_seconds()
   return max(0.0, wait) if math.isfinite(wait) else backoff
 
 
@@ -581,7 +581,7 @@ def run_command(args: argparse.Namespace) -> int:
   except (CollectorError, ValueError, OSError) as e:  # requests' errors are OSErrors
     print(f'error: {e}', file=sys.stderr)
     return 2
-  except Exception as e:  # noqa: BLE001  spotipy's other errors: one line, not a traceback
+  except Exception as e:  # spotipy's other errors: one line, not a traceback
     import spotipy  # pylint: disable=import-outside-toplevel
     if not isinstance(e, spotipy.exceptions.SpotifyBaseException):
       raise

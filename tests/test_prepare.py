@@ -443,8 +443,29 @@ def test_crashed_worker_is_reported_and_cached_not_fatal(tmp_path, monkeypatch):
   assert (again['from_cache'], again['decoded'], again['reused_existing']) == (5, 0, True)
 
 
+def test_file_that_killed_an_in_process_build_is_isolated_on_rerun(tmp_path, monkeypatch):
+  """Few files decode in the build's own process; one that killed it (its
+  marker left behind) is run in a process of its own on the rerun."""
+  monkeypatch.setattr(prepare, 'run_job', _die_on_crash_files)
+  root, out = str(tmp_path / 'lib'), str(tmp_path / 'out')
+  _small_library(root, per_label=2)
+  crash = os.path.join(root, 'a', 'crash.wav')
+  sf.write(crash, _tone(500, 1.2), SR)
+  key = prepare.cache_key(crash, CLIP, False)
+  marker = os.path.join(out, 'kill_cache', key[:2], key + '.npz.running')
+  os.makedirs(os.path.dirname(marker))
+  open(marker, 'wb').close()  # as a build killed while decoding it leaves it
+  summary = prepare.build_dataset(root, out, 'kill', clip=CLIP, workers=1, progress=False,
+                                  split=(0.5, 0.25, 0.25))
+  assert summary['skipped_by_reason'] == {'worker crashed while decoding': 1}
+  assert len(read_split(out, 'kill')) == 4
+  leftovers = [f for _, _, files in os.walk(out) for f in files if f.endswith('.running')]
+  assert leftovers == []
+
+
 def test_cli_unexpected_runtime_error_is_one_line(monkeypatch, capsys):
   from concurrent.futures.process import BrokenProcessPool
+
   from data_prep import __main__ as entry
 
   def broken(*args, **kwargs):

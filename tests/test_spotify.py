@@ -409,7 +409,7 @@ def test_token_endpoint_429_and_5xx_are_retried(tmp_path):
   server = FakeSpotify('legacy')
   server.token_faults = [(503, {'error': 'server_error'}, {}),
                          (429, {'error': 'rate_limited'}, {'Retry-After': '3'})]
-  _, rows, lines, waits = _run(tmp_path, server, genres=['death metal'], previews=False)
+  _, rows, _, waits = _run(tmp_path, server, genres=['death metal'], previews=False)
   assert waits[:2] == [1.0, 3.0]
   assert {r['artist_id'] for r in rows.values()} == {'A4', 'A5'}
 
@@ -417,7 +417,7 @@ def test_token_endpoint_429_and_5xx_are_retried(tmp_path):
 def test_retry_after_as_http_date_or_garbage(tmp_path):
   import datetime
   import email.utils
-  soon = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=30)
+  soon = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=30)
   wait = spotify.retry_wait(email.utils.format_datetime(soon, usegmt=True), 0)
   assert 25.0 < wait <= 30.0
   assert spotify.retry_wait('Wed, 21 Oct 2015 07:28:00 GMT', 0) == 0.0  # in the past
@@ -425,7 +425,8 @@ def test_retry_after_as_http_date_or_garbage(tmp_path):
   assert spotify.retry_wait('inf', 10) == spotify.MAX_BACKOFF
   server = FakeSpotify('legacy')
   later = email.utils.format_datetime(soon + datetime.timedelta(days=1), usegmt=True)
-  server.faults = [('search', 429, {'Retry-After': 'soon'}), ('artists', 429, {'Retry-After': later})]
+  server.faults = [('search', 429, {'Retry-After': 'soon'}),
+                   ('artists', 429, {'Retry-After': later})]
   with pytest.raises(spotify.CollectorError, match='rerun the same command later'):
     _run(tmp_path, server, genres=['death metal'])
   server = FakeSpotify('legacy')  # preview downloads: an HTTP-date wait is capped
