@@ -128,10 +128,15 @@ def load_info(config: ml_collections.ConfigDict) -> DataInfo:
                   metadata=metadata)
 
 
-def open_sources(config: ml_collections.ConfigDict) -> dict[str, Any]:
+def open_sources(config: ml_collections.ConfigDict, skip: tuple[str, ...] = ()
+                 ) -> dict[str, Any]:
+  """Random-access sources per split; features in ``skip`` stay undecoded bytes
+  (reading every label should not decompress every spectrogram)."""
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
   _builder(config)  # same clear errors as load_info
-  return dict(tfds.data_source(config.data.name, data_dir=config.data.data_dir))
+  decoders = {name: tfds.decode.SkipDecoding() for name in skip} or None
+  return dict(tfds.data_source(config.data.name, data_dir=config.data.data_dir,
+                               decoders=decoders))
 
 
 class ToModelInputs(grain.transforms.Map):
@@ -173,8 +178,13 @@ def epoch_order(labels: np.ndarray, seed: int, epoch: int, sampling: str = 'shuf
 
 
 def read_labels(source: Any) -> np.ndarray:
-  """All labels of a split (one pass; needed for balanced sampling and weights)."""
+  """All labels of a split (one pass; needed for the epoch order and weights).
+  Fastest from a source opened with ``skip=('spectrogram',)``."""
   return np.asarray([source[i]['label'] for i in range(len(source))], dtype=np.int64)
+
+
+def train_labels(config: ml_collections.ConfigDict) -> np.ndarray:
+  return read_labels(open_sources(config, skip=('spectrogram',))['train'])
 
 
 def _read_options(config: ml_collections.ConfigDict) -> grain.ReadOptions:

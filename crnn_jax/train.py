@@ -386,7 +386,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       checkpoints.save_config(workdir, config)
       checkpoints.save_data_info(workdir, info.to_json())
 
-    train_labels = input_pipeline.read_labels(sources['train'])
+    train_labels = input_pipeline.train_labels(config)
     anc = evaluate.ancestors(config, info) if config.multilabel else None
     label_ancestors = None if anc is None else anc.astype(np.float32)
     weights = parallel.replicate(jnp.asarray(
@@ -526,7 +526,7 @@ def lr_range_test(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
     return train_step(state.replace(opt_state=opt_state), batch, weights, config.multilabel)
 
   step = jax.jit(step_at, donate_argnums=0)
-  labels = input_pipeline.read_labels(sources['train'])
+  labels = input_pipeline.train_labels(config)
   finder = lr_find.LRFinderState(start_lr=start_lr, end_lr=end_lr, num_it=num_it)
   epoch = 0
   while not finder.done:
