@@ -10,14 +10,23 @@ Any config field can be overridden: --config.train.batch_size=8.
 
 from __future__ import annotations
 
-import sys
-
-from crnn_jax import xla_defaults
+from crnn_jax.core import xla_defaults
 
 xla_defaults.apply()  # before jax is imported anywhere
 
+import sys
+
+import jax
 from absl import app, flags, logging
+from jax.experimental import multihost_utils
 from ml_collections import config_flags
+
+from crnn_jax.core import audio
+from crnn_jax.core.errors import UserError
+from crnn_jax.train import distributed, lr_find, setup, trainer
+from crnn_jax.train.stopping import Interrupted
+from crnn_jax.train.writers import log
+from data_prep import build, demo
 
 config_flags.DEFINE_config_file('config', None, 'Path to a config file (configs/*.py).',
                                 lock_config=True)
@@ -35,44 +44,38 @@ FLAGS = flags.FLAGS
 def prepare_demo_data(config) -> None:
   """Generates the demo audio and builds its TFDS set. Both steps are
   idempotent: a finished set is reused, a half-written one completed."""
-  from crnn_jax import audio  # pylint: disable=import-outside-toplevel
-  from data_prep import demo, prepare  # pylint: disable=import-outside-toplevel
   print(f'Demo audio in {config.data.demo_audio_dir}, data set in {config.data.data_dir}',
         flush=True)
   demo.generate_demo_library(config.data.demo_audio_dir, seed=config.seed,
                              clips_per_class=config.data.demo_clips_per_class,
                              seconds=config.data.demo_clip_seconds)
-  prepare.build_dataset(config.data.demo_audio_dir, config.data.data_dir, config.data.name,
-                        clip=audio.ClipSettings(seconds=config.data.demo_clip_seconds,
-                                                position='start', min_seconds=1.0),
-                        seed=config.seed)
+  build.build_dataset(config.data.demo_audio_dir, config.data.data_dir, config.data.name,
+                      clip=audio.ClipSettings(seconds=config.data.demo_clip_seconds,
+                                              position='start', min_seconds=1.0),
+                      seed=config.seed)
 
 
 def run(config, workdir: str | None, mode: str) -> None:
-  from crnn_jax import train  # pylint: disable=import-outside-toplevel
   if mode == 'summary':
-    from crnn_jax import summary  # pylint: disable=import-outside-toplevel
-    print(summary.layer_table(config))
+    print(setup.summary_table(config))
     return
   if not workdir:
-    raise train.UserError(f'--workdir is required for --mode={mode}')
+    raise UserError(f'--workdir is required for --mode={mode}')
   if config.data.demo:
-    import jax  # pylint: disable=import-outside-toplevel
     if jax.process_index() == 0:
       prepare_demo_data(config)
     if jax.process_count() > 1:
-      from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
       multihost_utils.sync_global_devices('demo data ready')
   if mode == 'lr_find':
-    train.lr_range_test(config, workdir)
+    lr_find.lr_range_test(config, workdir)
     return
   if mode == 'eval':
-    results = train.evaluate_only(config, workdir)
+    results = trainer.evaluate_only(config, workdir)
   else:
-    results = train.train_and_evaluate(config, workdir)
-  test = results['test']
-  train.log(f'test: top-1 {test["top1"]:.4f}  top-{config.eval.top_k} {test["top5"]:.4f}  '
-        f'loss {test["loss"]:.4f}  ({test["count"]} clips); results in {workdir}/results.json')
+    results = trainer.train_and_evaluate(config, workdir)
+  test, k = results['test'], config.eval.top_k
+  log(f'test: top-1 {test["top1"]:.4f}  top-{k} {test[f"top{k}"]:.4f}  '
+      f'loss {test["loss"]:.4f}  ({test["count"]} clips); results in {workdir}/results.json')
 
 
 def main(argv) -> None:
@@ -81,9 +84,6 @@ def main(argv) -> None:
   if FLAGS.config is None:
     raise app.UsageError('--config is required, e.g. --config=configs/demo.py')
   logging.set_verbosity(logging.WARNING)
-  from crnn_jax import distributed  # pylint: disable=import-outside-toplevel
-  from crnn_jax.errors import UserError  # pylint: disable=import-outside-toplevel
-  from crnn_jax.train import Interrupted  # pylint: disable=import-outside-toplevel
   try:
     distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     run(FLAGS.config, FLAGS.workdir, FLAGS.mode)

@@ -1,7 +1,7 @@
 r"""Data-parallel scaling of the training step over devices.
 
-  python benchmarks/bench_scaling.py                       # forced CPU devices 1, 2, 4
-  python benchmarks/bench_scaling.py --devices=1 --platform=gpu
+  python -m benchmarks.bench_scaling                       # forced CPU devices 1, 2, 4
+  python -m benchmarks.bench_scaling --devices=1 --platform=gpu
 
 Each device count runs in its own process (XLA reads the forced CPU device
 count at start-up) through the training code itself: ``train.Parallel`` (a
@@ -27,20 +27,22 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def measure(devices: int, batch: int, frames: int, warmup: int, steps: int) -> dict:
   """Runs in the child process: times the sharded train step."""
-  sys.path.insert(0, str(ROOT))
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
 
   from configs import default  # pylint: disable=import-outside-toplevel
-  from crnn_jax import input_pipeline, train  # pylint: disable=import-outside-toplevel
+  from crnn_jax.data.info import DataInfo  # pylint: disable=import-outside-toplevel
+  from crnn_jax.train import parallel as parallel_lib  # pylint: disable=import-outside-toplevel
+  from crnn_jax.train import state as state_lib  # pylint: disable=import-outside-toplevel
 
   config = default.get_config()
   config.train.batch_size = config.train.eval_batch_size = batch
-  info = input_pipeline.DataInfo(name='bench', class_names=tuple(str(i) for i in range(10)),
-                                 num_tabular=0, categorical_encoding='raw',
-                                 split_sizes={'train': batch}, frames=frames, metadata={})
-  parallel = train.Parallel(config)
-  state = parallel.replicate(train.create_train_state(config, info, jax.random.key(0), 100))
+  info = DataInfo(name='bench', class_names=tuple(str(i) for i in range(10)),
+                  num_tabular=0, categorical_encoding='raw',
+                  split_sizes={'train': batch}, frames=frames, metadata={})
+  parallel = parallel_lib.Parallel(config)
+  state = parallel.replicate(state_lib.create_train_state(
+      config, info, jax.random.key(0), state_lib.make_optimizer(config, 100)))
   step = parallel.jit_train_step(False)
   weights = parallel.replicate(jax.numpy.ones(10))
   rng = np.random.default_rng(0)
@@ -81,7 +83,7 @@ def main() -> None:
       env['JAX_PLATFORMS'] = 'cpu'
       env['XLA_FLAGS'] = (env.get('XLA_FLAGS', '') +
                           f' --xla_force_host_platform_device_count={n}').strip()
-    out = subprocess.run([sys.executable, __file__, f'--child={n}', f'--batch={args.batch}',
+    out = subprocess.run([sys.executable, '-m', 'benchmarks.bench_scaling', f'--child={n}', f'--batch={args.batch}',
                           f'--frames={args.frames}', f'--warmup={args.warmup}',
                           f'--steps={args.steps}'], env=env, capture_output=True, text=True,
                          check=True)

@@ -1,13 +1,13 @@
 r"""Train / eval throughput of the reference CRNN: crnn_jax vs the PyTorch port.
 
-  python benchmarks/bench_train.py                      # B = 1, 8, 32, 64
-  python benchmarks/bench_train.py --batch_sizes=1,8 --steps=3 --json=out.json
+  python -m benchmarks.bench_train                      # B = 1, 8, 32, 64
+  python -m benchmarks.bench_train --batch_sizes=1,8 --steps=3 --json=out.json
 
 Same architecture (the genre model), same inputs, same optimiser recipe, one
 process; per batch size the frameworks take turns step by step (JAX, torch
 default NCHW, torch channels_last, JAX, ...), so machine load drifts hit all
 alike; each figure is the median of ``--steps`` timed steps after
-``--warmup`` untimed ones. JAX runs ``crnn_jax.train.train_step`` /
+``--warmup`` untimed ones. JAX runs ``crnn_jax.train.steps.train_step`` /
 ``eval_step`` as training does (jit, donated state, uint8 input converted on
 the device); torch runs benchmarks/torch_reference.py with fastai's AdamW.
 
@@ -31,20 +31,14 @@ import json
 import os
 import platform
 import statistics
-import sys
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, Self
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-  sys.path.insert(0, str(ROOT))
-
-from crnn_jax.xla_defaults import EIGEN_CONVOLUTIONS as EIGEN_CONV_FLAG
+from crnn_jax.core.xla_defaults import EIGEN_CONVOLUTIONS as EIGEN_CONV_FLAG
 
 PAGE = os.sysconf('SC_PAGE_SIZE')
 
@@ -96,21 +90,24 @@ def jax_contestant(batch: int, frames: int, images: np.ndarray, labels: np.ndarr
   import jax  # pylint: disable=import-outside-toplevel
 
   from configs import genres  # pylint: disable=import-outside-toplevel
-  from crnn_jax import train  # pylint: disable=import-outside-toplevel
-  from crnn_jax.input_pipeline import DataInfo  # pylint: disable=import-outside-toplevel
+  from crnn_jax.core import labels  # pylint: disable=import-outside-toplevel
+  from crnn_jax.data.info import DataInfo  # pylint: disable=import-outside-toplevel
+  from crnn_jax.train import state as state_lib  # pylint: disable=import-outside-toplevel
+  from crnn_jax.train import steps  # pylint: disable=import-outside-toplevel
 
   config = genres.get_config()
-  info = DataInfo(name='bench', class_names=tuple(genres.GENRES), num_tabular=0,
+  info = DataInfo(name='bench', class_names=tuple(labels.GENRES), num_tabular=0,
                   categorical_encoding='raw', split_sizes={}, frames=frames, metadata={})
-  state = train.create_train_state(config, info, jax.random.key(0), steps_per_epoch=1000)
+  state = state_lib.create_train_state(config, info, jax.random.key(0),
+                                       state_lib.make_optimizer(config, 1000 * 10))
   data = jax.device_put({
       'spectrogram': images, 'label': labels, 'tabular': np.zeros((batch, 0), np.float32),
       'label_set': np.eye(len(info.class_names), dtype=np.uint8)[labels],
       'mask': np.ones(batch, np.float32)})
   weights = jax.device_put(np.ones(len(info.class_names), np.float32))
 
-  train_jit = jax.jit(functools.partial(train.train_step, multilabel=False), donate_argnums=0)
-  eval_jit = jax.jit(functools.partial(train.eval_step, multilabel=False))
+  train_jit = jax.jit(functools.partial(steps.train_step, multilabel=False), donate_argnums=0)
+  eval_jit = jax.jit(functools.partial(steps.eval_step, multilabel=False))
   tic = time.perf_counter()
   train_compiled = train_jit.lower(state, data, weights).compile()
   stats['compile_train_s'] = time.perf_counter() - tic

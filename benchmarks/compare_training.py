@@ -1,14 +1,14 @@
 r"""Train crnn_jax and the PyTorch port on the same data, same order, same start.
 
-  python benchmarks/compare_training.py --seeds=0,1 [--epochs=8]
+  python -m benchmarks.compare_training --seeds=0,1 [--epochs=8]
 
 Issue 5's end-to-end check: on the demo data set (built by ``python main.py
 --config=configs/demo.py`` or ``data_prep`` if missing), for each seed,
-  - crnn_jax trains with ``crnn_jax.train.train_and_evaluate`` (the project's
+  - crnn_jax trains with ``crnn_jax.train.trainer.train_and_evaluate`` (the project's
     own loop, configs/demo.py, PyTorch's running-variance update switched on);
   - the port (benchmarks/torch_reference.py) starts from the same initial
-    weights (crnn_jax's init converted with crnn_jax.reference_weights), sees
-    the same batches in the same order (``input_pipeline.epoch_order``), and
+    weights (crnn_jax's init converted with crnn_jax.reference.weights), sees
+    the same batches in the same order (``crnn_jax.data.pipeline.epoch_order``), and
     trains with fastai v1's AdamW and one-cycle schedule;
 then both are scored on the same test split. Differences come from float
 rounding only (it compounds over training); the seed-to-seed spread shows
@@ -19,22 +19,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
-
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-  sys.path.insert(0, str(ROOT))
 
 
 def split_arrays(source, info) -> tuple[np.ndarray, np.ndarray]:
   """(N, 1, 128, frames) float32 in [0, 1], (N,) int64: what the port eats."""
-  from crnn_jax import input_pipeline  # pylint: disable=import-outside-toplevel
-  to_inputs = input_pipeline.ToModelInputs(info)
+  from crnn_jax.data import pipeline  # pylint: disable=import-outside-toplevel
+  to_inputs = pipeline.ToModelInputs(info)
   rows = [to_inputs.map(source[i]) for i in range(len(source))]
   spec = np.stack([r['spectrogram'] for r in rows]).astype(np.float32)[:, None] / 255.0
   return spec, np.asarray([r['label'] for r in rows], np.int64)
@@ -47,20 +41,25 @@ def run_seed(seed: int, epochs: int | None, channels_last_control: bool = False
 
   from benchmarks import torch_reference as tr  # pylint: disable=import-outside-toplevel
   from configs import demo  # pylint: disable=import-outside-toplevel
-  from crnn_jax import input_pipeline, reference_weights, train  # pylint: disable=import-outside-toplevel
+  from crnn_jax.data import pipeline, source  # pylint: disable=import-outside-toplevel
+  from crnn_jax.reference import weights as reference_weights  # pylint: disable=import-outside-toplevel
+  from crnn_jax.train import state as state_lib  # pylint: disable=import-outside-toplevel
+  from crnn_jax.train import trainer  # pylint: disable=import-outside-toplevel
 
   config = demo.get_config()
   config.seed = seed
   config.model.bn_unbiased_running_var = True
   if epochs:
     config.train.num_epochs = epochs
-  info = input_pipeline.load_info(config)
-  sources = input_pipeline.open_sources(config)
+  info = source.load_info(config)
+  sources = source.open_sources(config)
   t = config.train
   steps_per_epoch = info.split_sizes['train'] // t.batch_size
 
   # the port: same initial weights, same batches, the reference's optimiser
-  state = train.create_train_state(config, info, jax.random.key(config.seed), steps_per_epoch)
+  state = state_lib.create_train_state(
+      config, info, jax.random.key(config.seed),
+      state_lib.make_optimizer(config, steps_per_epoch * t.num_epochs))
   start = reference_weights.to_torch(jax.device_get(
       {'params': state.params, 'batch_stats': state.batch_stats}))
   def port_from_start(channels_last: bool):
@@ -69,8 +68,8 @@ def run_seed(seed: int, epochs: int | None, channels_last_control: bool = False
     return port.to(memory_format=torch.channels_last) if channels_last else port
 
   port = port_from_start(False)
-  train_labels = input_pipeline.read_labels(sources['train'])
-  orders = [input_pipeline.epoch_order(train_labels, config.seed, e) for e in range(t.num_epochs)]
+  train_labels = source.read_labels(sources['train'])
+  orders = [pipeline.epoch_order(train_labels, config.seed, e) for e in range(t.num_epochs)]
   x_train, y_train = split_arrays(sources['train'], info)
   x_test, y_test = split_arrays(sources['test'], info)
   tic = time.perf_counter()
@@ -91,7 +90,7 @@ def run_seed(seed: int, epochs: int | None, channels_last_control: bool = False
 
   with tempfile.TemporaryDirectory() as workdir:
     tic = time.perf_counter()
-    results = train.train_and_evaluate(config, workdir)
+    results = trainer.train_and_evaluate(config, workdir)
     jax_s = time.perf_counter() - tic
   return {
       'seed': seed, 'test_clips': len(y_test), 'epochs': t.num_epochs,

@@ -4,7 +4,7 @@
 
 Generates ``--clips`` 30 s MP3 clips shaped like Spotify previews (44.1 kHz
 stereo, music-like: chords, drum hits, noise), then times
-``data_prep.prepare.build_dataset`` on them from a cold cache for each worker
+``data_prep.build.build_dataset`` on them from a cold cache for each worker
 count: the whole command (decode, resample, spectrogram, per-track cache
 write, TFDS ArrayRecord write, process start-up included). Also times each
 stage on one core, so the slowest stage is visible. ``--results`` appends the
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import io
 import os
 import platform
 import shutil
@@ -25,11 +26,15 @@ import time
 for _var in ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS'):
   os.environ.setdefault(_var, '1')
 
+import librosa
 import numpy as np
+import soundfile as sf
+
+from crnn_jax.core import audio
+from data_prep import build
 
 
 def make_clips(folder: str, n: int, seconds: float = 30.0, rate: int = 44_100) -> list[str]:
-  import soundfile as sf  # pylint: disable=import-outside-toplevel
   rng = np.random.default_rng(0)
   t = np.arange(int(seconds * rate)) / rate
   paths = []
@@ -53,12 +58,6 @@ def make_clips(folder: str, n: int, seconds: float = 30.0, rate: int = 44_100) -
 
 def stage_times(paths: list[str], repeats: int = 5) -> dict[str, float]:
   """Median seconds per clip of each stage, in this process (one core)."""
-  import io  # pylint: disable=import-outside-toplevel
-
-  import librosa  # pylint: disable=import-outside-toplevel
-  import soundfile as sf  # pylint: disable=import-outside-toplevel
-
-  from crnn_jax import audio  # pylint: disable=import-outside-toplevel
   times: dict[str, list[float]] = {'decode': [], 'resample': [], 'spectrogram': [], 'save': []}
   audio.spectrogram_image(np.random.default_rng(0).standard_normal(audio.clip_samples())
                           .astype(np.float32))  # warm-up (numba)
@@ -79,7 +78,6 @@ def stage_times(paths: list[str], repeats: int = 5) -> dict[str, float]:
 
 
 def run(clips: int, workers: list[int], results: str | None) -> str:
-  from data_prep import prepare  # pylint: disable=import-outside-toplevel
   tmp = tempfile.mkdtemp(prefix='prep_bench_')
   try:
     lib = os.path.join(tmp, 'lib')
@@ -89,7 +87,7 @@ def run(clips: int, workers: list[int], results: str | None) -> str:
     for w in workers:
       out = os.path.join(tmp, f'out{w}')
       t0 = time.perf_counter()
-      summary = prepare.build_dataset(lib, out, 'bench', workers=w, progress=False,
+      summary = build.build_dataset(lib, out, 'bench', workers=w, progress=False,
                                       verbose=False)
       total = time.perf_counter() - t0
       n = sum(summary['clips_per_split'].values())

@@ -154,10 +154,10 @@ def load_checkpoint_file(path: str | os.PathLike) -> dict:
 
   ``weights_only=True`` refuses every global not allow-listed; the list adds
   only numpy scalar and dtype types, which the ``opt`` entry holds (shared
-  with crnn_jax.import_reference). Never ``weights_only=False`` on a file a
+  with crnn_jax.reference.torch_pickle). Never ``weights_only=False`` on a file a
   user hands over.
   """
-  from crnn_jax.import_reference import numpy_safe_globals  # pylint: disable=import-outside-toplevel
+  from crnn_jax.reference.torch_pickle import numpy_safe_globals  # pylint: disable=import-outside-toplevel
   with torch.serialization.safe_globals(numpy_safe_globals()):
     return torch.load(os.fspath(path), map_location='cpu', weights_only=True)
 

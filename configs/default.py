@@ -31,7 +31,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.gru_hidden_bias_rz = True  # torch's split GRU biases (211,722 params)
   config.model.readout = 'flatten'  # 'flatten' (reference) | 'last' | 'mean'
   config.model.tabular_features = (32, 32)
-  config.model.audio_features = 64  # metal head: GRU readout -> 64 before fusion
+  config.model.audio_fc_features = 64  # metal head: width of audio_fc (GRU readout -> 64) before fusion
   config.model.audio_activation = 'none'  # reference: no nonlinearity; 'relu' fixes it
   config.model.init = 'torch'  # 'torch' (reference defaults) | 'flax'
   config.model.bn_momentum = 0.9  # Flax terms (PyTorch momentum 0.1)

@@ -6,15 +6,14 @@ Needs a data set prepared by ``python -m data_prep`` with these 10 classes.
 import ml_collections
 
 from configs import default
-
-GENRES = ('classical', 'folk', 'house', 'jazz', 'metal', 'pop', 'r&b', 'rap', 'rock', 'techno')
+from crnn_jax.core import labels
 
 
 def get_config() -> ml_collections.ConfigDict:
   config = default.get_config()
   config.data.name = 'genres'
   config.data.data_dir = 'data/tfds'
-  config.data.class_names = GENRES
+  config.data.class_names = labels.GENRES
   config.data.num_tabular = 0  # audio only
   config.train.max_lr = 1.445e-3
   return config

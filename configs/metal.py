@@ -7,19 +7,14 @@ the 16 tabular columns of SPEC.md section 3.
 import ml_collections
 
 from configs import default
-
-METAL_SUBGENRES = (
-    'black metal', 'death metal', 'deathcore', 'doom metal', 'folk metal', 'glam metal',
-    'grindcore', 'hard rock', 'hardcore', 'industrial metal', 'melodic death metal',
-    'metalcore', 'nu metal', 'power metal', 'progressive metal', 'punk', 'screamo',
-    'stoner rock', 'symphonic metal', 'thrash metal')
+from crnn_jax.core import labels, tabular
 
 
 def get_config() -> ml_collections.ConfigDict:
   config = default.get_config()
   config.data.name = 'metal'
   config.data.data_dir = 'data/tfds'
-  config.data.class_names = METAL_SUBGENRES
-  config.data.num_tabular = 16  # SPEC.md section 3
+  config.data.class_names = labels.METAL_SUBGENRES
+  config.data.num_tabular = len(tabular.REFERENCE_COLUMNS)  # SPEC.md section 3
   config.train.max_lr = 1.738e-3
   return config

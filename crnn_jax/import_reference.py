@@ -12,10 +12,8 @@ orbax checkpoint (step 0, fresh optimiser), config.json and data_info.json
 (class names in the reference's index order, the clip settings of SPEC.md
 section 2, and for the metal model the tabular encoding).
 
-Only reading the pickle needs torch (``pip install -e '.[torch]'``). The file
-is loaded with ``weights_only=True`` and only numpy's scalar and dtype types
-allowed (the ``opt`` entry holds numpy scalars), so a crafted file cannot run
-code; it is never unpickled with ``weights_only=False``.
+Only reading the pickle needs torch (``pip install -e '.[torch]'``), and it is
+read safely (crnn_jax/reference/torch_pickle.py): a crafted file cannot run code.
 
 The metal model standardises its 13 continuous tabular inputs with the mean
 and sample std of the reference's training split, which the checkpoint does
@@ -42,6 +40,11 @@ With none of these the metal import stops with an error saying so.
 
 from __future__ import annotations
 
+from crnn_jax.core import xla_defaults
+
+xla_defaults.apply()  # before jax is imported, as the other entry points
+
+import csv
 import dataclasses
 import hashlib
 import json
@@ -51,82 +54,20 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+import jax
 import numpy as np
+from absl import app, flags, logging
+from ml_collections import config_flags
 
-from crnn_jax import audio, reference_weights
-from crnn_jax.errors import UserError
+from crnn_jax import model as model_lib
+from crnn_jax.core import audio, labels, tabular
+from crnn_jax.core.errors import UserError
+from crnn_jax.reference import torch_pickle, weights
+from crnn_jax.train import pretrained
 
-TORCH_HINT = "pip install -e '.[torch]'"
-# SPEC.md section 3: the metal model's 16 tabular inputs, in vector order.
-TABULAR_NAMES = (
-    'explicit', 'key', 'mode', 'acousticness', 'danceability', 'duration_ms', 'energy',
-    'instrumentalness', 'liveness', 'loudness', 'num_sections', 'popularity', 'speechiness',
-    'tempo', 'time_signature', 'valence')
-CATEGORICAL = {'explicit': 2, 'key': 12, 'mode': 2}  # raw 1-based codes
+TABULAR_NAMES = tabular.REFERENCE_COLUMNS  # the metal model's 16 inputs, in vector order
+CATEGORICAL = tabular.CATEGORICAL
 IDENTITY_STATS = 'identity'  # --tabular_stats value: import without standardisation
-
-
-# --------------------------------------------------------------------------
-# Reading the pickle (the only torch use)
-# --------------------------------------------------------------------------
-def numpy_safe_globals() -> list:
-  """numpy scalar and dtype types: what a fastai v1 ``opt`` entry pickles."""
-  try:
-    from numpy._core.multiarray import scalar  # pylint: disable=import-outside-toplevel
-  except ImportError:  # numpy 1.x
-    from numpy.core.multiarray import scalar  # pylint: disable=import-outside-toplevel
-  return ([(scalar, 'numpy.core.multiarray.scalar'), np.dtype]
-          + [type(np.dtype(t)) for t in ('float64', 'float32', 'int64')])
-
-
-def load_torch_checkpoint(path: str | os.PathLike) -> Any:
-  """Safely unpickles a PyTorch checkpoint: tensors, containers, numpy scalars only.
-
-  Raises UserError (one line) if torch is missing, the file is unreadable,
-  or it is not a plain checkpoint (a safe load refuses other globals).
-  """
-  try:
-    import torch  # pylint: disable=import-outside-toplevel
-  except ImportError:
-    raise UserError(f'reading a PyTorch checkpoint needs torch: {TORCH_HINT}') from None
-  path = os.fspath(path)
-  if not os.path.isfile(path):
-    raise UserError(f'checkpoint {path!r} not found')
-  try:
-    with torch.serialization.safe_globals(numpy_safe_globals()):
-      return torch.load(path, map_location='cpu', weights_only=True)
-  except Exception as e:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError, ...
-    raise UserError(f'{path!r} is not a reference checkpoint that can be loaded safely '
-                    f'({_load_failure_reason(e)}); nothing in it was run') from None
-
-
-_TORCH_BOILERPLATE = ('Weights only load failed', 'Please file an issue', 'Check the documentation')
-
-
-def _load_failure_reason(error: Exception) -> str:
-  """The informative line of torch's error, without its advice to retry with
-  weights_only=False (which would run whatever the file contains)."""
-  for line in str(error).splitlines():
-    line = line.strip()
-    if line and not line.startswith(_TORCH_BOILERPLATE):
-      return line.replace('WeightsUnpickler error:', '').strip()[:200] or type(error).__name__
-  return type(error).__name__
-
-
-def state_dict_arrays(obj: Any, origin: str = 'checkpoint') -> dict[str, np.ndarray]:
-  """The ``model`` state_dict of a reference checkpoint as numpy arrays."""
-  if isinstance(obj, Mapping) and isinstance(obj.get('model'), Mapping):
-    obj = obj['model']  # the reference's {'model': state_dict, 'opt': ...}
-  if (not isinstance(obj, Mapping) or not obj
-      or not all(hasattr(v, 'detach') for v in obj.values())):
-    found = f'keys {list(obj)[:5]}' if isinstance(obj, Mapping) else f'a {type(obj).__name__}'
-    raise UserError(f'{origin} is not a reference checkpoint: expected a dict with a "model" '
-                    f'state_dict of tensors, found {found}')
-  return {str(name): value.detach().cpu().numpy() for name, value in obj.items()}
-
-
-def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
-  return state_dict_arrays(load_torch_checkpoint(path), repr(os.fspath(path)))
 
 
 # --------------------------------------------------------------------------
@@ -162,31 +103,38 @@ def stats_from_json(path: str) -> tuple[list[float], list[float]]:
 def stats_from_reference_csv(path: str) -> tuple[list[float], list[float], int]:
   """--tabular_csv: mean and sample std over the reference's usable rows.
 
-  Rows kept as the reference kept them before splitting: a genre that maps
-  to one of the 20 classes, and all 16 values present.
+  Rows kept as the reference kept them before splitting: a track id or path, a
+  genre that maps to one of the 20 classes, and all 16 values present.
   """
-  from data_prep import manifest, mappings, prepare  # pylint: disable=import-outside-toplevel
   try:
-    source = manifest.read_manifest(path, preset='metal_track_data')
-  except (OSError, ValueError) as e:
+    with open(path, newline='', encoding='utf-8-sig', errors='replace') as f:
+      reader = csv.DictReader(f)
+      header = [h.strip() for h in reader.fieldnames or []]
+      missing = [c for c in TABULAR_NAMES if c not in header]
+      if missing:
+        raise UserError(f'--tabular_csv {path!r} lacks the columns {missing}')
+      rows = [row for row in (_reference_row(r) for r in reader) if row is not None]
+  except (OSError, csv.Error) as e:
     raise UserError(f'--tabular_csv {path!r}: {e}') from None
-  missing = [c for c in TABULAR_NAMES if c not in source.tabular_columns]
-  if missing:
-    raise UserError(f'--tabular_csv {path!r} lacks the columns {missing}')
-  rows = []
-  for track in source.tracks:
-    if mappings.METAL_LABEL_MAP.get(track.label.strip().lower()) is None:
-      continue
-    try:
-      row = [prepare.to_number(c, track.tabular.get(c)) for c in TABULAR_NAMES]
-    except ValueError:
-      continue
-    if all(x is not None for x in row):
-      rows.append(row)
   if len(rows) < 2:
     raise UserError(f'--tabular_csv {path!r}: fewer than 2 usable rows of the 20 metal classes')
-  mean, std = prepare.tabular_stats(np.asarray(rows, np.float64), TABULAR_NAMES)
+  mean, std = tabular.training_stats(np.asarray(rows, np.float64), TABULAR_NAMES)
   return mean, std, len(rows)
+
+
+def _reference_row(row: Mapping[str | None, Any]) -> list[float] | None:
+  """The 16 stored values of a track-table row, or None if the reference dropped it."""
+  row = {(k or '').strip(): v for k, v in row.items()}
+  if not (str(row.get('id') or '').strip() or str(row.get('path') or '').strip()):
+    return None
+  genre = str(row.get('genre') or row.get('label') or '').strip().lower()
+  if labels.METAL_LABEL_MAP.get(genre) is None:
+    return None
+  try:
+    values = [tabular.to_number(c, row.get(c)) for c in TABULAR_NAMES]
+  except ValueError:
+    return None
+  return None if any(v is None for v in values) else values
 
 
 # --------------------------------------------------------------------------
@@ -256,9 +204,6 @@ def build_data_info(config: Any, num_tabular: int, checkpoint: str,
 def convert_checkpoint(state_dict: Mapping[str, np.ndarray], config: Any
                        ) -> tuple[dict[str, Any], int]:
   """State dict -> (variables of the config's model, num_tabular), shape-checked."""
-  import jax  # pylint: disable=import-outside-toplevel
-
-  from crnn_jax import models  # pylint: disable=import-outside-toplevel
   is_metal = 'fcn.fc1.weight' in state_dict
   num_tabular = len(TABULAR_NAMES) if is_metal else 0
   if is_metal and config.data.categorical_encoding != 'raw':
@@ -273,13 +218,13 @@ def convert_checkpoint(state_dict: Mapping[str, np.ndarray], config: Any
                     f'{"metal subgenres" if is_metal else "genres"}), config.data.class_names has '
                     f'{len(config.data.class_names)}: use '
                     f'{"configs/metal.py" if is_metal else "configs/genres.py"}')
-  model = models.create_model(config.model, len(config.data.class_names), num_tabular)
-  spec = np.zeros((1, 128, audio.num_frames(), 1), np.float32)
+  model = model_lib.create_model(config.model, len(config.data.class_names), num_tabular)
+  spec = np.zeros((1, audio.N_MELS, audio.num_frames(), 1), np.float32)
   tab = np.zeros((1, num_tabular), np.float32) if num_tabular else None
   template = jax.eval_shape(model.init, jax.random.key(0), spec, tab)
   try:
-    return reference_weights.convert_for(state_dict, template), num_tabular
-  except reference_weights.ReferenceWeightsError as e:
+    return weights.convert_for(state_dict, template), num_tabular
+  except weights.ReferenceWeightsError as e:
     raise UserError(f'checkpoint does not fit the config: {e}') from None
 
 
@@ -287,20 +232,18 @@ def import_checkpoint(checkpoint: str, config: Any, workdir: str,
                       tabular_stats: str | None = None,
                       tabular_csv: str | None = None) -> dict[str, Any]:
   """Reads, converts and writes; returns the data_info written."""
-  from crnn_jax import checkpoints  # pylint: disable=import-outside-toplevel
   existing = os.path.join(workdir, 'checkpoints')
   if os.path.isdir(existing) and os.listdir(existing):
     raise UserError(f'{existing} already holds checkpoints (their latest step would win over '
                     'the import); choose an empty --workdir')
-  state_dict = read_state_dict(checkpoint)
+  state_dict = torch_pickle.read_state_dict(checkpoint)
   variables, num_tabular = convert_checkpoint(state_dict, config)
   data_info = build_data_info(config, num_tabular, checkpoint, tabular_stats, tabular_csv)
-  checkpoints.save_pretrained(workdir, config, variables, data_info)
+  pretrained.save_pretrained(workdir, config, variables, data_info)
   return data_info
 
 
 def main(argv: list[str]) -> None:
-  from absl import flags, logging  # pylint: disable=import-outside-toplevel
   logging.set_verbosity(logging.WARNING)
   if len(argv) > 1:
     raise UserError(f'unexpected arguments: {argv[1:]}')
@@ -315,8 +258,6 @@ def main(argv: list[str]) -> None:
 
 
 def _define_flags() -> None:
-  from absl import flags  # pylint: disable=import-outside-toplevel
-  from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
   config_flags.DEFINE_config_file('config', None, 'configs/genres.py or configs/metal.py.')
   flags.DEFINE_string('checkpoint', None, 'A reference .pth file (dict with "model", "opt").')
   flags.DEFINE_string('workdir', None, 'An empty or new directory to write.')
@@ -328,10 +269,6 @@ def _define_flags() -> None:
 
 def run() -> None:
   """Entry point: one-line errors for the user, no traceback."""
-  from absl import app  # pylint: disable=import-outside-toplevel
-
-  from crnn_jax import xla_defaults  # pylint: disable=import-outside-toplevel
-  xla_defaults.apply()  # before jax is imported, as the other entry points
   _define_flags()
 
   def guarded(argv: list[str]) -> None:

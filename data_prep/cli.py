@@ -11,6 +11,9 @@ import json
 import sys
 from typing import Any
 
+from crnn_jax.core import audio, labels
+from data_prep import build, match, spotify
+
 
 def _fractions(text: str) -> tuple[float, float, float]:
   try:
@@ -75,13 +78,10 @@ def add_build_command(commands: Any) -> None:
 
 
 def run_build(args: argparse.Namespace) -> int:
-  from crnn_jax import audio  # pylint: disable=import-outside-toplevel
-  from data_prep import prepare  # pylint: disable=import-outside-toplevel
   label_map = None
   try:
     if args.label_map == 'metal':
-      from data_prep import mappings  # pylint: disable=import-outside-toplevel
-      label_map = dict(mappings.METAL_LABEL_MAP)
+      label_map = dict(labels.METAL_LABEL_MAP)
     elif args.label_map:
       with open(args.label_map, encoding='utf-8') as f:
         label_map = json.load(f)
@@ -94,7 +94,7 @@ def run_build(args: argparse.Namespace) -> int:
       manifest_options['echonest'] = args.echonest
     if args.fma_subset:
       manifest_options['subset'] = args.fma_subset
-    prepare.build_dataset(
+    build.build_dataset(
         args.input, args.data_dir, args.name,
         clip=audio.ClipSettings(seconds=args.clip_seconds, position=args.clip_position,
                                 min_seconds=args.min_seconds),
@@ -129,10 +129,8 @@ def _beam_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def add_spotify_command(commands: Any) -> None:
-  from data_prep import spotify  # pylint: disable=import-outside-toplevel
   spotify.add_command(commands)
 
 
 def add_match_command(commands: Any) -> None:
-  from data_prep import match  # pylint: disable=import-outside-toplevel
   match.add_command(commands)

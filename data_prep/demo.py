@@ -25,11 +25,15 @@ its own and an interrupted run regenerates only what is missing.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from collections.abc import Callable
 
 import numpy as np
+import soundfile as sf
+
+from crnn_jax.core import files
 
 STYLES = ('electronic', 'metal', 'strings', 'swing')
 # (extension, soundfile format, subtype); cycled with rates and channel counts
@@ -374,7 +378,6 @@ def generate_demo_library(folder: str, seed: int = 0, clips_per_class: int = 40,
   Files are written to a temporary name and renamed, so none is ever partial;
   the arguments are recorded in ``manifest_file(folder)`` once all are written.
   """
-  import soundfile as sf  # pylint: disable=import-outside-toplevel
   if clips_per_class < 1 or seconds <= 0:
     raise ValueError('clips_per_class must be >= 1 and seconds > 0')
   paths = demo_paths(folder, clips_per_class)
@@ -402,7 +405,7 @@ def generate_demo_library(folder: str, seed: int = 0, clips_per_class: int = 40,
   for c, style in enumerate(STYLES):
     os.makedirs(os.path.join(folder, style), exist_ok=True)
     for name in os.listdir(os.path.join(folder, style)):  # left by an interrupted run
-      if name.endswith('.partial'):
+      if name.endswith('.tmp'):
         os.remove(os.path.join(folder, style, name))
     for i in range(clips_per_class):
       path = paths[c * clips_per_class + i]
@@ -410,18 +413,14 @@ def generate_demo_library(folder: str, seed: int = 0, clips_per_class: int = 40,
         continue
       _, fmt, subtype, rate, channels = clip_format(c, i)
       y = synthesize(style, seed, i, seconds, rate, channels)
-      tmp = f'{path}.partial'
-      sf.write(tmp, y, rate, format=fmt, subtype=subtype)
-      os.replace(tmp, path)
+      with files.atomic_write(path, 'wb') as f:
+        sf.write(f, y, rate, format=fmt, subtype=subtype)
   # written last: its presence means every clip above matches these arguments
-  with open(manifest_path + '.tmp', 'w') as f:
-    json.dump(want, f)
-  os.replace(manifest_path + '.tmp', manifest_path)
+  files.write_json(manifest_path, want)
   return paths
 
 
 def main() -> None:  # pragma: no cover - convenience entry point
-  import argparse  # pylint: disable=import-outside-toplevel
   parser = argparse.ArgumentParser(description='Write the synthetic demo audio library.')
   parser.add_argument('folder')
   parser.add_argument('--seed', type=int, default=0)

@@ -37,7 +37,8 @@ import csv
 import os
 from collections.abc import Iterator, Sequence
 
-from data_prep.prepare import REFERENCE_TABULAR, Problem, Source, Track
+from crnn_jax.core.tabular import REFERENCE_COLUMNS
+from data_prep.records import Problem, Source, Track
 
 ECHONEST_FEATURES = ('acousticness', 'danceability', 'energy', 'instrumentalness', 'liveness',
                      'speechiness', 'tempo', 'valence')
@@ -140,7 +141,7 @@ def read_manifest(csv_path: str, preset: str = '', audio_root: str = '', echones
   spotify_layout = preset in ('metal_track_data', 'spotify')
   with open(csv_path, newline='', encoding='utf-8-sig', errors='replace') as f:
     header = [h.strip() for h in next(csv.reader(f), [])]
-  tabular = tuple(c for c in REFERENCE_TABULAR if c in header)
+  tabular = tuple(c for c in REFERENCE_COLUMNS if c in header)
   label_cols = ('genre', 'label') if spotify_layout else ('label',)
   set_cols = ('labels', 'artist_genres', 'genres')
   if not any(c in header for c in label_cols + set_cols):

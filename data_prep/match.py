@@ -23,7 +23,8 @@ import sys
 import unicodedata
 from typing import Any
 
-from data_prep.prepare import AUDIO_EXTENSIONS
+from crnn_jax.core import files
+from crnn_jax.core.audio import AUDIO_EXTENSIONS
 
 _QUALIFIER = re.compile(r'\s*[\(\[][^\)\]]*[\)\]]')
 _DASH_SUFFIX = re.compile(
@@ -89,12 +90,10 @@ def match_table(table: str, library: str, out: str) -> dict[str, int]:
     counts['matched'] += 1
     counts['ambiguous'] += len(set(candidates)) > 1
     row['path'] = os.path.abspath(candidates[0])
-  tmp = out + '.tmp'
-  with open(tmp, 'w', newline='', encoding='utf-8') as f:
+  with files.atomic_write(out, newline='', encoding='utf-8') as f:
     w = csv.DictWriter(f, fieldnames=fields)
     w.writeheader()
     w.writerows(rows)
-  os.replace(tmp, out)
   return counts
 
 

@@ -25,7 +25,7 @@ reads (SPOTIPY_CLIENT_ID, SPOTIPY_CLIENT_SECRET); the token stays in memory.
 Today's API (SPEC.md section 1) is detected, reported once in one line each,
 and worked around:
   - audio-features / audio-analysis 403: feature columns left empty; build with
-    ``--tabular=audio`` to compute them from the audio (crnn_jax.audio_features);
+    ``--tabular=audio`` to compute them from the audio (crnn_jax.core.audio_features);
   - related-artists 403: the walk searches artists by genre tag instead
     (``genre:"<tag>"``), with the same exact-tag filter and 50-miss stop;
   - null preview URLs: tracks are kept (has_preview 0) for matching with local
@@ -54,7 +54,12 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from data_prep import mappings
+import requests
+import spotipy
+from spotipy.cache_handler import MemoryCacheHandler
+from tqdm import tqdm
+
+from crnn_jax.core import files, labels
 
 FEATURE_COLUMNS = ('danceability', 'energy', 'key', 'loudness', 'mode', 'speechiness',
                    'acousticness', 'instrumentalness', 'liveness', 'valence', 'tempo',
@@ -149,8 +154,6 @@ class Api:
     return result
 
   def _live(self, method: str, *args: Any, **kwargs: Any) -> Any:
-    import requests  # pylint: disable=import-outside-toplevel
-    import spotipy  # pylint: disable=import-outside-toplevel
     for attempt in range(self.max_retries + 1):
       try:
         self.calls += 1
@@ -211,7 +214,6 @@ class Api:
   def pages(self, method: str, *args: Any, limit: int, max_items: int, items_key: str | None = None,
             **kwargs: Any) -> Iterator[dict]:
     """Items of a paged endpoint by offset, up to max_items; survives smaller pages."""
-    import spotipy  # pylint: disable=import-outside-toplevel
     offset = 0
     while offset < max_items:
       try:
@@ -429,7 +431,6 @@ def download_previews(rows: list[dict[str, Any]], out_dir: str, session: Any,
                       sleep: Callable[[float], None] = time.sleep, max_retries: int = 5,
                       progress: bool = True) -> dict[str, int]:
   """Fetches missing previews (atomic writes; present files are skipped)."""
-  from tqdm import tqdm  # pylint: disable=import-outside-toplevel
   counts = {'downloaded': 0, 'present': 0, 'failed': 0, 'no_preview': 0}
   for r in tqdm(rows, desc='previews', unit='file', disable=not progress, file=sys.stderr):
     if not r.get('preview_url'):
@@ -450,10 +451,8 @@ def download_previews(rows: list[dict[str, Any]], out_dir: str, session: Any,
         sleep(min(retry_wait(resp.headers.get('Retry-After'), attempt), MAX_PREVIEW_WAIT))
         continue
       if resp is not None and resp.status_code == 200 and resp.content:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path + '.tmp', 'wb') as f:
+        with files.atomic_write(path, 'wb') as f:
           f.write(resp.content)
-        os.replace(path + '.tmp', path)
         counts['downloaded'] += 1
         r['path'] = rel
         break
@@ -467,19 +466,14 @@ def download_previews(rows: list[dict[str, Any]], out_dir: str, session: Any,
 
 def write_table(rows: list[dict[str, Any]], path: str) -> None:
   rows = sorted(rows, key=lambda r: r['id'])
-  tmp = path + '.tmp'
-  with open(tmp, 'w', newline='', encoding='utf-8') as f:
+  with files.atomic_write(path, newline='', encoding='utf-8') as f:
     w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction='ignore')
     w.writeheader()
     w.writerows(rows)
-  os.replace(tmp, path)
 
 
 def make_client(session: Any = None) -> Any:
   """spotipy with client credentials from the environment; token kept in memory only."""
-  import requests  # pylint: disable=import-outside-toplevel
-  import spotipy  # pylint: disable=import-outside-toplevel
-  from spotipy.cache_handler import MemoryCacheHandler  # pylint: disable=import-outside-toplevel
   if not (os.environ.get('SPOTIPY_CLIENT_ID') and os.environ.get('SPOTIPY_CLIENT_SECRET')):
     raise CollectorError('set SPOTIPY_CLIENT_ID and SPOTIPY_CLIENT_SECRET (a Spotify app\'s '
                          'client credentials) in the environment')
@@ -496,7 +490,6 @@ def collect(strategy: str, out_dir: str, *, genres: Sequence[str] | None = None,
             sleep: Callable[[float], None] = time.sleep, log: Callable[[str], None] = print,
             max_wait: float = 3600.0, progress: bool = True) -> dict[str, Any]:
   """Runs one strategy into out_dir; returns a summary. Resumable through the cache."""
-  import requests  # pylint: disable=import-outside-toplevel
   if strategy not in ('playlists', 'artists'):
     raise ValueError(f"strategy must be 'playlists' or 'artists', got {strategy!r}")
   # spotipy logs every refused request at ERROR level (URL and all): the one-line
@@ -509,10 +502,10 @@ def collect(strategy: str, out_dir: str, *, genres: Sequence[str] | None = None,
             max_wait=max_wait)
   try:
     if strategy == 'playlists':
-      rows = collect_playlists(api, genres or mappings.GENRE_QUERIES, playlists_per_genre,
+      rows = collect_playlists(api, genres or labels.GENRE_QUERIES, playlists_per_genre,
                                tracks_per_playlist)
     else:
-      rows = collect_artists(api, genres or mappings.METAL_QUERY_GENRES, seed, seed_playlists,
+      rows = collect_artists(api, genres or labels.METAL_QUERY_GENRES, seed, seed_playlists,
                              miss_limit, max_search_items=max_search_items)
   finally:
     api.close()
@@ -582,7 +575,6 @@ def run_command(args: argparse.Namespace) -> int:
     print(f'error: {e}', file=sys.stderr)
     return 2
   except Exception as e:  # spotipy's other errors: one line, not a traceback
-    import spotipy  # pylint: disable=import-outside-toplevel
     if not isinstance(e, spotipy.exceptions.SpotifyBaseException):
       raise
     print(f'error: Spotify: {str(e).splitlines()[-1][:300] if str(e) else type(e).__name__}; '

@@ -36,7 +36,7 @@ def _tiny_examples(split: str, n: int, seed: int, num_tabular: int):
 
 def write_tiny(data_dir: str, name: str = 'tiny', num_tabular: int = 0,
                sizes=(64, 16, 16)) -> str:
-  from data_prep.tfds_builder import write_dataset
+  from data_prep.writer import write_dataset
   tab_names = [f'f{i}' for i in range(num_tabular)]
   metadata = {
       'class_names': ['low', 'high'], 'tabular_names': tab_names,

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from crnn_jax import audio
+from crnn_jax.core import audio
 
 
 def _tone(seconds, sr=audio.SAMPLE_RATE, channels=1):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from crnn_jax import audio
+from crnn_jax.core import audio
 from data_prep import demo
 
 CLIPS = 8
@@ -51,9 +51,9 @@ def test_layout_labels_and_mixed_formats(library):
 
 
 def test_folder_reader_takes_every_clip_without_complaint(library):
-  from data_prep import prepare  # the reader `python -m data_prep build` uses
+  from data_prep import sources  # the reader `python -m data_prep build` uses
   folder, paths = library
-  source = prepare.read_folder(folder)
+  source = sources.read_folder(folder)
   assert not source.problems
   assert sorted(t.path for t in source.tracks) == sorted(os.path.abspath(p) for p in paths)
   assert {t.label for t in source.tracks} == set(demo.STYLES)

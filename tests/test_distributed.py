@@ -115,8 +115,8 @@ def test_single_process_kill_9_resumes_with_the_same_results(tiny_data_dir, tmp_
 
 
 def test_partial_multi_process_flags_are_refused():
-  from crnn_jax import distributed
-  from crnn_jax.errors import UserError
+  from crnn_jax.core.errors import UserError
+  from crnn_jax.train import distributed
   for args in (('localhost:1234', None, 1), (None, 2, 1), ('localhost:1234', 2, None)):
     with pytest.raises(UserError, match='all of --coordinator_address'):
       distributed.initialize(*args)

@@ -10,7 +10,8 @@ import pytest
 from conftest import tiny_config
 from PIL import Image
 
-from crnn_jax import train
+from crnn_jax.train import lr_find
+from crnn_jax.train import trainer as train
 
 
 def _run(config, workdir):
@@ -63,7 +64,7 @@ def test_lr_range_test_plots_and_touches_no_checkpoint(tiny_data_dir, tmp_path):
   config = tiny_config(tiny_data_dir)
   config.train.batch_size = 8
   config.lr_find = ml_collections.ConfigDict({'num_it': 30, 'start_lr': 1e-6, 'end_lr': 10.0})
-  result = train.lr_range_test(config, str(tmp_path))
+  result = lr_find.lr_range_test(config, str(tmp_path))
   assert 1e-6 <= result['suggested_max_lr'] <= 10.0
   assert len(result['lrs']) == len(result['smoothed_losses']) <= 30
   assert np.all(np.diff(result['lrs']) > 0)  # an exponential sweep

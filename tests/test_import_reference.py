@@ -29,9 +29,12 @@ import jax
 
 from benchmarks import torch_reference as tr
 from configs import genres, metal
-from crnn_jax import checkpoints, models, tabular
 from crnn_jax import import_reference as ir
-from crnn_jax.errors import UserError
+from crnn_jax import model as models
+from crnn_jax.core import labels, tabular
+from crnn_jax.core.errors import UserError
+from crnn_jax.reference import torch_pickle
+from crnn_jax.workdir import checkpoints
 
 CHECKPOINTS = Path(__file__).resolve().parents[2] / 'shared/reference/checkpoints'
 GENRE_FILE = CHECKPOINTS / 'crnn_genre_model.pth'
@@ -87,7 +90,7 @@ def test_imported_metal_workdir_keeps_the_tabular_encoding(tmp_path):
   spec = _spectrograms(2, seed=2)
   got, info = _workdir_log_probs(workdir, spec, raw.astype(np.float32))
   meta = info['metadata']
-  assert info['class_names'] == list(metal.METAL_SUBGENRES)
+  assert info['class_names'] == list(labels.METAL_SUBGENRES)
   assert meta['tabular_names'] == list(ir.TABULAR_NAMES)
   np.testing.assert_allclose(meta['tabular_std'][3:], std[3:])
   assert 'stats.json' in meta['tabular_stats_source']
@@ -162,14 +165,14 @@ def test_unsafe_or_foreign_files_get_one_line_errors(tmp_path, monkeypatch):
            tmp_path / 'missing.pth': 'not found'}
   for path, text in cases.items():
     with pytest.raises(UserError) as err:
-      ir.read_state_dict(path)
+      torch_pickle.read_state_dict(path)
     assert text in str(err.value) and '\n' not in str(err.value)
     assert 'weights_only' not in str(err.value)  # never advise the unsafe load
   assert not marker.exists()
 
   monkeypatch.setitem(sys.modules, 'torch', None)  # `import torch` now fails
   with pytest.raises(UserError, match=r"needs torch: pip install -e '\.\[torch\]'"):
-    ir.read_state_dict(garbage)
+    torch_pickle.read_state_dict(garbage)
 
 
 @needs_checkpoints

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from crnn_jax import lr_find
+from crnn_jax.train import lr_find
 
 
 def test_exponential_sweep():
@@ -91,7 +91,9 @@ def test_range_test_on_a_quadratic_finds_a_stable_lr():
     w = w - lr * a * w
     return loss
 
-  state = lr_find.run_range_test(step, 1e-5, 10.0, 100)
+  state = lr_find.LRFinderState(start_lr=1e-5, end_lr=10.0, num_it=100)
+  while not state.done:  # the loop lr_range_test runs with the train step
+    state.record(step(state.next_lr()))
   assert 'diverged' in state.stop_reason and len(state.lrs) < 100
   suggested = lr_find.suggest_lr(state.lrs, state.smoothed)
   assert 1e-3 < suggested < 2 / a

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from crnn_jax import audio, audio_features, tabular
-from data_prep import manifest, mappings, prepare
+from crnn_jax.core import audio, audio_features, labels, tabular
+from data_prep import build, manifest
+from data_prep.split import artist_key
 
 SR = 22_050
 CLIP = audio.ClipSettings(seconds=2.0, position='start', min_seconds=1.0)
@@ -85,7 +86,7 @@ def test_generic_manifest_with_tabular_and_bad_rows(tmp_path):
   ]
   csv_path = _write_csv(os.path.join(root, 'm.csv'), header, rows)
   out = str(tmp_path / 'out')
-  summary = prepare.build_dataset(csv_path, out, 'gen', clip=CLIP, workers=1, progress=False,
+  summary = build.build_dataset(csv_path, out, 'gen', clip=CLIP, workers=1, progress=False,
                                   class_names=['x', 'y', 'z'])
   recs = _records(out, 'gen')
   assert set(recs) == set(good)
@@ -111,7 +112,7 @@ def test_generic_manifest_with_tabular_and_bad_rows(tmp_path):
   np.testing.assert_allclose(md['tabular_std'], [1, 1, 1] + list(train[:, 3:].std(0, ddof=1)),
                              rtol=1e-5)
   assert len(train) < len(recs)
-  # Training reads it through crnn_jax.tabular in both encodings.
+  # Training reads it through crnn_jax.core.tabular in both encodings.
   raw = np.stack([r['tabular'] for r in recs.values()])
   assert tabular.encode(raw, md, 'raw').shape == (12, 5)
   assert tabular.encode(raw, md, 'onehot').shape == (12, 2 + 12 + 2 + 2)
@@ -130,7 +131,7 @@ def test_tabular_from_audio_fills_what_the_source_lacks(tmp_path):
     rows.append([f'{i}.wav', 'ab'[i % 2], 40 + i])
   csv_path = _write_csv(os.path.join(root, 'm.csv'), ['path', 'label', 'popularity'], rows)
   out = str(tmp_path / 'out')
-  prepare.build_dataset(csv_path, out, 'est', clip=CLIP, workers=1, progress=False,
+  build.build_dataset(csv_path, out, 'est', clip=CLIP, workers=1, progress=False,
                         tabular='audio')
   import tensorflow_datasets as tfds
   md = tfds.builder('est', data_dir=out).info.metadata
@@ -159,9 +160,9 @@ def test_metal_track_data_preset(tmp_path):
                  ''])
   csv_path = _write_csv(os.path.join(root, 'metal_track_data.csv'), header, rows)
   out = str(tmp_path / 'out')
-  summary = prepare.build_dataset(
+  summary = build.build_dataset(
       csv_path, out, 'metal_mini', clip=CLIP, workers=1, progress=False,
-      class_names=list(mappings.METAL_CLASSES), label_map=mappings.METAL_LABEL_MAP,
+      class_names=list(labels.METAL_SUBGENRES), label_map=labels.METAL_LABEL_MAP,
       manifest_options={'preset': 'metal_track_data'})
   recs = _records(out, 'metal_mini')
   assert set(recs) == set(ids) - {'9dddddd'}  # djent is dropped
@@ -221,7 +222,7 @@ def _fma_fixture(root: str) -> tuple[str, str]:
 def test_fma_preset_with_echonest(tmp_path):
   tracks, echonest = _fma_fixture(str(tmp_path))
   out = str(tmp_path / 'out')
-  summary = prepare.build_dataset(
+  summary = build.build_dataset(
       tracks, out, 'fma_mini', clip=CLIP, workers=1, progress=False, split=(0.5, 0.25, 0.25),
       manifest_options={'preset': 'fma', 'audio_root': str(tmp_path / 'fma_small'),
                         'echonest': echonest, 'subset': 'small'})
@@ -246,7 +247,7 @@ def test_label_set_only_manifest_and_undecodable_bytes(tmp_path):
       f.write(f'{i}.wav,"{["rock;blues", "blues", "jazz;rock"][i % 3]}"\n'.encode())
     f.write(b'caf\xe9.wav,rock\n')  # latin-1 byte in a UTF-8 file: that row names no file
   out = str(tmp_path / 'out')
-  summary = prepare.build_dataset(os.path.join(root, 'm.csv'), out, 'sets', clip=CLIP,
+  summary = build.build_dataset(os.path.join(root, 'm.csv'), out, 'sets', clip=CLIP,
                                   workers=1, progress=False)
   recs = _records(out, 'sets')
   names = summary['classes']
@@ -282,19 +283,19 @@ def test_artist_names_grouped_without_case_spaces_or_featured_artists(tmp_path):
     _wav(os.path.join(root, rel), 200 + 30 * i, seconds=1.1, seed=i)
   csv_path = _write_csv(os.path.join(root, 'm.csv'), ['path', 'label', 'artist'], rows)
   source = manifest.read_manifest(csv_path)
-  assert len({prepare.artist_key(t) for t in source.tracks if t.track_id[0] == 'm'}) == 1
+  assert len({artist_key(t) for t in source.tracks if t.track_id[0] == 'm'}) == 1
   out = str(tmp_path / 'out')
-  summary = prepare.build_dataset(csv_path, out, 'norm', clip=CLIP, workers=1, progress=False)
+  summary = build.build_dataset(csv_path, out, 'norm', clip=CLIP, workers=1, progress=False)
   recs = _records(out, 'norm')
   assert len({recs[f'm{i}']['split'] for i in range(4)}) == 1  # one artist, one split
   assert recs['m3']['artist_id'] == 'Metallica;Lou Reed'  # stored as given
   assert summary['grouped_by'] == 'artist'
-  assert 'warning' not in prepare.format_summary(summary)
+  assert 'warning' not in build.format_summary(summary)
   # The same rows without the artist column: per track, and said so.
   no_artist = _write_csv(os.path.join(root, 'n.csv'), ['path', 'label'], [r[:2] for r in rows])
-  summary = prepare.build_dataset(no_artist, out, 'noartist', clip=CLIP, workers=1,
+  summary = build.build_dataset(no_artist, out, 'noartist', clip=CLIP, workers=1,
                                   progress=False)
   import tensorflow_datasets as tfds
   md = tfds.builder('noartist', data_dir=out).info.metadata
   assert md['split']['grouped_by'] == summary['grouped_by'] == 'track (no artist information)'
-  assert 'warning: split grouped by track' in prepare.format_summary(summary)
+  assert 'warning: split grouped by track' in build.format_summary(summary)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from crnn_jax import metrics
+from crnn_jax.core import labels
+from crnn_jax.evaluate import metrics
 
 # Hand example: 3 classes, 8 examples.
 #   true: 0 0 0 1 1 1 1 2        pred: 0 0 1 1 1 2 0 2
@@ -28,7 +29,7 @@ def test_confusion_matrix_by_hand_and_sklearn():
 
 
 def test_precision_recall_f1_by_hand_and_sklearn():
-  r = metrics.precision_recall_f1(CM)
+  r = metrics.precision_recall_f1(Y_TRUE, Y_PRED, 3)
   # precision = tp / column sum: 2/3, 2/3, 1/2; recall = tp / row sum: 2/3, 2/4, 1/1
   np.testing.assert_allclose(r['precision'], [2 / 3, 2 / 3, 1 / 2])
   np.testing.assert_allclose(r['recall'], [2 / 3, 1 / 2, 1.0])
@@ -40,7 +41,7 @@ def test_precision_recall_f1_by_hand_and_sklearn():
   np.testing.assert_allclose(r['recall'], rc)
   np.testing.assert_allclose(r['f1'], f)
   np.testing.assert_array_equal(r['support'], s)
-  avg = metrics.averages(r)
+  avg = metrics.averages(Y_TRUE, Y_PRED, 3)
   assert avg['macro']['f1'] == pytest.approx(np.mean(f1))
   assert avg['weighted']['recall'] == pytest.approx((3 * 2 / 3 + 4 * 0.5 + 1) / 8)
   for average in ('macro', 'weighted'):
@@ -51,18 +52,19 @@ def test_precision_recall_f1_by_hand_and_sklearn():
 
 def test_zero_division_is_zero_like_sklearn():
   y_true, y_pred = np.array([0, 0, 1, 1]), np.array([0, 0, 0, 0])  # class 1 never predicted
-  r = metrics.precision_recall_f1(metrics.confusion_matrix(y_true, y_pred, 2))
+  r = metrics.precision_recall_f1(y_true, y_pred, 2)
   p, rc, f, _ = skm.precision_recall_fscore_support(y_true, y_pred, zero_division=0)
   np.testing.assert_allclose([r['precision'], r['recall'], r['f1']], [p, rc, f])
   assert r['precision'][1] == 0 and r['f1'][1] == 0
 
 
 def test_balanced_accuracy_by_hand_and_sklearn():
-  assert metrics.balanced_accuracy(CM) == pytest.approx((2 / 3 + 1 / 2 + 1) / 3)
-  assert metrics.balanced_accuracy(CM) == pytest.approx(skm.balanced_accuracy_score(Y_TRUE, Y_PRED))
+  assert metrics.balanced_accuracy(Y_TRUE, Y_PRED) == pytest.approx((2 / 3 + 1 / 2 + 1) / 3)
+  assert metrics.balanced_accuracy(Y_TRUE, Y_PRED) == pytest.approx(
+      skm.balanced_accuracy_score(Y_TRUE, Y_PRED))
   # a class absent from the targets is not averaged in
-  cm = metrics.confusion_matrix(np.array([0, 0, 1]), np.array([0, 2, 1]), 3)
-  assert metrics.balanced_accuracy(cm) == pytest.approx((0.5 + 1.0) / 2)
+  assert metrics.balanced_accuracy(np.array([0, 0, 1]), np.array([0, 2, 1])) == pytest.approx(
+      (0.5 + 1.0) / 2)
 
 
 def test_top_k_accuracy_by_hand_and_sklearn():
@@ -82,18 +84,24 @@ def test_top_k_accuracy_by_hand_and_sklearn():
         skm.top_k_accuracy_score(y, scores, k=k, labels=np.arange(7)))
 
 
+def _encode_labels(labels, class_names=None):
+  """String labels -> (indices, names), both from one sorted list, as fastai encoded them."""
+  names = sorted(set(labels)) if class_names is None else list(class_names)
+  return np.array([names.index(label) for label in labels]), names
+
+
 def test_most_confused_names_the_right_pair_where_the_reference_did_not():
   # Labels in the order the data first shows them: rock, jazz, folk, house, techno.
   # The reference encoded indices in sorted order but printed names in this
   # first-appearance order.
   labels = ['rock'] * 10 + ['jazz'] * 10 + ['folk'] * 10 + ['house'] * 10 + ['techno'] * 10
-  y_true, names = metrics.encode_labels(labels)
+  y_true, names = _encode_labels(labels)
   assert names == ['folk', 'house', 'jazz', 'rock', 'techno']
   predicted = list(labels)
   predicted[:6] = ['folk'] * 6          # rock -> folk: 6, the top confusion
   predicted[40:43] = ['house'] * 3      # techno -> house: 3
   predicted[10:12] = ['rock'] * 2       # jazz -> rock: 2
-  y_pred, _ = metrics.encode_labels(predicted, names)
+  y_pred, _ = _encode_labels(predicted, names)
   cm = metrics.confusion_matrix(y_true, y_pred, len(names))
   ours = metrics.most_confused(cm, names, k=3)
   assert ours == [('rock', 'folk', 6), ('techno', 'house', 3), ('jazz', 'rock', 2)]
@@ -204,18 +212,18 @@ def test_multilabel_report():
 
 def test_label_hierarchy():
   names = ['metal', 'death metal', 'melodic death metal', 'rock']
-  anc = metrics.ancestor_matrix(names, {'melodic death metal': 'death metal',
+  anc = labels.ancestor_matrix(names, {'melodic death metal': 'death metal',
                                         'death metal': ['metal']})
   assert anc[2].tolist() == [True, True, False, False]  # transitive
   assert anc[1].tolist() == [True, False, False, False]
   assert not anc[3].any() and not anc[0].any()
   targets = np.array([[0, 0, 1, 0], [0, 0, 0, 1]], bool)
-  np.testing.assert_array_equal(metrics.apply_hierarchy_to_targets(targets, anc),
+  np.testing.assert_array_equal(labels.apply_hierarchy_to_targets(targets, anc),
                                 [[1, 1, 1, 0], [0, 0, 0, 1]])
   scores = np.array([[0.1, 0.2, 0.8, 0.1], [0.6, 0.1, 0.05, 0.9]])
-  out = metrics.apply_hierarchy_to_scores(scores, anc)
+  out = labels.apply_hierarchy_to_scores(scores, anc)
   np.testing.assert_allclose(out, [[0.8, 0.8, 0.8, 0.1], [0.6, 0.1, 0.05, 0.9]])
   with pytest.raises(ValueError, match='cycle'):
-    metrics.ancestor_matrix(names, {'metal': 'rock', 'rock': 'metal'})
+    labels.ancestor_matrix(names, {'metal': 'rock', 'rock': 'metal'})
   with pytest.raises(ValueError, match='not a class'):
-    metrics.ancestor_matrix(names, {'grunge': 'rock'})
+    labels.ancestor_matrix(names, {'grunge': 'rock'})

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from configs import default
-from crnn_jax import models
+from crnn_jax import model as models
+from crnn_jax.model import layers
 
 SPEC_SHAPES = [(64, 646, 64), (32, 323, 64), (16, 161, 64), (4, 80, 64), (1, 20, 64)]
 
@@ -97,8 +98,8 @@ def test_max_pool_matches_flax_values_and_gradients_with_ties(shape, window):
   x = jnp.asarray(rng.integers(0, 3, size=shape).astype(np.float32))
   w = jnp.asarray(rng.normal(size=(shape[0], shape[1] // window[0], shape[2] // window[1],
                                    shape[3])).astype(np.float32))
-  ours = lambda x: (models.max_pool_floor(x, window) * w).sum()
+  ours = lambda x: (layers.max_pool_floor(x, window) * w).sum()
   ref = lambda x: (nn.max_pool(x, window, strides=window, padding='VALID') * w).sum()
-  np.testing.assert_array_equal(models.max_pool_floor(x, window),
+  np.testing.assert_array_equal(layers.max_pool_floor(x, window),
                                 nn.max_pool(x, window, strides=window, padding='VALID'))
   np.testing.assert_array_equal(jax.grad(ours)(x), jax.grad(ref)(x))

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from crnn_jax import plots
+from crnn_jax.evaluate import plots
 
 PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
 

@@ -1,6 +1,6 @@
 """python -m crnn_jax.predict: files -> genres through the spectrogram contract.
 
-Tiny workdirs are written here with checkpoints.save_pretrained (5-s clips,
+Tiny workdirs are written here with pretrained.save_pretrained (5-s clips,
 freshly initialised weights: no training), so these tests check the plumbing,
 not accuracy: prediction equals a direct model.apply on audio.spectrogram_image
 of the same windows, long files average several windows, bad files give one
@@ -27,9 +27,16 @@ if str(ROOT) not in sys.path:  # `pytest` run without `python -m`
   sys.path.insert(0, str(ROOT))
 
 from configs import default
-from crnn_jax import audio, checkpoints, input_pipeline, tabular, train
 from crnn_jax import predict as pr
-from crnn_jax.errors import UserError
+from crnn_jax.core import audio, files, tabular
+from crnn_jax.core.errors import UserError
+from crnn_jax.data.info import DataInfo
+from crnn_jax.inference.inputs import expand_inputs
+from crnn_jax.inference.model import InferenceModel
+from crnn_jax.inference.predictor import Predictor
+from crnn_jax.train import pretrained
+from crnn_jax.train import state as train_state
+from crnn_jax.workdir.files import validation_threshold
 from data_prep import demo
 
 CLIP = 5.0
@@ -53,9 +60,9 @@ def _data_info(tab_names=(), categorical=None, mean=(), std=()) -> dict:
 def _variables(config, data_info: dict, seed: int) -> dict:
   """Arbitrary but well-scaled weights (He-style kernels, unit batch-norm
   scales): outputs clearly depend on the input, no init compile needed."""
-  info = input_pipeline.DataInfo.from_json(data_info)
-  model = train.create_model(config, info)
-  spec, tab = train.dummy_inputs(info)
+  info = DataInfo.from_json(data_info)
+  model = train_state.create_model(config, info)
+  spec, tab = train_state.dummy_inputs(info)
   shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), spec, tab, train=False))
   rng = np.random.default_rng(seed)
 
@@ -83,7 +90,7 @@ def _write(path: Path, style: str, seconds: float, index: int = 0, rate: int = S
 
 def _direct_probs(config, data_info, variables, images, tab=None, multilabel=False):
   """What the model says about these uint8 images, without crnn_jax.predict."""
-  model = train.create_model(config, input_pipeline.DataInfo.from_json(data_info))
+  model = train_state.create_model(config, DataInfo.from_json(data_info))
   x = np.stack(images).astype(np.float32)[..., None] / 255.0
   logits = np.asarray(model.apply(variables, x, tab, train=False), np.float64)
   if multilabel:
@@ -106,13 +113,13 @@ def single(tmp_path_factory):
   info = _data_info()
   variables = _variables(config, info, seed=1)
   workdir = tmp_path_factory.mktemp('wd_single')
-  checkpoints.save_pretrained(str(workdir), config, variables, info)
+  pretrained.save_pretrained(str(workdir), config, variables, info)
   return config, info, variables, str(workdir)
 
 
 @pytest.fixture(scope='module')
 def predictor(single):
-  return pr.Predictor.from_workdir(single[3], batch_size=4)
+  return Predictor.from_workdir(single[3], batch_size=4)
 
 
 @pytest.fixture(scope='module')
@@ -181,7 +188,8 @@ def test_batch_size_and_packing_do_not_change_results(single, predictor, clips):
   files = [clips['long'], clips['good'], clips['hirate'], clips['short']]
   reference = predictor.predict_files(files)  # batch 4: the long file's 3 windows + 1
   for b, workers in ((1, 1), (16, 2)):
-    got = pr.Predictor(config, variables, info, batch_size=b).predict_files(files, num_workers=workers)
+    predictor = Predictor(InferenceModel(config, variables, info, batch_size=b))
+    got = predictor.predict_files(files, num_workers=workers)
     for r1, rb in zip(reference, got):
       assert r1['file'] == rb['file'] and r1['windows'] == rb['windows']
       np.testing.assert_allclose(list(r1['probabilities'].values()),
@@ -196,7 +204,7 @@ def test_expand_inputs_recurses_sorts_and_reports(tmp_path):
   _write(tmp_path / 'lib' / 'a' / 'y.flac', 'metal', 0.5)
   (tmp_path / 'lib' / 'a' / 'notes.txt').write_text('not audio')
   (tmp_path / 'empty').mkdir()
-  got = pr.expand_inputs([tmp_path / 'lib', tmp_path / 'empty', tmp_path / 'missing.mp3'])
+  got = expand_inputs([tmp_path / 'lib', tmp_path / 'empty', tmp_path / 'missing.mp3'])
   assert got[0] == (str(tmp_path / 'lib' / 'a' / 'y.flac'), None)
   assert got[1] == (str(tmp_path / 'lib' / 'b' / 'x.wav'), None)
   assert got[2][0] == str(tmp_path / 'empty') and 'no audio files' in got[2][1]
@@ -215,7 +223,7 @@ def test_corrupt_file_is_one_error_and_others_are_scored(predictor, clips, tmp_p
   assert results['bad.mp3']['error'] and '\n' not in results['bad.mp3']['error']
   assert 'empty' in results['empty.ogg']['error']
   out, err = io.StringIO(), io.StringIO()
-  assert pr.predict_main(predictor.workdir, [str(bad)], out=out, err=err) == 1
+  assert pr.predict_main(predictor.model.workdir, [str(bad)], out=out, err=err) == 1
   assert f'error: {bad}: ' in err.getvalue()
   assert good.exists()
 
@@ -248,17 +256,17 @@ def test_text_output_and_usage_errors(single, predictor, clips):
   with pytest.raises(UserError, match='at least one'):
     pr.predict_main(single[3], [], predictor=predictor)
   with pytest.raises(UserError, match='does not exist'):
-    pr.Predictor.from_workdir(str(Path(single[3]) / 'nope'))
+    Predictor.from_workdir(str(Path(single[3]) / 'nope'))
 
 
 # ---------------------------------------------------------------- multi-label
 
 def test_validation_threshold_read_from_results_json(tmp_path):
-  assert pr.validation_threshold(str(tmp_path)) == (None, 'default (no results.json)')
-  checkpoints.write_json(str(tmp_path / 'results.json'), {'validation': {'top1': 0.5}})
-  assert pr.validation_threshold(str(tmp_path))[0] is None
-  checkpoints.write_json(str(tmp_path / 'results.json'), {'validation': {'threshold': 0.37}})
-  assert pr.validation_threshold(str(tmp_path)) == (0.37, 'chosen on validation (results.json)')
+  assert validation_threshold(str(tmp_path)) == (None, 'default (no results.json)')
+  files.write_json(str(tmp_path / 'results.json'), {'validation': {'top1': 0.5}})
+  assert validation_threshold(str(tmp_path))[0] is None
+  files.write_json(str(tmp_path / 'results.json'), {'validation': {'threshold': 0.37}})
+  assert validation_threshold(str(tmp_path)) == (0.37, 'chosen on validation (results.json)')
 
 
 def test_multilabel_threshold_and_hierarchy(single, clips):
@@ -274,9 +282,9 @@ def test_multilabel_threshold_and_hierarchy(single, clips):
   ranked = np.sort(expected)[::-1]
   assert ranked[1] - ranked[2] > 1e-3
   threshold = float((ranked[1] + ranked[2]) / 2)
-  assert pr.Predictor(config, variables, info).threshold == 0.5  # none given
-  p = pr.Predictor(config, variables, info, batch_size=2, threshold=threshold)
-  assert p.multilabel
+  assert InferenceModel(config, variables, info).threshold == 0.5  # none given
+  p = Predictor(InferenceModel(config, variables, info, batch_size=2, threshold=threshold))
+  assert p.model.multilabel
   result, = p.predict_files([clips['long']], top_k=3)
   got = np.array([result['probabilities'][c] for c in CLASSES])
   np.testing.assert_allclose(got, expected, atol=1e-6)
@@ -287,7 +295,7 @@ def test_multilabel_threshold_and_hierarchy(single, clips):
   line = next(x for x in pr.format_text(result).splitlines() if x.startswith('  at or above'))
   assert all(g in line for g in above)
   assert not any(f'{CLASSES[i]} ' in line for i in np.argsort(-expected)[2:])
-  assert p.describe()['scores'] == 'sigmoid, label hierarchy applied'
+  assert p.model.describe()['scores'] == 'sigmoid, label hierarchy applied'
 
 
 # ---------------------------------------------------------------- tabular
@@ -310,7 +318,7 @@ def test_tabular_from_csv_row(tab_model, clips, tmp_path):
     w.writerow(['id', 'key', 'tempo', 'danceability'])
     w.writerow(['good', '3', '140.5', '0.8'])  # Spotify's key 3 -> code 4
     w.writerow(['other', '0', '90', '0.1'])
-  p = pr.Predictor(config, variables, info, batch_size=2)
+  p = Predictor(InferenceModel(config, variables, info, batch_size=2))
   good, short = p.predict_files([clips['good'], clips['short']], tabular_csv=str(table))
   assert good['tabular']['values'] == {'key': 4.0, 'tempo': 140.5, 'danceability': 0.8}
   assert "'good'" in good['tabular']['source']
@@ -328,7 +336,7 @@ def test_tabular_from_csv_row(tab_model, clips, tmp_path):
 
 def test_tabular_estimated_from_audio_says_so(tab_model, clips):
   config, info, variables = tab_model
-  p = pr.Predictor(config, variables, info, batch_size=2)
+  p = Predictor(InferenceModel(config, variables, info, batch_size=2))
   result, = p.predict_files([clips['good']])
   tab = result['tabular']
   assert 'estimate' in tab['source']

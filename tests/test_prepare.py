@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from crnn_jax import audio
-from data_prep import prepare
+from crnn_jax.core import audio, tabular
+from crnn_jax.data.schema import SPLITS
+from data_prep import build, decode
+from data_prep.split import assign_splits
 
 SR = 22_050
 CLIP = audio.ClipSettings(seconds=2.0, position='start', min_seconds=1.0)
@@ -102,7 +104,7 @@ def built(tmp_path_factory):
   root = str(tmp_path_factory.mktemp('lib'))
   out = str(tmp_path_factory.mktemp('out'))
   good, bad = make_library(root)
-  summary = prepare.build_dataset(root, out, 'lib_test', clip=CLIP, workers=1, progress=False)
+  summary = build.build_dataset(root, out, 'lib_test', clip=CLIP, workers=1, progress=False)
   return root, out, good, bad, summary
 
 
@@ -132,7 +134,7 @@ def test_folder_source_says_it_is_split_per_track(built):
   md = tfds.builder('lib_test', data_dir=out).info.metadata
   assert md['split']['group_by_artist'] is True
   assert md['split']['grouped_by'] == 'track (no artist information)'
-  warnings = [l for l in prepare.format_summary(summary).splitlines() if l.startswith('warning')]
+  warnings = [l for l in build.format_summary(summary).splitlines() if l.startswith('warning')]
   assert len(warnings) == 1 and 'track (no artist information)' in warnings[0]
 
 
@@ -142,7 +144,8 @@ def test_spectrogram_equals_direct_computation(built):
   for tid in ('rock/rock3', 'rock/surround', 'blues/short_ok'):
     path = next(os.path.join(root, f) for f in [tid + e for e in ('.mp3', '.wav', '.flac')]
                 if os.path.exists(os.path.join(root, f)))
-    expected = audio.file_to_image(path, CLIP)
+    y = audio.fixed_window(audio.load_audio(path), CLIP.seconds, CLIP.position, CLIP.min_seconds)
+    expected = audio.spectrogram_image(y, CLIP.seconds)
     assert records[tid]['spectrogram'].shape == (128, CLIP.frames())
     np.testing.assert_array_equal(records[tid]['spectrogram'], expected)
 
@@ -182,15 +185,15 @@ def test_rerun_reuses_and_rebuild_from_cache_is_identical(built, monkeypatch):
   def no_decoding(*args, **kwargs):
     raise AssertionError('decoded again although the cache holds the result')
 
-  monkeypatch.setattr(prepare, 'compute_track', no_decoding)
-  again = prepare.build_dataset(root, out, 'lib_test', clip=CLIP, workers=1, progress=False)
+  monkeypatch.setattr(decode, 'compute_track', no_decoding)
+  again = build.build_dataset(root, out, 'lib_test', clip=CLIP, workers=1, progress=False)
   assert again['reused_existing']
   # A crash after decoding but before writing: the data set is gone, the cache is not,
   # and TFDS's temporary folder of a write killed midway is left over.
   import shutil
   shutil.rmtree(os.path.join(out, 'lib_test'))
   os.makedirs(os.path.join(out, 'lib_test', 'incomplete.ABC123_1.0.0'))
-  rebuilt = prepare.build_dataset(root, out, 'lib_test', clip=CLIP, workers=1, progress=False)
+  rebuilt = build.build_dataset(root, out, 'lib_test', clip=CLIP, workers=1, progress=False)
   assert not rebuilt['reused_existing']
   after = read_split(out, 'lib_test')
   assert os.listdir(os.path.join(out, 'lib_test')) == ['1.0.0']
@@ -206,29 +209,29 @@ def test_changed_input_rebuilds(tmp_path):
     os.makedirs(os.path.join(root, label))
     for k in range(3):
       sf.write(os.path.join(root, label, f'{k}.wav'), _tone(300 + 100 * k, 1.2, seed=k), SR)
-  first = prepare.build_dataset(root, out, 'chg', clip=CLIP, workers=1, progress=False)
+  first = build.build_dataset(root, out, 'chg', clip=CLIP, workers=1, progress=False)
   assert sum(first['clips_per_split'].values()) == 6
   sf.write(os.path.join(root, 'b', 'new.wav'), _tone(900, 1.2), SR)
-  second = prepare.build_dataset(root, out, 'chg', clip=CLIP, workers=1, progress=False)
+  second = build.build_dataset(root, out, 'chg', clip=CLIP, workers=1, progress=False)
   assert not second['reused_existing']
   assert 'b/new' in read_split(out, 'chg')
 
 
 def test_parallel_workers_give_same_dataset(tmp_path, monkeypatch):
-  monkeypatch.setattr(prepare, 'MIN_POOL_JOBS', 1)  # use the process pool for 6 clips
+  monkeypatch.setattr(decode, 'MIN_POOL_JOBS', 1)  # use the process pool for 6 clips
   root = str(tmp_path / 'lib')
   for label in ('a', 'b'):
     os.makedirs(os.path.join(root, label))
     for k in range(3):
       sf.write(os.path.join(root, label, f'{k}.wav'), _tone(200 + 150 * k, 1.2, seed=k), SR)
-  serial = prepare.build_dataset(root, str(tmp_path / 'o1'), 'par', clip=CLIP, workers=1,
+  serial = build.build_dataset(root, str(tmp_path / 'o1'), 'par', clip=CLIP, workers=1,
                                  progress=False)
 
   def not_here(*args, **kwargs):  # spawned workers import the real function
     raise AssertionError('decoded in the parent process, not in the worker pool')
 
-  monkeypatch.setattr(prepare, 'compute_track', not_here)
-  parallel = prepare.build_dataset(root, str(tmp_path / 'o2'), 'par', clip=CLIP, workers=2,
+  monkeypatch.setattr(decode, 'compute_track', not_here)
+  parallel = build.build_dataset(root, str(tmp_path / 'o2'), 'par', clip=CLIP, workers=2,
                                    progress=False)
   assert serial['clips'] == parallel['clips']
   a, b = read_split(str(tmp_path / 'o1'), 'par'), read_split(str(tmp_path / 'o2'), 'par')
@@ -252,53 +255,53 @@ def _toy(num_artists: int = 60, seed: int = 0) -> tuple[list[int], list[str]]:
 
 def test_artist_split_no_artist_in_two_splits_and_stratified():
   labels, groups = _toy()
-  splits = prepare.assign_splits(labels, groups, seed=3)
+  splits = assign_splits(labels, groups, seed=3)
   by_artist: dict[str, set[str]] = {}
   for g, s in zip(groups, splits):
     by_artist.setdefault(g, set()).add(s)
   assert all(len(s) == 1 for s in by_artist.values())
   n = len(labels)
-  for split, frac in zip(prepare.SPLITS, (0.64, 0.16, 0.20)):
+  for split, frac in zip(SPLITS, (0.64, 0.16, 0.20)):
     share = sum(s == split for s in splits) / n
     assert abs(share - frac) < 0.06, (split, share)
     for label in range(4):
       per_label = [s for s, l in zip(splits, labels) if l == label]
       assert split in per_label  # every class in every split
-  assert splits == prepare.assign_splits(labels, groups, seed=3)  # seeded
-  assert splits != prepare.assign_splits(labels, groups, seed=4)
+  assert splits == assign_splits(labels, groups, seed=3)  # seeded
+  assert splits != assign_splits(labels, groups, seed=4)
 
 
 def test_reference_split_sizes_match_the_reference():
   n = 39_597  # the genres data set: 25,342 / 6,335 / 7,920 (SPEC.md section 5)
-  splits = prepare.assign_splits([0] * n, [str(i) for i in range(n)], seed=42,
+  splits = assign_splits([0] * n, [str(i) for i in range(n)], seed=42,
                                  group_by_artist=False, stratify=False)
-  assert [splits.count(s) for s in prepare.SPLITS] == [25_342, 6_335, 7_920]
+  assert [splits.count(s) for s in SPLITS] == [25_342, 6_335, 7_920]
 
 
 def test_reference_split_validation_share_is_not_rounded_down():
   """n=100: 20 test (sklearn), then fastai's int(0.2 * 80) = 16 validation, not 15."""
-  splits = prepare.assign_splits([0] * 100, [str(i) for i in range(100)], seed=0,
+  splits = assign_splits([0] * 100, [str(i) for i in range(100)], seed=0,
                                  group_by_artist=False, stratify=False)
-  assert [splits.count(s) for s in prepare.SPLITS] == [64, 16, 20]
+  assert [splits.count(s) for s in SPLITS] == [64, 16, 20]
 
 
 def test_bad_fractions_rejected():
   with pytest.raises(ValueError):
-    prepare.assign_splits([0, 1], ['a', 'b'], fractions=(0.5, 0.5, 0.5))
+    assign_splits([0, 1], ['a', 'b'], fractions=(0.5, 0.5, 0.5))
 
 
 def test_to_number_codes_categoricals_one_based():
-  assert prepare.to_number('explicit', 'True') == 2.0
-  assert prepare.to_number('explicit', False) == 1.0
-  assert prepare.to_number('key', '0') == 1.0 and prepare.to_number('key', 11) == 12.0
-  assert prepare.to_number('key', -1) is None  # Spotify: no key detected
-  assert prepare.to_number('mode', 1) == 2.0
-  assert prepare.to_number('tempo', ' 120.5 ') == 120.5
-  assert prepare.to_number('tempo', '') is None
+  assert tabular.to_number('explicit', 'True') == 2.0
+  assert tabular.to_number('explicit', False) == 1.0
+  assert tabular.to_number('key', '0') == 1.0 and tabular.to_number('key', 11) == 12.0
+  assert tabular.to_number('key', -1) is None  # Spotify: no key detected
+  assert tabular.to_number('mode', 1) == 2.0
+  assert tabular.to_number('tempo', ' 120.5 ') == 120.5
+  assert tabular.to_number('tempo', '') is None
   with pytest.raises(ValueError):
-    prepare.to_number('tempo', 'fast')
+    tabular.to_number('tempo', 'fast')
   with pytest.raises(ValueError):
-    prepare.to_number('key', 12)
+    tabular.to_number('key', 12)
 
 
 def test_cli_build_help_and_error():
@@ -326,13 +329,13 @@ def test_beam_direct_runner_writes_the_same_dataset(tmp_path, monkeypatch):
       sf.write(os.path.join(root, label, f'{k}.wav'), _tone(200 + 150 * k, 1.2, seed=k), SR)
   with open(os.path.join(root, 'a', 'bad.wav'), 'wb') as f:
     f.write(b'not audio')
-  local = prepare.build_dataset(root, str(tmp_path / 'o1'), 'bm', clip=CLIP, workers=1,
+  local = build.build_dataset(root, str(tmp_path / 'o1'), 'bm', clip=CLIP, workers=1,
                                 progress=False)
   def no_local_pool(*args, **kwargs):
     raise AssertionError('decoded by the local process pool, not by Beam')
 
-  monkeypatch.setattr(prepare, 'run_jobs', no_local_pool)
-  beam = prepare.build_dataset(root, str(tmp_path / 'o2'), 'bm', clip=CLIP, progress=False,
+  monkeypatch.setattr(decode, 'run_jobs', no_local_pool)
+  beam = build.build_dataset(root, str(tmp_path / 'o2'), 'bm', clip=CLIP, progress=False,
                                beam_runner='DirectRunner')
   assert beam['clips'] == local['clips'] and beam['skipped'] == local['skipped'] == 1
   a, b = read_split(str(tmp_path / 'o1'), 'bm'), read_split(str(tmp_path / 'o2'), 'bm')
@@ -352,7 +355,7 @@ def _small_library(root: str, per_label: int = 4, seconds: float = 1.2) -> None:
 def test_interrupted_build_resumes_without_redoing_work(tmp_path, monkeypatch):
   root, out = str(tmp_path / 'lib'), str(tmp_path / 'out')
   _small_library(root)
-  real = prepare.compute_track
+  real = decode.compute_track
   calls = []
 
   def interrupt_on_fifth(*args, **kwargs):
@@ -361,15 +364,15 @@ def test_interrupted_build_resumes_without_redoing_work(tmp_path, monkeypatch):
       raise KeyboardInterrupt
     return real(*args, **kwargs)
 
-  monkeypatch.setattr(prepare, 'compute_track', interrupt_on_fifth)
+  monkeypatch.setattr(decode, 'compute_track', interrupt_on_fifth)
   with pytest.raises(KeyboardInterrupt):
-    prepare.build_dataset(root, out, 'intr', clip=CLIP, workers=1, progress=False)
+    build.build_dataset(root, out, 'intr', clip=CLIP, workers=1, progress=False)
   assert not os.path.exists(os.path.join(out, 'intr'))
   calls.clear()
-  resumed = prepare.build_dataset(root, out, 'intr', clip=CLIP, workers=1, progress=False)
+  resumed = build.build_dataset(root, out, 'intr', clip=CLIP, workers=1, progress=False)
   assert (resumed['from_cache'], resumed['decoded'], len(calls)) == (4, 4, 4)
   monkeypatch.undo()
-  clean = prepare.build_dataset(root, str(tmp_path / 'clean'), 'intr', clip=CLIP, workers=1,
+  clean = build.build_dataset(root, str(tmp_path / 'clean'), 'intr', clip=CLIP, workers=1,
                                 progress=False)
   a, b = read_split(out, 'intr'), read_split(str(tmp_path / 'clean'), 'intr')
   assert set(a) == set(b) and len(a) == 8
@@ -412,10 +415,10 @@ def test_ctrl_c_on_the_cli_then_rerun(tmp_path):
 
 # ---------------------------------------------------------------- crashed workers
 
-_RUN_JOB = prepare.run_job
+_RUN_JOB = decode.run_job
 
 
-def _die_on_crash_files(job: prepare.Job) -> tuple[str, str | None, dict[str, float]]:
+def _die_on_crash_files(job: decode.Job) -> tuple[str, str | None, dict[str, float]]:
   """Worker entry point for the test: a worker process given a file named
   crash* dies as the OOM killer would do it (never the test process itself)."""
   import multiprocessing
@@ -426,19 +429,19 @@ def _die_on_crash_files(job: prepare.Job) -> tuple[str, str | None, dict[str, fl
 
 
 def test_crashed_worker_is_reported_and_cached_not_fatal(tmp_path, monkeypatch):
-  monkeypatch.setattr(prepare, 'MIN_POOL_JOBS', 1)  # use the process pool
-  monkeypatch.setattr(prepare, 'run_job', _die_on_crash_files)  # spawned workers get it by name
+  monkeypatch.setattr(decode, 'MIN_POOL_JOBS', 1)  # use the process pool
+  monkeypatch.setattr(decode, 'run_job', _die_on_crash_files)  # spawned workers get it by name
   root, out = str(tmp_path / 'lib'), str(tmp_path / 'out')
   _small_library(root, per_label=2)
   crash = os.path.join(root, 'a', 'crash.wav')
   sf.write(crash, _tone(500, 1.2), SR)
-  summary = prepare.build_dataset(root, out, 'crash', clip=CLIP, workers=2, progress=False,
+  summary = build.build_dataset(root, out, 'crash', clip=CLIP, workers=2, progress=False,
                                   split=(0.5, 0.25, 0.25))
   assert set(read_split(out, 'crash')) == {f'{l}/{k:03d}' for l in 'ab' for k in range(2)}
   reported = {r['origin']: r['reason'] for r in read_report(os.path.join(out, 'crash_report.csv'))}
   assert reported == {crash: 'worker crashed while decoding (killed by SIGKILL, out of memory?)'}
   assert summary['skipped_by_reason'] == {'worker crashed while decoding': 1}
-  again = prepare.build_dataset(root, out, 'crash', clip=CLIP, workers=2, progress=False,
+  again = build.build_dataset(root, out, 'crash', clip=CLIP, workers=2, progress=False,
                                 split=(0.5, 0.25, 0.25))
   assert (again['from_cache'], again['decoded'], again['reused_existing']) == (5, 0, True)
 
@@ -446,16 +449,16 @@ def test_crashed_worker_is_reported_and_cached_not_fatal(tmp_path, monkeypatch):
 def test_file_that_killed_an_in_process_build_is_isolated_on_rerun(tmp_path, monkeypatch):
   """Few files decode in the build's own process; one that killed it (its
   marker left behind) is run in a process of its own on the rerun."""
-  monkeypatch.setattr(prepare, 'run_job', _die_on_crash_files)
+  monkeypatch.setattr(decode, 'run_job', _die_on_crash_files)
   root, out = str(tmp_path / 'lib'), str(tmp_path / 'out')
   _small_library(root, per_label=2)
   crash = os.path.join(root, 'a', 'crash.wav')
   sf.write(crash, _tone(500, 1.2), SR)
-  key = prepare.cache_key(crash, CLIP, False)
+  key = decode.cache_key(crash, CLIP, False)
   marker = os.path.join(out, 'kill_cache', key[:2], key + '.npz.running')
   os.makedirs(os.path.dirname(marker))
   open(marker, 'wb').close()  # as a build killed while decoding it leaves it
-  summary = prepare.build_dataset(root, out, 'kill', clip=CLIP, workers=1, progress=False,
+  summary = build.build_dataset(root, out, 'kill', clip=CLIP, workers=1, progress=False,
                                   split=(0.5, 0.25, 0.25))
   assert summary['skipped_by_reason'] == {'worker crashed while decoding': 1}
   assert len(read_split(out, 'kill')) == 4
@@ -471,7 +474,7 @@ def test_cli_unexpected_runtime_error_is_one_line(monkeypatch, capsys):
   def broken(*args, **kwargs):
     raise BrokenProcessPool('A child process terminated abruptly')
 
-  monkeypatch.setattr(prepare, 'build_dataset', broken)
+  monkeypatch.setattr(build, 'build_dataset', broken)
   assert entry.main(['build', '--input=x', '--data_dir=y', '--name=abc']) == 1
   err = capsys.readouterr().err
   assert err.startswith('error: BrokenProcessPool: A child process') and err.count('\n') == 1

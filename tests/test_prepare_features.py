@@ -1,11 +1,11 @@
-"""crnn_jax.audio_features: each estimate on a signal whose answer is known."""
+"""crnn_jax.core.audio_features: each estimate on a signal whose answer is known."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from crnn_jax import audio_features as af
+from crnn_jax.core import audio_features as af
 
 SR = 22_050
 

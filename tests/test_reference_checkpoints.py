@@ -26,8 +26,12 @@ import jax
 
 from benchmarks import torch_reference as tr
 from configs import genres, metal
-from crnn_jax import audio, checkpoints, import_reference, models
-from crnn_jax import reference_weights as rw
+from crnn_jax import import_reference
+from crnn_jax import model as models
+from crnn_jax.core import audio, labels
+from crnn_jax.inference.predictor import Predictor
+from crnn_jax.reference import weights as rw
+from crnn_jax.workdir import checkpoints
 
 CHECKPOINTS = Path(__file__).resolve().parents[2] / 'shared/reference/checkpoints'
 FILES = {'genre': 'crnn_genre_model.pth', 'metal': 'crnn_concat_metal_model.pth'}
@@ -54,7 +58,7 @@ def clips(tmp_path_factory) -> tuple[list[Path], np.ndarray]:
     y = demo.synthesize(style, seed=11, index=i, seconds=20.0, sample_rate=44_100, channels=2)
     path = folder / f'{style}_{i}.wav'
     sf.write(path, y, 44_100)
-    images.append(audio.file_to_image(path, audio.ClipSettings()))
+    images.append(audio.spectrogram_image(audio.fixed_window(audio.load_audio(path))))
     paths.append(path)
   return paths, audio.image_to_model_input(np.stack(images))
 
@@ -118,15 +122,14 @@ def test_imported_genre_model_predicts_demo_clips_like_pytorch(clips, tmp_path):
   """python -m crnn_jax.import_reference's workdir, through the prediction
   command's code (crnn_jax.predict: decode, spectrogram, batch) on demo audio
   files: the same top-3 as the PyTorch port on every clip."""
-  from crnn_jax import predict  # pylint: disable=import-outside-toplevel
   paths, spectrograms = clips
   path = CHECKPOINTS / FILES['genre']
   workdir = str(tmp_path / 'genres')
   import_reference.import_checkpoint(str(path), genres.get_config(), workdir)
   _, _, info = checkpoints.load_pretrained(workdir)
-  assert info['class_names'] == list(genres.GENRES)  # reference index order
+  assert info['class_names'] == list(labels.GENRES)  # reference index order
   assert info['frames'] == 1292 and info['metadata']['clip']['seconds'] == 30.0
-  results = predict.Predictor.from_workdir(workdir).predict_files([str(p) for p in paths],
+  results = Predictor.from_workdir(workdir).predict_files([str(p) for p in paths],
                                                                    top_k=3)
   with torch.no_grad():
     want = tr.load_reference_model(path)(
@@ -134,6 +137,6 @@ def test_imported_genre_model_predicts_demo_clips_like_pytorch(clips, tmp_path):
   for result, log_probs in zip(results, want):
     assert 'error' not in result, result
     assert [e['genre'] for e in result['top_k']] == [
-        genres.GENRES[i] for i in np.argsort(-log_probs)[:3]]
-    got = np.array([result['probabilities'][g] for g in genres.GENRES])
+        labels.GENRES[i] for i in np.argsort(-log_probs)[:3]]
+    got = np.array([result['probabilities'][g] for g in labels.GENRES])
     np.testing.assert_allclose(got, np.exp(log_probs), atol=1e-4, rtol=0)

@@ -21,7 +21,8 @@ import pytest
 import requests
 import soundfile as sf
 
-from data_prep import mappings, prepare, spotify
+from crnn_jax.core import labels, tabular
+from data_prep import build, spotify
 
 API = 'https://api.spotify.com/v1/'
 
@@ -319,14 +320,14 @@ def test_missing_credentials_is_one_clear_error(tmp_path, monkeypatch):
 def test_collected_table_builds_a_dataset(tmp_path):
   _run(tmp_path, FakeSpotify('legacy'))
   out = str(tmp_path / 'tfds')
-  from crnn_jax import audio
-  summary = prepare.build_dataset(
+  from crnn_jax.core import audio
+  summary = build.build_dataset(
       str(tmp_path / 'out' / 'tracks.csv'), out, 'spot', workers=1, progress=False,
-      clip=audio.ClipSettings(seconds=2.0, min_seconds=1.0), label_map=mappings.METAL_LABEL_MAP,
+      clip=audio.ClipSettings(seconds=2.0, min_seconds=1.0), label_map=labels.METAL_LABEL_MAP,
       manifest_options={'preset': 'spotify'}, split=(0.5, 0.25, 0.25))
   import tensorflow_datasets as tfds
   md = tfds.builder('spot', data_dir=out).info.metadata
-  assert md['tabular_names'] == list(prepare.REFERENCE_TABULAR)
+  assert md['tabular_names'] == list(tabular.REFERENCE_COLUMNS)
   assert summary['classes'] == ['black metal', 'death metal']
   assert sum(summary['clips_per_split'].values()) == summary['clips_per_split']['train'] + \
       summary['clips_per_split']['validation'] + summary['clips_per_split']['test'] > 20
@@ -364,7 +365,7 @@ def test_match_fills_paths_from_a_local_library(tmp_path):
 
 def test_today_api_table_plus_local_library_builds_with_audio_features(tmp_path):
   """No previews, no audio features: match local files, estimate tabular from audio."""
-  from crnn_jax import audio
+  from crnn_jax.core import audio
   from data_prep import match
   _, rows, _, _ = _run(tmp_path, FakeSpotify('today'), genres=['death metal'])
   lib = tmp_path / 'library'
@@ -377,7 +378,7 @@ def test_today_api_table_plus_local_library_builds_with_audio_features(tmp_path)
                              str(tmp_path / 'matched.csv'))
   assert counts['matched'] == len(rows) > 0
   out = str(tmp_path / 'tfds')
-  summary = prepare.build_dataset(
+  summary = build.build_dataset(
       str(tmp_path / 'matched.csv'), out, 'today', workers=1, progress=False, tabular='audio',
       clip=audio.ClipSettings(seconds=2.0, min_seconds=1.0), manifest_options={'preset': 'spotify'},
       split=(0.5, 0.25, 0.25), group_by_artist=False)

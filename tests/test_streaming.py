@@ -12,7 +12,7 @@ WRITE = r'''
 import sys
 sys.path.insert(0, {root!r})
 import numpy as np
-from data_prep.tfds_builder import write_dataset
+from data_prep.writer import write_dataset
 
 def examples(n):
   rng = np.random.default_rng(0)
@@ -31,16 +31,16 @@ import resource, sys
 sys.path.insert(0, {root!r})
 import numpy as np
 from configs import default
-from crnn_jax import input_pipeline
+from crnn_jax.data import pipeline, source
 
 config = default.get_config()
 config.data.name, config.data.data_dir = 'big', {data_dir!r}
 config.data.prefetch_batches = {prefetch}
-info = input_pipeline.load_info(config)
-src = input_pipeline.open_sources(config)['train']
-order = input_pipeline.epoch_order(np.arange({n}) % 2, 0, 0)
+info = source.load_info(config)
+src = source.open_sources(config)['train']
+order = pipeline.epoch_order(np.arange({n}) % 2, 0, 0)
 peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB
-batches = input_pipeline.train_batches(src, order, info, 32, 0, config)
+batches = pipeline.train_batches(src, order, info, 32, 0, config)
 first = next(batches)
 base = peak()
 total = first['spectrogram'].nbytes

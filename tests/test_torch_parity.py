@@ -28,8 +28,10 @@ import optax
 
 from benchmarks import torch_reference as tr
 from configs import default
-from crnn_jax import models
-from crnn_jax import reference_weights as rw
+from crnn_jax import model as models
+from crnn_jax.reference import weights as rw
+from crnn_jax.train import state as train_state
+from crnn_jax.train import steps as train_steps
 
 FRAMES = 128
 HEADS = {'genre': (10, 0), 'metal': (20, 16)}  # classes, tabular inputs
@@ -223,10 +225,6 @@ def test_train_mode_outputs_and_running_stats():
 # --------------------------------------------------------------------------
 # Gradients, optimiser, schedules
 # --------------------------------------------------------------------------
-def _train_modules():
-  from crnn_jax import train  # pylint: disable=import-outside-toplevel
-  return train
-
 
 def _torch_grads(port: torch.nn.Module) -> dict[str, np.ndarray]:
   return {name: p.grad.numpy().copy() for name, p in port.named_parameters()}
@@ -281,10 +279,9 @@ def test_gradients_match(head):
 
 
 def test_schedules_match_fastai_step_by_step():
-  train = _train_modules()
   config = default.get_config()
   for total in (10, 97, 2000):
-    lr_fn, beta1_fn = train.schedules(config, total)
+    lr_fn, beta1_fn = train_state.schedules(config, total)
     want_lr, want_beta1 = tr.one_cycle_values(total, config.train.max_lr)
     steps = jnp.arange(total)
     got_lr, got_beta1 = jax.jit(jax.vmap(lambda i, f=lr_fn, g=beta1_fn: (f(i), g(i))))(steps)
@@ -315,13 +312,12 @@ def test_fastai_one_cycle_port():
 def test_optimizer_matches_fastai_adamw_over_a_cycle():
   """crnn_jax.train's optimiser vs fastai's AdamW (decoupled wd, then Adam with
   the scheduled beta1), fed the same gradients for a whole one-cycle."""
-  train = _train_modules()
   config = default.get_config()
   total = 8
   port = torch_model('genre')
   sd = state_dict_np(port)
   params = rw.to_flax(sd)['params']
-  tx = train.make_optimizer(config, total)
+  tx = train_state.make_optimizer(config, total)
   opt_state = tx.init(params)
   sched = tr.OneCycle(total, config.train.max_lr)
   opt = tr.FastaiAdamW(port.parameters(), lr=sched.lr, beta1=sched.beta1,
@@ -347,7 +343,7 @@ def test_optimizer_matches_fastai_adamw_over_a_cycle():
 
 
 def test_one_train_step_matches():
-  """crnn_jax.train.train_step vs a fastai-style step of the torch port (in
+  """crnn_jax.train.steps.train_step vs a fastai-style step of the torch port (in
   float64, the exact yardstick) from identical states.
 
   Adam's first step moves each weight by lr * g / (|g| + eps), i.e. ~lr *
@@ -355,7 +351,6 @@ def test_one_train_step_matches():
   conv biases: batch norm cancels them) may move either way; every other
   weight must land on the same value.
   """
-  train = _train_modules()
   head = 'metal'
   config = default.get_config()
   config.model.bn_unbiased_running_var = True
@@ -364,15 +359,15 @@ def test_one_train_step_matches():
   variables = rw.to_flax(sd)
   model = flax_model(head, bn_unbiased_running_var=True)
   total = 20
-  state = train.TrainState.create(
+  state = train_state.TrainState.create(
       apply_fn=model.apply, params=variables['params'], batch_stats=variables['batch_stats'],
-      tx=train.make_optimizer(config, total))
+      tx=train_state.make_optimizer(config, total))
   rng = np.random.default_rng(5)
   images = rng.integers(0, 256, size=(4, 128, FRAMES), dtype=np.uint8)
   labels = (np.arange(4) * 3) % HEADS[head][0]
   _, tab = inputs(head, 4)
   batch = {'spectrogram': images, 'label': labels.astype(np.int32), 'tabular': tab}
-  state, metrics = jax.jit(train.train_step, static_argnames='multilabel')(
+  state, metrics = jax.jit(train_steps.train_step, static_argnames='multilabel')(
       state, batch, jnp.ones(HEADS[head][0]), multilabel=False)
 
   sched = tr.OneCycle(total, config.train.max_lr)

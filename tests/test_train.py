@@ -13,8 +13,13 @@ import numpy as np
 import pytest
 from conftest import ROOT, tiny_config
 
-from crnn_jax import checkpoints, input_pipeline, tabular, train
-from crnn_jax.errors import UserError
+from crnn_jax.core import tabular
+from crnn_jax.core.errors import UserError
+from crnn_jax.data import pipeline, source
+from crnn_jax.train import state as train_state
+from crnn_jax.train import steps
+from crnn_jax.train import trainer as train
+from crnn_jax.workdir import checkpoints, files
 
 
 def _fastai_one_cycle(step, n, max_lr, pct=0.3):
@@ -30,7 +35,7 @@ def test_schedules_match_spec_at_key_steps():
   config = tiny_config('')
   config.train.max_lr = 1.738e-3
   n = 1000
-  lr, beta1 = train.schedules(config, n)
+  lr, beta1 = train_state.schedules(config, n)
   a1 = int(0.3 * n)
   for step in (0, 1, a1 // 2, a1, a1 + 1, 700, n - 1):
     want_lr, want_b1 = _fastai_one_cycle(step, n, 1.738e-3)
@@ -42,17 +47,19 @@ def test_schedules_match_spec_at_key_steps():
 
 def _state_and_batch(data_dir, num_tabular=0, name='tiny'):
   config = tiny_config(data_dir, name)
-  info = input_pipeline.load_info(config)
-  sources = input_pipeline.open_sources(config)
-  state = train.create_train_state(config, info, jax.random.key(0), steps_per_epoch=10)
+  info = source.load_info(config)
+  sources = source.open_sources(config)
+  state = train_state.create_train_state(
+      config, info, jax.random.key(0),
+      train_state.make_optimizer(config, 10 * config.train.num_epochs))
   order = np.arange(len(sources['train']))
-  batch = next(input_pipeline.train_batches(sources['train'], order, info, 16, 0, config))
+  batch = next(pipeline.train_batches(sources['train'], order, info, 16, 0, config))
   return config, info, state, batch
 
 
 def test_train_step_lowers_loss_on_a_fixed_batch(tiny_data_dir):
   _config, _info, state, batch = _state_and_batch(tiny_data_dir)
-  step = jax.jit(lambda s, b: train.train_step(s, b, jnp.ones(2), False))
+  step = jax.jit(lambda s, b: steps.train_step(s, b, jnp.ones(2), False))
   losses = []
   for _ in range(6):
     state, m = step(state, batch)
@@ -64,7 +71,7 @@ def test_train_step_lowers_loss_on_a_fixed_batch(tiny_data_dir):
 def test_eval_step_is_deterministic_and_uses_running_stats(tiny_data_dir):
   _config, _info, state, batch = _state_and_batch(tiny_data_dir)
   batch = dict(batch, mask=np.ones(16, np.float32))
-  ev = jax.jit(lambda s, b: train.eval_step(s, b, False))
+  ev = jax.jit(lambda s, b: steps.eval_step(s, b, False))
   a, b = ev(state, batch), ev(state, batch)
   np.testing.assert_array_equal(a['logits'], b['logits'])
   # Eval of one example alone equals its row in the batch (no batch statistics).
@@ -75,7 +82,7 @@ def test_eval_step_is_deterministic_and_uses_running_stats(tiny_data_dir):
 def test_tabular_branch_trains(tiny_tabular_data_dir):
   _config, info, state, batch = _state_and_batch(tiny_tabular_data_dir, name='tiny_tab')
   assert info.num_tabular == 4 and batch['tabular'].shape == (16, 4)
-  state, m = jax.jit(lambda s, b: train.train_step(s, b, jnp.ones(2), False))(state, batch)
+  state, m = jax.jit(lambda s, b: steps.train_step(s, b, jnp.ones(2), False))(state, batch)
   assert np.isfinite(float(m['loss']))
 
 
@@ -92,11 +99,11 @@ def test_tabular_encoding_raw_and_onehot():
 
 def test_epoch_order_is_seeded_and_balanced_sampling_balances():
   labels = np.array([0] * 90 + [1] * 10)
-  a = input_pipeline.epoch_order(labels, 42, 3)
-  np.testing.assert_array_equal(a, input_pipeline.epoch_order(labels, 42, 3))
-  assert not np.array_equal(a, input_pipeline.epoch_order(labels, 42, 4))
+  a = pipeline.epoch_order(labels, 42, 3)
+  np.testing.assert_array_equal(a, pipeline.epoch_order(labels, 42, 3))
+  assert not np.array_equal(a, pipeline.epoch_order(labels, 42, 4))
   assert sorted(a) == list(range(100))
-  balanced = input_pipeline.epoch_order(np.tile(labels, 20), 0, 0, 'balanced')
+  balanced = pipeline.epoch_order(np.tile(labels, 20), 0, 0, 'balanced')
   frac = (np.tile(labels, 20)[balanced] == 1).mean()
   assert 0.45 < frac < 0.55
 
@@ -113,17 +120,20 @@ import json, sys
 sys.path.insert(0, {tests!r}); sys.path.insert(0, {root!r})
 import jax, numpy as np
 from conftest import tiny_config
-from crnn_jax import input_pipeline, train
+from crnn_jax.data import pipeline, source
+from crnn_jax.train import parallel
+from crnn_jax.train import state as state_lib
 config = tiny_config({data_dir!r})
-info = input_pipeline.load_info(config)
-src = input_pipeline.open_sources(config)
-par = train.Parallel(config)
-state = par.replicate(train.create_train_state(config, info, jax.random.key(0), 4))
+info = source.load_info(config)
+src = source.open_sources(config)
+par = parallel.Parallel(config)
+state = par.replicate(state_lib.create_train_state(
+    config, info, jax.random.key(0), state_lib.make_optimizer(config, 4 * config.train.num_epochs)))
 step = par.jit_train_step(False)
 w = par.replicate(jax.numpy.ones(2))
 losses = []
-order = input_pipeline.epoch_order(input_pipeline.read_labels(src['train']), 0, 0)
-for batch in input_pipeline.train_batches(src['train'], order, info, 16, 0, config):
+order = pipeline.epoch_order(source.read_labels(src['train']), 0, 0)
+for batch in pipeline.train_batches(src['train'], order, info, 16, 0, config):
   state, m = step(state, par.shard_batch(batch), w)
   losses.append(float(m['loss']))  # block on each step
 print(json.dumps({{'devices': jax.device_count(), 'losses': losses}}))
@@ -156,7 +166,7 @@ def test_interrupted_run_resumes_exactly(tiny_data_dir, tmp_path, monkeypatch):
   config.train.num_epochs = 2
   straight = train.train_and_evaluate(config, str(tmp_path / 'straight'))
 
-  real = input_pipeline.train_batches
+  real = pipeline.train_batches
   calls = {'n': 0}
 
   def interrupted_batches(*args, **kwargs):
@@ -166,11 +176,11 @@ def test_interrupted_run_resumes_exactly(tiny_data_dir, tmp_path, monkeypatch):
         signal.raise_signal(signal.SIGINT)
       yield batch
 
-  monkeypatch.setattr(input_pipeline, 'train_batches', interrupted_batches)
+  monkeypatch.setattr(pipeline, 'train_batches', interrupted_batches)
   workdir = str(tmp_path / 'resumed')
   with pytest.raises(train.Interrupted, match='SIGINT: saved step 6.*rerun the same command'):
     train.train_and_evaluate(config, workdir)
-  monkeypatch.setattr(input_pipeline, 'train_batches', real)
+  monkeypatch.setattr(pipeline, 'train_batches', real)
   mgr = checkpoints.manager(workdir)
   assert mgr.latest_step() == 6  # the step in flight finishes, then the stop
   mgr.close()
@@ -203,13 +213,13 @@ def test_sigterm_during_validation_saves_the_epoch_and_resumes_exactly(tiny_data
 
 def test_nan_loss_stops_with_a_clear_message(tiny_data_dir, tmp_path, monkeypatch):
   config = tiny_config(tiny_data_dir)
-  real = train.train_step
+  real = steps.train_step
 
   def poisoned(state, batch, weights, multilabel):
     state, m = real(state, batch, weights, multilabel)
     return state, dict(m, loss=m['loss'] * jnp.nan)
 
-  monkeypatch.setattr(train, 'train_step', poisoned)
+  monkeypatch.setattr(steps, 'train_step', poisoned)
   with pytest.raises(train.TrainingDiverged, match='loss became nan at step 1'):
     train.train_and_evaluate(config, str(tmp_path / 'w'))
 
@@ -217,18 +227,18 @@ def test_nan_loss_stops_with_a_clear_message(tiny_data_dir, tmp_path, monkeypatc
 def test_bad_inputs_give_user_errors(tiny_data_dir, tmp_path):
   config = tiny_config(str(tmp_path / 'nowhere'))
   with pytest.raises(UserError, match='does not exist'):
-    input_pipeline.load_info(config)
+    source.load_info(config)
   config = tiny_config(tiny_data_dir, name='absent')
   with pytest.raises(UserError, match="no data set 'absent'.*found: tiny"):
-    input_pipeline.load_info(config)
+    source.load_info(config)
   config = tiny_config(tiny_data_dir)
   config.data.class_names = ('high', 'low')
   with pytest.raises(UserError, match='do not match'):
-    input_pipeline.load_info(config)
+    source.load_info(config)
   blocker = tmp_path / 'file'
   blocker.write_text('x')
   with pytest.raises(UserError, match='not writable'):
-    checkpoints.ensure_workdir(str(blocker / 'sub'))
+    files.ensure_workdir(str(blocker / 'sub'))
 
 
 def test_checkpoint_of_another_model_is_refused(tiny_data_dir, tmp_path):
@@ -302,8 +312,8 @@ def test_gradient_accumulation_counts_updates_not_micro_batches(tiny_data_dir, t
 def test_class_weights_weight_the_loss_like_torch_cross_entropy(tiny_data_dir):
   config, _, state, batch = _state_and_batch(tiny_data_dir)
   weights = jnp.asarray([0.25, 3.0])
-  _, m = jax.jit(lambda s, b: train.train_step(s, b, weights, False))(state, batch)
-  spec, tab = train.model_inputs(batch)
+  _, m = jax.jit(lambda s, b: steps.train_step(s, b, weights, False))(state, batch)
+  spec, tab = steps.model_inputs(batch)
   logits, _ = state.apply_fn({'params': state.params, 'batch_stats': state.batch_stats}, spec,
                              tab, train=True, mutable=['batch_stats'])
   nll = -jax.nn.log_softmax(logits)[jnp.arange(16), batch['label']]

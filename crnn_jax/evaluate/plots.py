@@ -14,20 +14,19 @@ import os
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+from matplotlib.figure import Figure
+
+from crnn_jax.core import files
 
 
-def _figure(width: float, height: float):
-  from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
+def _figure(width: float, height: float) -> Figure:
   return Figure(figsize=(width, height), layout='constrained')
 
 
-def _save(fig, path: str, dpi: int) -> str:
+def _save(fig: Figure, path: str, dpi: int) -> str:
   path = os.fspath(path)
-  folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  tmp = f'{path}.tmp'
-  fig.savefig(tmp, dpi=dpi, format='png')
-  os.replace(tmp, path)
+  with files.atomic_write(path, 'wb') as f:
+    fig.savefig(f, dpi=dpi, format='png')
   return path
 
 

@@ -1,13 +1,14 @@
 """The learning-rate range test as the reference ran it (fastai v1's lr_find).
 
-Pure logic, no JAX or training imports, so the training code can drive it
-with its own jitted step:
+``lr_range_test(config, workdir)`` is ``--mode=lr_find``; it drives the
+pure bookkeeping below (``LRFinderState``: the sweep, smoothing, stop rule,
+suggestion) with the training step:
 
-  state = LRFinderState(start_lr=1e-7, end_lr=10.0, num_it=100)
-  while not state.done:
-    loss = train_one_batch(lr=state.next_lr())    # the caller's step
-    state.record(loss)
-  best = suggest_lr(state.lrs, state.smoothed)
+  finder = LRFinderState(start_lr=1e-7, end_lr=10.0, num_it=100)
+  while not finder.done:
+    loss = train_one_batch(lr=finder.next_lr())
+    finder.record(loss)
+  best = suggest_lr(finder.lrs, finder.smoothed)
 
 fastai v1 semantics, reproduced here:
 - lr of batch i (0-based) = start_lr * (end_lr / start_lr) ** (i / num_it):
@@ -31,10 +32,23 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import jax
+import jax.numpy as jnp
+import ml_collections
 import numpy as np
+import optax
+
+from crnn_jax.core import files
+from crnn_jax.core.errors import UserError
+from crnn_jax.data import pipeline
+from crnn_jax.evaluate import plots
+from crnn_jax.train import setup, steps
+from crnn_jax.train.state import TrainState
+from crnn_jax.train.writers import log
 
 DEFAULT_START_LR = 1e-7
 DEFAULT_END_LR = 10.0
@@ -186,13 +200,64 @@ def min_loss_lr(lrs: Sequence[float], losses: Sequence[float], skip_start: int =
   return float(lrs[int(np.argmin(losses))] / 10.0)
 
 
-def run_range_test(train_step: Callable[[float], float], start_lr: float = DEFAULT_START_LR,
-                   end_lr: float = DEFAULT_END_LR, num_it: int = DEFAULT_NUM_IT,
-                   stop_div: bool = True) -> LRFinderState:
-  """Drives a whole test: ``train_step(lr)`` trains one batch at lr and
-  returns its loss (the caller restores the model afterwards; no
-  checkpoint is involved here)."""
-  state = LRFinderState(start_lr=start_lr, end_lr=end_lr, num_it=num_it, stop_div=stop_div)
-  while not state.done:
-    state.record(train_step(state.next_lr()))
-  return state
+# --------------------------------------------------------------------------
+# The test on a run
+# --------------------------------------------------------------------------
+def lr_range_test(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """--mode=lr_find: fastai's learning-rate range test on the train split.
+
+  A fresh model trains one batch per learning rate on an exponential sweep
+  (Adam, beta1 0.9 as fastai's default optimiser), stopping when the smoothed
+  loss diverges. Writes lr_find.png and lr_find.json; no checkpoint is read
+  or written, so it is safe in a training workdir.
+  """
+  run = setup.build_run(config, workdir)
+  lf, t = config.lr_find, config.train
+  finder = LRFinderState(start_lr=float(lf.start_lr), end_lr=float(lf.end_lr),
+                         num_it=int(lf.num_it))
+  state = run.fresh_state(optax.inject_hyperparams(optax.adamw)(
+      learning_rate=finder.start_lr, b1=0.9, b2=t.beta2, eps=t.eps, weight_decay=t.weight_decay))
+  _sweep(run, state, finder)
+  try:
+    suggestion = suggest_lr(finder.lrs, finder.smoothed)
+  except ValueError as e:
+    raise UserError(f'LR range test: {e}; raise --config.lr_find.num_it or the data set size'
+                    ) from None
+  result = {'suggested_max_lr': suggestion,
+            'min_loss_lr_div10': min_loss_lr(finder.lrs, finder.smoothed),
+            'stop_reason': finder.stop_reason, 'lrs': finder.lrs,
+            'smoothed_losses': finder.smoothed, 'losses': finder.losses}
+  if jax.process_index() == 0:
+    files.write_json(os.path.join(run.workdir, 'lr_find.json'), result)
+    plots.plot_lr_finder(finder.lrs, finder.smoothed, os.path.join(run.workdir, 'lr_find.png'),
+                         suggested_lr=suggestion, raw_losses=finder.losses,
+                         title=f'{run.info.name}: learning-rate range test')
+  log(f'LR range test ({len(finder.lrs)} batches, {finder.stop_reason}): suggested max_lr '
+      f'{suggestion:.3g} (set --config.train.max_lr); plot in {run.workdir}/lr_find.png')
+  return result
+
+
+def _sweep(run: setup.Run, state: TrainState, finder: LRFinderState) -> None:
+  """One batch per learning rate of the sweep, epochs repeating until it ends."""
+  config = run.config
+
+  def step_at(state, batch, weights, lr):
+    opt_state = state.opt_state
+    opt_state = opt_state._replace(hyperparams={**opt_state.hyperparams, 'learning_rate': lr})
+    return steps.train_step(state.replace(opt_state=opt_state), batch, weights,
+                            config.multilabel)
+
+  step = jax.jit(step_at, donate_argnums=0)
+  weights = run.parallel.replicate(jnp.ones(len(run.info.class_names)))
+  labels = run.train_labels()
+  epoch = 0
+  while not finder.done:
+    order = pipeline.epoch_order(labels, config.seed, epoch)
+    for batch in pipeline.train_batches(run.sources['train'], order, run.info,
+                                        config.train.batch_size, 0, config, jax.process_index(),
+                                        jax.process_count()):
+      state, m = step(state, run.parallel.shard_batch(batch), weights,
+                      jnp.float32(finder.next_lr()))
+      if finder.record(float(m['loss'])):
+        break
+    epoch += 1

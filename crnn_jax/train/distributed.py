@@ -7,9 +7,12 @@ run initialises nothing. On CPU the processes reduce through gloo.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 
 import jax
+
+from crnn_jax.core.errors import UserError
 
 CLUSTER_ENV = {'SLURM_NTASKS': 'SLURM', 'OMPI_COMM_WORLD_SIZE': 'Open MPI'}
 
@@ -31,7 +34,6 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
   """
   given = [coordinator_address is not None, num_processes is not None, process_id is not None]
   if any(given) and not all(given):
-    from crnn_jax.errors import UserError  # pylint: disable=import-outside-toplevel
     raise UserError('multi-process runs need all of --coordinator_address, --num_processes and '
                     '--process_id (or none of them, to run alone or under SLURM / Open MPI)')
   explicit = all(given) and num_processes > 1
@@ -49,7 +51,6 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
 
 def _cpu_only() -> bool:
   """Decided without starting a backend: initialize() must come first."""
-  import importlib.util  # pylint: disable=import-outside-toplevel
   platforms = os.environ.get('JAX_PLATFORMS', '')
   if platforms:
     return platforms.split(',')[0] == 'cpu'

@@ -64,7 +64,7 @@ def _f32(x: Any) -> np.ndarray:
 # torch -> flax
 # --------------------------------------------------------------------------
 def to_flax(state_dict: Mapping[str, Any], hidden_bias_rz: bool = True) -> dict[str, dict]:
-  """A reference state_dict -> {'params', 'batch_stats'} of crnn_jax.models.CRNN.
+  """A reference state_dict -> {'params', 'batch_stats'} of crnn_jax.model.CRNN.
 
   ``hidden_bias_rz`` False targets ``gru_hidden_bias_rz=False`` (flax's own
   GRUCell): the r and z hidden biases are folded into the input ones.

@@ -45,9 +45,10 @@ from __future__ import annotations
 
 import warnings
 
+import librosa
 import numpy as np
 
-from crnn_jax import audio
+from crnn_jax.core import audio
 
 ESTIMATED = ('duration_ms', 'key', 'loudness', 'mode', 'num_sections', 'tempo', 'time_signature')
 MIN_SECTION_SECONDS = 10.0
@@ -148,7 +149,6 @@ def _rms(y: np.ndarray, chunk: int = 1 << 20) -> float:
 
 def estimate(y: np.ndarray, sample_rate: int = audio.SAMPLE_RATE) -> dict[str, float]:
   """All ESTIMATED features of a mono signal, in Spotify's conventions."""
-  import librosa  # pylint: disable=import-outside-toplevel
   y = np.asarray(y, np.float32)
   out: dict[str, float] = {'duration_ms': 1000.0 * len(y) / sample_rate}
   out['loudness'] = float(20.0 * np.log10(max(_rms(y), 1e-6)))  # floor at -120 dB

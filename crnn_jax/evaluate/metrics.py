@@ -1,49 +1,31 @@
-"""Evaluation metrics as pure numpy functions (no JAX, no training imports).
+"""Evaluation metrics: scikit-learn's, plus what it lacks for this task.
 
-Single-label: top-k accuracy, balanced accuracy, per-class precision / recall /
-F1 with macro and weighted averages, the confusion matrix, the most confused
-pairs, and a readable text table. Multi-label: average precision (mAP, macro
-and micro), ROC-AUC per class and macro, example-based F1 at a threshold, the
-threshold chosen on validation, top-k "hit" rates comparable with top-k
-accuracy, and a label hierarchy (child implies parent).
+From scikit-learn: the confusion matrix, precision / recall / F1 with macro and
+weighted averages, balanced and top-k accuracy, average precision and ROC-AUC,
+example-based F1. Added here: the most confused pairs (named by the index
+they belong to: the reference's write-up printed names in first-appearance
+order for indices in sorted order, SPEC.md section 7), the text table and
+CSV, multi-label "hit" rates comparable with top-k accuracy, and a threshold
+chosen on validation.
 
-Class names are always passed in index order, next to the matrices they
-describe. The reference printed its most confused pairs with names in order
-of first appearance in the data while the indices came from sorted order
-(SPEC.md section 7); here a name is only ever looked up by the index it
-belongs to (``class_names[i]`` for row/column ``i``), and ``encode_labels``
-gives both from one sorted list.
-
-Conventions (the same as scikit-learn's, so the tests can compare):
-a precision/recall/F1 whose denominator is zero is 0; macro averages run over
-all classes; multi-label per-class AP / AUC that are undefined (no positives,
-or no negatives for AUC) are NaN and left out of the macro average.
+Conventions: a precision/recall/F1 whose denominator is zero is 0; macro
+averages run over all classes; multi-label per-class AP / AUC that are
+undefined (no positives, or no negatives for AUC) are NaN and left out of
+the macro average.
 """
 
 from __future__ import annotations
 
+import csv
+import io
+import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+from sklearn import metrics as skm
+from sklearn.exceptions import UndefinedMetricWarning
 
-# ------------------------------------------------------------- label encoding
-
-
-def encode_labels(labels: Sequence[str],
-                  class_names: Sequence[str] | None = None) -> tuple[np.ndarray, list[str]]:
-  """String labels -> (int indices, class names), both from one sorted list.
-
-  With ``class_names`` given, indices follow that order and an unknown label
-  raises ValueError; otherwise the names are the sorted distinct labels.
-  """
-  names = sorted(set(labels)) if class_names is None else list(class_names)
-  index = {n: i for i, n in enumerate(names)}
-  if len(index) != len(names):
-    raise ValueError('class_names has duplicates')
-  unknown = sorted(set(labels) - set(index))
-  if unknown:
-    raise ValueError(f'labels not in class_names: {unknown[:5]}')
-  return np.array([index[l] for l in labels], dtype=np.int64), names
+AVERAGES = ('macro', 'weighted')
 
 
 def _check_labels(y: np.ndarray, num_classes: int, what: str) -> np.ndarray:
@@ -58,70 +40,60 @@ def _check_labels(y: np.ndarray, num_classes: int, what: str) -> np.ndarray:
 # --------------------------------------------------------------- single-label
 
 
+# --------------------------------------------------------------- single-label
+
+
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
   """Counts (num_classes, num_classes): row = true class, column = predicted."""
   y_true = _check_labels(y_true, num_classes, 'y_true')
   y_pred = _check_labels(y_pred, num_classes, 'y_pred')
   if y_true.shape != y_pred.shape:
     raise ValueError(f'y_true {y_true.shape} and y_pred {y_pred.shape} differ in length')
-  cm = np.zeros((num_classes, num_classes), dtype=np.int64)
-  np.add.at(cm, (y_true, y_pred), 1)
-  return cm
+  return skm.confusion_matrix(y_true, y_pred, labels=np.arange(num_classes)).astype(np.int64)
 
 
 def top_k_accuracy(y_true: np.ndarray, scores: np.ndarray, k: int = 1) -> float:
-  """Fraction of examples whose true class is among the k highest scores.
-
-  A true class tied with others counts as ranked above them (its rank is the
-  number of classes with a strictly higher score); with continuous scores
-  ties do not occur.
-  """
+  """Fraction of examples whose true class is among the k highest scores."""
   scores = np.asarray(scores, dtype=np.float64)
   if scores.ndim != 2:
     raise ValueError(f'scores must be (examples, classes), got {scores.shape}')
-  y_true = _check_labels(y_true, scores.shape[1], 'y_true')
+  num_classes = scores.shape[1]
+  y_true = _check_labels(y_true, num_classes, 'y_true')
   if len(y_true) == 0:
     return float('nan')
-  true_score = scores[np.arange(len(y_true)), y_true]
-  rank = (scores > true_score[:, None]).sum(axis=1)
-  return float(np.mean(rank < k))
+  if k >= num_classes:
+    return 1.0
+  if k == 1 or num_classes <= 2:  # sklearn's top-k takes 1-D scores for two classes
+    return float(skm.accuracy_score(y_true, scores.argmax(axis=1)))
+  return float(skm.top_k_accuracy_score(y_true, scores, k=k, labels=np.arange(num_classes)))
 
 
-def precision_recall_f1(cm: np.ndarray) -> dict[str, np.ndarray]:
-  """Per-class precision, recall, F1 and support from a confusion matrix."""
-  cm = np.asarray(cm, dtype=np.float64)
-  tp = np.diag(cm)
-  predicted, support = cm.sum(axis=0), cm.sum(axis=1)
-  precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
-  recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
-  denom = precision + recall
-  f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
-  return {'precision': precision, 'recall': recall, 'f1': f1,
-          'support': support.astype(np.int64)}
+def precision_recall_f1(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int
+                        ) -> dict[str, np.ndarray]:
+  """Per-class precision, recall, F1 and support."""
+  p, r, f, s = skm.precision_recall_fscore_support(
+      y_true, y_pred, labels=np.arange(num_classes), zero_division=0)
+  return {'precision': p, 'recall': r, 'f1': f, 'support': s.astype(np.int64)}
 
 
-def balanced_accuracy(cm: np.ndarray) -> float:
-  """Mean recall over the classes that occur in the targets (sklearn's
-  definition): a class with no examples has no recall to average."""
-  cm = np.asarray(cm, dtype=np.float64)
-  support = cm.sum(axis=1)
-  present = support > 0
-  if not present.any():
-    return float('nan')
-  return float(np.mean(np.diag(cm)[present] / support[present]))
-
-
-def averages(per_class: Mapping[str, np.ndarray]) -> dict[str, dict[str, float]]:
-  """Macro (plain mean over classes) and weighted (by support) averages."""
-  support = np.asarray(per_class['support'], dtype=np.float64)
+def averages(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int
+             ) -> dict[str, dict[str, float]]:
+  """Macro (plain mean over all classes) and weighted (by support) averages."""
   out = {}
-  for key in ('precision', 'recall', 'f1'):
-    values = np.asarray(per_class[key], dtype=np.float64)
-    out.setdefault('macro', {})[key] = float(values.mean()) if values.size else float('nan')
-    total = support.sum()
-    out.setdefault('weighted', {})[key] = (float((values * support).sum() / total) if total
-                                           else float('nan'))
+  for average in AVERAGES:
+    p, r, f, _ = skm.precision_recall_fscore_support(
+        y_true, y_pred, labels=np.arange(num_classes), average=average, zero_division=0)
+    out[average] = {'precision': float(p), 'recall': float(r), 'f1': float(f)}
   return out
+
+
+def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+  """Mean recall over the classes that occur in the targets."""
+  if len(y_true) == 0:
+    return float('nan')
+  with warnings.catch_warnings():  # predicted classes absent from the targets are expected
+    warnings.simplefilter('ignore', UserWarning)
+    return float(skm.balanced_accuracy_score(y_true, y_pred))
 
 
 def most_confused(cm: np.ndarray, class_names: Sequence[str], k: int = 5,
@@ -153,15 +125,13 @@ def classification_report(y_true: np.ndarray, scores: np.ndarray, class_names: S
     raise ValueError(f'scores {scores.shape} do not match {num_classes} class names')
   y_pred = scores.argmax(axis=1)
   cm = confusion_matrix(y_true, y_pred, num_classes)
-  per_class = precision_recall_f1(cm)
-  avg = averages(per_class)
+  per_class = precision_recall_f1(y_true, y_pred, num_classes)
   return {
       'count': len(y_true),
       'top1': top_k_accuracy(y_true, scores, 1),
       f'top{top_k}': top_k_accuracy(y_true, scores, top_k),
-      'balanced_accuracy': balanced_accuracy(cm),
-      'macro': avg['macro'],
-      'weighted': avg['weighted'],
+      'balanced_accuracy': balanced_accuracy(y_true, y_pred),
+      **averages(y_true, y_pred, num_classes),
       'per_class': {name: {key: (int(per_class[key][i]) if key == 'support'
                                  else float(per_class[key][i]))
                            for key in ('precision', 'recall', 'f1', 'support')}
@@ -203,8 +173,6 @@ def format_report(report: Mapping, title: str = '') -> str:
 
 def confusion_csv(cm: np.ndarray, class_names: Sequence[str]) -> str:
   """CSV text: header 'true\\predicted,<names>', one row per true class."""
-  import csv  # pylint: disable=import-outside-toplevel
-  import io  # pylint: disable=import-outside-toplevel
   cm = np.asarray(cm)
   if cm.shape != (len(class_names), len(class_names)):
     raise ValueError(f'{len(class_names)} class names for a matrix of shape {cm.shape}')
@@ -219,6 +187,9 @@ def confusion_csv(cm: np.ndarray, class_names: Sequence[str]) -> str:
 # ----------------------------------------------------------------- multi-label
 
 
+# ----------------------------------------------------------------- multi-label
+
+
 def _check_multilabel(targets: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   targets = np.asarray(targets)
   scores = np.asarray(scores, dtype=np.float64)
@@ -228,25 +199,12 @@ def _check_multilabel(targets: np.ndarray, scores: np.ndarray) -> tuple[np.ndarr
 
 
 def average_precision(target: np.ndarray, score: np.ndarray) -> float:
-  """AP of one class: sum over distinct thresholds of (R_n - R_{n-1}) * P_n.
-
-  No interpolation (as scikit-learn's average_precision_score); tied scores
-  form one threshold. NaN when there is no positive.
-  """
+  """AP of one class (no interpolation; tied scores form one threshold); NaN
+  when there is no positive."""
   target = np.asarray(target).astype(bool).ravel()
-  score = np.asarray(score, dtype=np.float64).ravel()
-  positives = target.sum()
-  if positives == 0:
+  if not target.any():
     return float('nan')
-  order = np.argsort(-score, kind='mergesort')
-  target, score = target[order], score[order]
-  tp = np.cumsum(target)
-  fp = np.cumsum(~target)
-  last_of_tie = np.r_[np.diff(score) != 0, True]
-  tp, fp = tp[last_of_tie], fp[last_of_tie]
-  precision = tp / (tp + fp)
-  recall = tp / positives
-  return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+  return float(skm.average_precision_score(target, np.asarray(score, np.float64).ravel()))
 
 
 def mean_average_precision(targets: np.ndarray, scores: np.ndarray) -> dict[str, float | list]:
@@ -261,29 +219,13 @@ def mean_average_precision(targets: np.ndarray, scores: np.ndarray) -> dict[str,
           'per_class': per_class.tolist()}
 
 
-def _average_ranks(x: np.ndarray) -> np.ndarray:
-  """1-based ranks with ties sharing their mean rank."""
-  order = np.argsort(x, kind='mergesort')
-  sorted_x = x[order]
-  starts = np.r_[0, np.nonzero(np.diff(sorted_x))[0] + 1]
-  ends = np.r_[starts[1:], len(x)]
-  ranks_sorted = np.repeat((starts + ends + 1) / 2.0, ends - starts)
-  ranks = np.empty(len(x))
-  ranks[order] = ranks_sorted
-  return ranks
-
-
 def roc_auc(target: np.ndarray, score: np.ndarray) -> float:
-  """Area under the ROC curve of one class, via the Mann-Whitney U statistic
-  (the probability a positive outscores a negative, ties counting half).
-  NaN when only one of positives / negatives occurs."""
+  """Area under the ROC curve of one class (ties count half); NaN when only
+  one of positives / negatives occurs."""
   target = np.asarray(target).astype(bool).ravel()
-  score = np.asarray(score, dtype=np.float64).ravel()
-  pos, neg = int(target.sum()), int((~target).sum())
-  if pos == 0 or neg == 0:
+  if target.all() or not target.any():
     return float('nan')
-  ranks = _average_ranks(score)
-  return float((ranks[target].sum() - pos * (pos + 1) / 2.0) / (pos * neg))
+  return float(skm.roc_auc_score(target, np.asarray(score, np.float64).ravel()))
 
 
 def roc_auc_scores(targets: np.ndarray, scores: np.ndarray) -> dict[str, float | list]:
@@ -308,19 +250,15 @@ def threshold_predictions(scores: np.ndarray, threshold: float,
 
 
 def example_f1(targets: np.ndarray, predictions: np.ndarray) -> float:
-  """Example-based F1: mean over examples of 2|T and P| / (|T| + |P|).
-
-  An example with neither true nor predicted labels counts as 1 (nothing to
-  find, nothing wrongly claimed; sklearn's f1_score(average='samples',
-  zero_division=1))."""
+  """Example-based F1: mean over examples of 2|T and P| / (|T| + |P|); an
+  example with neither true nor predicted labels counts as 1."""
   targets, predictions = _check_multilabel(targets, predictions)
-  predictions = predictions.astype(bool)
   if len(targets) == 0:
     return float('nan')
-  inter = (targets & predictions).sum(axis=1)
-  total = targets.sum(axis=1) + predictions.sum(axis=1)
-  f1 = np.where(total > 0, 2.0 * inter / np.maximum(total, 1), 1.0)
-  return float(f1.mean())
+  with warnings.catch_warnings():
+    warnings.simplefilter('ignore', UndefinedMetricWarning)
+    return float(skm.f1_score(targets, predictions.astype(bool), average='samples',
+                              zero_division=1.0))
 
 
 def choose_threshold(targets: np.ndarray, scores: np.ndarray,
@@ -380,55 +318,3 @@ def multilabel_report(targets: np.ndarray, scores: np.ndarray, class_names: Sequ
                     for i, name in enumerate(class_names)},
       'class_names': list(class_names),
   }
-
-
-# ------------------------------------------------------------ label hierarchy
-
-
-def ancestor_matrix(class_names: Sequence[str],
-                    hierarchy: Mapping[str, str | Sequence[str]]) -> np.ndarray:
-  """Bool (C, C): [i, j] is True when class j is an ancestor of class i.
-
-  ``hierarchy`` maps a child name to its parent name (or a list of parents),
-  e.g. {'melodic death metal': 'death metal'}; the relation is closed
-  transitively. Unknown names and cycles raise ValueError.
-  """
-  index = {n: i for i, n in enumerate(class_names)}
-  n = len(class_names)
-  direct = np.zeros((n, n), dtype=bool)
-  for child, parents in hierarchy.items():
-    parents = [parents] if isinstance(parents, str) else list(parents)
-    for name in [child, *parents]:
-      if name not in index:
-        raise ValueError(f'label hierarchy names {name!r}, which is not a class')
-    for parent in parents:
-      direct[index[child], index[parent]] = True
-  closure = direct.copy()
-  for _ in range(n):  # at most n steps to close any chain
-    grown = closure | ((closure.astype(np.int64) @ direct.astype(np.int64)) > 0)
-    if np.array_equal(grown, closure):
-      break
-    closure = grown
-  if np.any(np.diag(closure)):
-    cyclic = [class_names[i] for i in np.flatnonzero(np.diag(closure))]
-    raise ValueError(f'label hierarchy has a cycle through {cyclic}')
-  return closure
-
-
-def apply_hierarchy_to_targets(targets: np.ndarray, ancestors: np.ndarray) -> np.ndarray:
-  """Adds every ancestor of each true label (a melodic death metal track is
-  also death metal)."""
-  targets = np.asarray(targets).astype(bool)
-  implied = (targets.astype(np.int64) @ ancestors.astype(np.int64)) > 0
-  return targets | implied
-
-
-def apply_hierarchy_to_scores(scores: np.ndarray, ancestors: np.ndarray) -> np.ndarray:
-  """Raises each parent's score to the highest score of its descendants, so a
-  child predicted at any threshold predicts its parents too."""
-  scores = np.asarray(scores, dtype=np.float64)
-  out = scores.copy()
-  for parent in np.flatnonzero(ancestors.any(axis=0)):
-    children = np.flatnonzero(ancestors[:, parent])
-    out[:, parent] = np.maximum(scores[:, parent], scores[:, children].max(axis=1))
-  return out

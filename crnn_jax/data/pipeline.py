@@ -1,0 +1,116 @@
+"""Input pipeline: grain batches from the random-access TFDS sources.
+
+grain does the mapping, batching and prefetching in threads (or worker
+processes with ``config.data.num_workers``).
+
+Determinism and exact resumption: each epoch's example order is a pure
+function of (seed, epoch) computed up front, so a run resumed at batch k of
+epoch e reads exactly the batches an uninterrupted run would have. With
+several processes, each reads only its own slice of every global batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import grain
+import ml_collections
+import numpy as np
+
+from crnn_jax.core import tabular
+from crnn_jax.core.errors import UserError
+from crnn_jax.data.info import DataInfo
+
+Batch = dict[str, np.ndarray]
+
+class ToModelInputs(grain.transforms.Map):
+  """Decoded TFDS record -> fixed-dtype arrays; tabular encoded here."""
+
+  def __init__(self, info: DataInfo, label_ancestors: np.ndarray | None = None):
+    self._info = info
+    self._ancestors = label_ancestors
+
+  def map(self, record: Mapping[str, Any]) -> Batch:
+    raw_tab = np.asarray(record['tabular'], np.float32)
+    label_set = np.asarray(record['label_set'], np.float32)
+    if self._ancestors is not None:  # a child label implies its parents
+      label_set = np.maximum(label_set, (label_set @ self._ancestors > 0).astype(np.float32))
+    return {
+        'spectrogram': np.asarray(record['spectrogram'], np.uint8),
+        'tabular': tabular.encode(raw_tab, self._info.metadata, self._info.categorical_encoding),
+        'label': np.int32(record['label']),
+        'label_set': label_set,
+    }
+
+
+def epoch_order(labels: np.ndarray, seed: int, epoch: int, sampling: str = 'shuffle'
+                ) -> np.ndarray:
+  """The example indices of one training epoch, a pure function of its inputs.
+
+  'shuffle': a permutation (the reference). 'balanced': as many draws, with
+  replacement, each class equally likely (an alternative to loss weighting).
+  """
+  rng = np.random.default_rng([seed, epoch])
+  n = len(labels)
+  if sampling == 'shuffle':
+    return rng.permutation(n)
+  if sampling == 'balanced':
+    counts = np.bincount(labels)
+    weights = 1.0 / counts[labels]
+    return rng.choice(n, size=n, replace=True, p=weights / weights.sum())
+  raise ValueError(f"unknown sampling {sampling!r}: use 'shuffle' or 'balanced'")
+
+
+def _read_options(config: ml_collections.ConfigDict) -> grain.ReadOptions:
+  """Reader threads and read-ahead. The buffer counts batches (batching
+  happens before the iterator), so memory stays at a few batches whatever the
+  data set's size."""
+  return grain.ReadOptions(num_threads=max(1, int(config.data.get('num_threads', 4))),
+                           prefetch_buffer_size=max(1, int(config.data.get('prefetch_batches', 4))))
+
+
+def train_batches(source: Any, order: np.ndarray, info: DataInfo, global_batch: int,
+                  start_batch: int, config: ml_collections.ConfigDict,
+                  process_index: int = 0, process_count: int = 1,
+                  label_ancestors: np.ndarray | None = None) -> Iterator[Batch]:
+  """This process's part of each full global batch of one epoch, from start_batch on.
+
+  The last partial batch is dropped, as the reference did.
+  """
+  if global_batch % process_count:
+    raise UserError(f'batch size {global_batch} is not divisible by {process_count} processes')
+  local = global_batch // process_count
+  num_batches = len(order) // global_batch
+  usable = order[:num_batches * global_batch].reshape(num_batches, global_batch)
+  mine = usable[:, process_index * local:(process_index + 1) * local].reshape(-1)
+  transform = ToModelInputs(info, label_ancestors)
+  ds = (grain.MapDataset.range(len(mine))
+        .map(lambda i: transform.map(source[int(mine[i])]))
+        .batch(local, drop_remainder=True))
+  ds = ds[start_batch:]
+  iter_ds = ds.to_iter_dataset(_read_options(config))
+  if config.data.num_workers > 0:
+    iter_ds = iter_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=config.data.num_workers))
+  return iter(iter_ds)
+
+
+def eval_batches(source: Any, info: DataInfo, global_batch: int,
+                 config: ml_collections.ConfigDict, process_index: int = 0,
+                 process_count: int = 1, label_ancestors: np.ndarray | None = None
+                 ) -> Iterator[Batch]:
+  """Every example once, in order; the last batch padded, with 'mask' 0 on padding."""
+  n = len(source)
+  local = global_batch // process_count
+  num_batches = -(-n // global_batch)
+  padded = np.arange(num_batches * global_batch)
+  mask = (padded < n).astype(np.float32)
+  index = np.minimum(padded, n - 1)
+  sl = slice(process_index * local, (process_index + 1) * local)
+  index = index.reshape(num_batches, global_batch)[:, sl].reshape(-1)
+  mask = mask.reshape(num_batches, global_batch)[:, sl].reshape(-1)
+  transform = ToModelInputs(info, label_ancestors)
+  ds = (grain.MapDataset.range(len(index))
+        .map(lambda i: dict(transform.map(source[int(index[i])]), mask=np.float32(mask[i])))
+        .batch(local, drop_remainder=True))
+  return iter(ds.to_iter_dataset(_read_options(config)))

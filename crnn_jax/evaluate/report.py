@@ -1,0 +1,106 @@
+"""Evaluation reports: metrics of a split, results.json, tables and pictures.
+
+Single-label: top-1/top-k, balanced accuracy, per-class precision/recall/F1
+with macro and weighted averages, the confusion matrix (PNG and CSV) and the
+most-confused pairs named from the data set's own class list. Multi-label:
+mAP, ROC-AUC, example-based F1 at a threshold chosen on validation, and top-k
+"hit" rates comparable with the single-label numbers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from scipy.special import expit
+
+from crnn_jax.core import files, labels
+from crnn_jax.data.info import DataInfo
+from crnn_jax.evaluate import metrics, plots
+from crnn_jax.workdir.files import RESULTS_FILE
+
+Predictions = Mapping[str, np.ndarray]  # 'logits', 'loss', 'label', 'label_set' of a split
+
+
+def multilabel_scores(pred: Predictions, ancestors: np.ndarray | None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+  """(targets, sigmoid scores), with the label hierarchy applied to both."""
+  scores = expit(pred['logits'].astype(np.float64))
+  targets = pred['label_set'] > 0.5
+  if ancestors is not None:
+    targets = labels.apply_hierarchy_to_targets(targets, ancestors)
+    scores = labels.apply_hierarchy_to_scores(scores, ancestors)
+  return targets, scores
+
+
+def split_metrics(pred: Predictions, info: DataInfo, config: ml_collections.ConfigDict,
+                  ancestors: np.ndarray | None = None, threshold: float | None = None
+                  ) -> dict[str, Any]:
+  """Every metric of one split; 'loss', 'top1' and f'top{k}' always present."""
+  k = config.eval.top_k
+  if len(pred['label']) == 0:
+    return {'loss': float('nan'), 'top1': float('nan'), f'top{k}': float('nan'), 'count': 0}
+  if config.multilabel:
+    targets, scores = multilabel_scores(pred, ancestors)
+    if threshold is None:
+      threshold, _ = metrics.choose_threshold(targets, scores)
+    report = metrics.multilabel_report(targets, scores, info.class_names, threshold, top_k=k)
+  else:
+    report = metrics.classification_report(pred['label'], pred['logits'], info.class_names,
+                                           top_k=k)
+  report['loss'] = float(np.mean(pred['loss']))
+  return report
+
+
+def evaluate_and_report(predict: Callable[[str], Predictions], info: DataInfo,
+                        config: ml_collections.ConfigDict, workdir: str, *, num_params: int,
+                        step: int, history: Sequence[Mapping[str, Any]],
+                        lr_schedule: Sequence[float] | None, steps_per_epoch: int | None,
+                        ancestors: np.ndarray | None) -> dict[str, Any]:
+  """Evaluates validation then test; writes results.json, report_test.txt,
+  confusion_matrix_test.{png,csv} and training_curves.png."""
+  results: dict[str, Any] = {
+      'classes': list(info.class_names),
+      'num_params': num_params,
+      'model_variant': config.model.variant,
+      'multilabel': bool(config.multilabel),
+      'data_set': info.name,
+      'step': step,
+  }
+  results['validation'] = split_metrics(predict('validation'), info, config, ancestors)
+  # Multi-label: the test split is thresholded where validation was best.
+  threshold = results['validation'].get('threshold')
+  results['test'] = split_metrics(predict('test'), info, config, ancestors, threshold)
+  if jax.process_index() == 0:
+    files.write_json(os.path.join(workdir, RESULTS_FILE), results)
+    _write_test_report(results['test'], info, config, workdir)
+    if history:
+      plots.plot_training_curves(history, os.path.join(workdir, 'training_curves.png'),
+                                 lr_schedule=lr_schedule, steps_per_epoch=steps_per_epoch,
+                                 title=f'{info.name}: training')
+  return results
+
+
+def _write_test_report(test: Mapping[str, Any], info: DataInfo,
+                       config: ml_collections.ConfigDict, workdir: str) -> None:
+  """report_test.txt (printed too) and, single-label, the confusion matrix."""
+  k = config.eval.top_k
+  if config.multilabel:
+    text = (f'test (multi-label, threshold {test["threshold"]:.3f}): mAP macro '
+            f'{test["map_macro"]:.4f} micro {test["map_micro"]:.4f}, ROC-AUC macro '
+            f'{test["roc_auc_macro"]:.4f}, example F1 {test["example_f1"]:.4f}, hit@1 '
+            f'{test["top1"]:.4f}, hit@{k} {test[f"top{k}"]:.4f}')
+  else:
+    text = metrics.format_report(test, title=f'test split ({test["count"]} clips)')
+    cm = np.asarray(test['confusion_matrix'])
+    plots.plot_confusion_matrix(cm, info.class_names,
+                                os.path.join(workdir, 'confusion_matrix_test.png'),
+                                title=f'{info.name}: test confusion matrix')
+    files.write_text(os.path.join(workdir, 'confusion_matrix_test.csv'),
+                     metrics.confusion_csv(cm, info.class_names))
+  files.write_text(os.path.join(workdir, 'report_test.txt'), text + '\n')
+  print(text, flush=True)

@@ -1,0 +1,143 @@
+"""A workdir's model, ready to score spectrogram images."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from scipy.special import expit, softmax
+
+from crnn_jax import model as model_lib
+from crnn_jax.core import audio, labels
+from crnn_jax.core.errors import UserError
+from crnn_jax.data.info import DataInfo
+from crnn_jax.workdir import checkpoints, files
+
+DEFAULT_THRESHOLD = 0.5
+DEFAULT_BATCH_SIZE = 16
+
+
+class InferenceModel:
+  """Weights, config and data description of a workdir, with a jitted apply.
+
+  Every call of the compiled function has the same (batch_size, ...) shape,
+  so scoring any number of images costs one compilation.
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, variables: Mapping[str, Any],
+               data_info: Mapping[str, Any], batch_size: int = DEFAULT_BATCH_SIZE,
+               threshold: float | None = None, threshold_source: str = '', workdir: str = ''):
+    if int(batch_size) < 1:
+      raise UserError(f'--batch_size must be at least 1, got {batch_size}')
+    self.config = config
+    self.workdir = workdir
+    self.info = DataInfo.from_json(data_info)
+    self.batch_size = int(batch_size)
+    self.class_names = tuple(self.info.class_names)
+    self.metadata = dict(self.info.metadata)
+    self.clip = audio.ClipSettings.from_metadata(self.metadata.get('clip'))
+    self.frames = audio.num_frames(self.clip.seconds)
+    if self.info.frames is not None and int(self.info.frames) != self.frames:
+      raise UserError(f'the model takes {self.info.frames} spectrogram frames but its clip '
+                      f'settings ({self.clip.seconds:g} s) give {self.frames}: data_info.json in '
+                      f'{workdir or "the workdir"!r} is inconsistent')
+    self.num_tabular = int(self.info.num_tabular)
+    self.tabular_names = list(self.metadata.get('tabular_names') or []) if self.num_tabular else []
+    self.multilabel = bool(config.get('multilabel', False))
+    self.threshold = float(DEFAULT_THRESHOLD if threshold is None else threshold)
+    self.threshold_source = threshold_source or ('given' if threshold is not None else 'default')
+    self.ancestors = (labels.hierarchy_matrix(self.class_names, config.get('label_hierarchy'))
+                      if self.multilabel else None)
+    self.model = model_lib.create_model(config.model, len(self.class_names), self.num_tabular,
+                                        dtype=model_lib.compute_dtype(config.train.dtype))
+    self.variables = {'params': variables['params'],
+                      'batch_stats': variables.get('batch_stats', {})}
+    self._apply = jax.jit(lambda v, spec, tab: self.model.apply(v, spec, tab, train=False))
+
+  @classmethod
+  def from_workdir(cls, workdir: str, batch_size: int = DEFAULT_BATCH_SIZE) -> InferenceModel:
+    """The latest checkpoint; the multi-label threshold from results.json."""
+    if not workdir:
+      raise UserError('--workdir is required: a trained or imported model\'s folder')
+    if not os.path.isdir(workdir):
+      raise UserError(f'workdir {workdir!r} does not exist: train with main.py or import a '
+                      'model first, or fix --workdir')
+    config, variables, data_info = checkpoints.load_pretrained(workdir)
+    threshold, source = files.validation_threshold(workdir)
+    loaded = cls(config, variables, data_info, batch_size=batch_size, threshold=threshold,
+                 threshold_source=source, workdir=workdir)
+    checkpoints.check_variables(loaded.abstract_variables(), variables, f'workdir {workdir!r}')
+    return loaded
+
+  def abstract_variables(self) -> dict[str, Any]:
+    """Shapes of the variables this config's model expects."""
+    spec, tab = self.dummy_inputs(1)
+    variables = jax.eval_shape(lambda: self.model.init(jax.random.key(0), spec, tab,
+                                                       train=False))
+    return {'params': variables['params'], 'batch_stats': variables.get('batch_stats', {})}
+
+  def dummy_inputs(self, batch: int) -> tuple[np.ndarray, np.ndarray | None]:
+    spec = np.zeros((batch, audio.N_MELS, self.frames, 1), np.float32)
+    tab = np.zeros((batch, self.num_tabular), np.float32) if self.num_tabular else None
+    return spec, tab
+
+  def logits(self, images: np.ndarray, tabular: np.ndarray | None = None) -> np.ndarray:
+    """uint8 spectrogram images (n, 128, frames) [+ encoded tabular (n, k)] ->
+    float32 logits (n, classes), in fixed-size batches (the last one padded)."""
+    images = np.asarray(images, np.uint8)
+    if images.ndim != 3 or images.shape[1:] != (audio.N_MELS, self.frames):
+      raise ValueError(f'expected images (n, {audio.N_MELS}, {self.frames}), got {images.shape}')
+    if self.num_tabular and (tabular is None or np.shape(tabular) != (len(images),
+                                                                      self.num_tabular)):
+      raise ValueError(f'this model needs tabular inputs of shape ({len(images)}, '
+                       f'{self.num_tabular}), got {None if tabular is None else np.shape(tabular)}')
+    b = self.batch_size
+    out = []
+    for start in range(0, len(images), b):
+      chunk = images[start:start + b]
+      n = len(chunk)
+      spec = np.zeros((b, audio.N_MELS, self.frames), np.uint8)
+      spec[:n] = chunk
+      tab = None
+      if self.num_tabular:
+        tab = np.zeros((b, self.num_tabular), np.float32)
+        tab[:n] = tabular[start:start + n]
+      logits = self._apply(self.variables, audio.image_to_model_input(spec), tab)
+      out.append(np.asarray(logits, np.float32)[:n])
+    if not out:
+      return np.zeros((0, len(self.class_names)), np.float32)
+    return np.concatenate(out)
+
+  def probabilities(self, logits: np.ndarray) -> np.ndarray:
+    """Softmax (single-label) or sigmoid (multi-label) of each window's logits."""
+    x = np.asarray(logits, np.float64)
+    return expit(x) if self.multilabel else softmax(x, axis=-1)
+
+  def track_scores(self, window_probs: np.ndarray) -> np.ndarray:
+    """Average over a track's windows; multi-label: then the label hierarchy
+    (a parent scores at least its best child), as evaluation applies it."""
+    scores = np.asarray(window_probs, np.float64).mean(axis=0)
+    if self.ancestors is not None:
+      scores = labels.apply_hierarchy_to_scores(scores[None], self.ancestors)[0]
+    return scores
+
+  def describe(self) -> dict[str, Any]:
+    """What the output's numbers mean (the JSON header, the text header)."""
+    d: dict[str, Any] = {
+        'workdir': os.path.abspath(self.workdir) if self.workdir else '',
+        'classes': list(self.class_names),
+        'multilabel': self.multilabel,
+        'clip_seconds': self.clip.seconds,
+        'min_seconds': self.clip.min_seconds,
+        'scores': 'sigmoid, label hierarchy applied' if self.multilabel else 'softmax',
+    }
+    if self.multilabel:
+      d['threshold'] = self.threshold
+      d['threshold_source'] = self.threshold_source
+    if self.num_tabular:
+      d['tabular_names'] = list(self.tabular_names)
+    return d

@@ -1,0 +1,105 @@
+"""The train state and the reference's optimiser: AdamW with fastai's one-cycle
+schedule on the learning rate and beta1 (SPEC.md section 5)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax.training import train_state
+
+from crnn_jax import model as model_lib
+from crnn_jax.core import audio
+from crnn_jax.core.errors import UserError
+from crnn_jax.data.info import DataInfo
+
+
+class TrainState(train_state.TrainState):
+  batch_stats: Any
+
+
+def compute_dtype(config: ml_collections.ConfigDict) -> Any:
+  try:
+    return model_lib.compute_dtype(config.train.dtype)
+  except ValueError as e:
+    raise UserError(str(e)) from None
+
+
+def create_model(config: ml_collections.ConfigDict, info: DataInfo) -> model_lib.CRNN:
+  return model_lib.create_model(config.model, len(info.class_names), info.num_tabular,
+                                dtype=compute_dtype(config))
+
+
+def schedules(config: ml_collections.ConfigDict, total_steps: int
+              ) -> tuple[optax.Schedule, optax.Schedule]:
+  """fastai v1's one-cycle: lr max/25 -> max (cosine, first 30%) -> max/250,000,
+  and beta1 0.95 -> 0.85 -> 0.95 on the same shape (SPEC.md section 5)."""
+  t = config.train
+  total_steps = max(int(total_steps), 1)
+  lr = optax.cosine_onecycle_schedule(
+      transition_steps=total_steps, peak_value=t.max_lr, pct_start=t.pct_start,
+      div_factor=t.div_factor, final_div_factor=t.final_div_factor)
+  warmup_end = int(t.pct_start * total_steps)
+  beta1 = optax.piecewise_interpolate_schedule(
+      'cosine', init_value=t.beta1_max,
+      boundaries_and_scales={warmup_end: t.beta1_min / t.beta1_max,
+                             total_steps: t.beta1_max / t.beta1_min})
+  return lr, beta1
+
+
+def make_optimizer(config: ml_collections.ConfigDict, total_steps: int
+                   ) -> optax.GradientTransformation:
+  """AdamW with decoupled weight decay on every parameter, as fastai applied it.
+
+  total_steps counts optimiser updates (global batches), not micro-batches.
+  """
+  t = config.train
+  lr, beta1 = schedules(config, total_steps)
+  adamw = optax.inject_hyperparams(optax.adamw)(
+      learning_rate=lr, b1=beta1, b2=t.beta2, eps=t.eps, weight_decay=t.weight_decay)
+  tx = adamw
+  if t.grad_clip_norm:
+    tx = optax.chain(optax.clip_by_global_norm(t.grad_clip_norm), adamw)
+  if t.grad_accum_steps > 1:
+    tx = optax.MultiSteps(tx, every_k_schedule=t.grad_accum_steps)
+  return tx
+
+
+def dummy_inputs(info: DataInfo, batch: int = 1) -> tuple[jax.Array, jax.Array | None]:
+  """Zeros shaped like a batch of the data set: what init and eval_shape trace."""
+  frames = info.frames or audio.num_frames()
+  spec = jnp.zeros((batch, audio.N_MELS, frames, 1), jnp.float32)
+  tab = jnp.zeros((batch, info.num_tabular), jnp.float32) if info.num_tabular else None
+  return spec, tab
+
+
+def create_train_state(config: ml_collections.ConfigDict, info: DataInfo, rng: jax.Array,
+                       tx: optax.GradientTransformation) -> TrainState:
+  """A freshly initialised model with the given optimiser."""
+  model = create_model(config, info)
+  spec, tab = dummy_inputs(info)
+  variables = jax.jit(functools.partial(model.init, train=False))(rng, spec, tab)
+  return TrainState.create(apply_fn=model.apply, params=variables['params'],
+                           batch_stats=variables.get('batch_stats', {}), tx=tx)
+
+
+def abstract_variables(config: ml_collections.ConfigDict, info: DataInfo) -> dict[str, Any]:
+  """Shapes and dtypes of the model's {'params', 'batch_stats'}, without compiling."""
+  model = create_model(config, info)
+  spec, tab = dummy_inputs(info)
+  variables = jax.eval_shape(functools.partial(model.init, train=False),
+                             jax.random.key(0), spec, tab)
+  return {'params': variables['params'], 'batch_stats': variables.get('batch_stats', {})}
+
+
+def state_from_variables(config: ml_collections.ConfigDict, info: DataInfo,
+                         variables: Mapping[str, Any], tx: optax.GradientTransformation
+                         ) -> TrainState:
+  """A train state around given weights, with a fresh optimiser."""
+  return TrainState.create(apply_fn=create_model(config, info).apply,
+                           params=variables['params'], batch_stats=variables['batch_stats'], tx=tx)

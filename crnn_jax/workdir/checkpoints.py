@@ -1,0 +1,95 @@
+"""Orbax checkpoints of a workdir: save, restore into a given state, or read
+only the model's variables (for prediction and export, which need no optimiser).
+
+Orbax writes each checkpoint to a temporary folder and renames it when
+complete, so a run killed mid-save still finds its previous checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+from crnn_jax.core.errors import UserError
+from crnn_jax.workdir import files
+
+CHECKPOINT_DIR = 'checkpoints'
+
+
+def manager(workdir: str, max_to_keep: int = 2) -> ocp.CheckpointManager:
+  return ocp.CheckpointManager(
+      os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR),
+      options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+      item_names=('state', 'meta'))
+
+
+def save(mgr: ocp.CheckpointManager, step: int, state: Any, meta: Mapping[str, Any]) -> None:
+  """Saves and waits. A step saved before (a stop at an epoch's last batch,
+  then the resumed run's end-of-epoch save) is replaced: the newer meta wins."""
+  if step in mgr.all_steps():
+    mgr.delete(step)
+  mgr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                         meta=ocp.args.JsonSave(dict(meta))), force=True)
+  mgr.wait_until_finished()
+
+
+def restore(mgr: ocp.CheckpointManager, target_state: Any, step: int | None = None
+            ) -> tuple[Any, dict[str, Any]] | None:
+  """Restores the latest (or given) checkpoint into target_state's structure
+  and shardings; None when there is none. An incompatible model is a UserError."""
+  step = mgr.latest_step() if step is None else step
+  if step is None:
+    return None
+  abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target_state)
+  try:
+    restored = mgr.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+  except (ValueError, KeyError, TypeError) as e:
+    raise UserError(f'checkpoint {mgr.directory}/{step} does not fit this model '
+                    f'({str(e).splitlines()[0][:160]}); it was written by a different config: '
+                    'use a fresh --workdir or the config it was trained with') from None
+  return restored.state, dict(restored.meta)
+
+
+def restore_variables(workdir: str) -> dict[str, Any]:
+  """{'params', 'batch_stats'} of the latest checkpoint, as numpy arrays.
+
+  Read without a target, so the caller needs no optimiser to rebuild; the
+  caller checks the shapes against the model it builds (``check_variables``).
+  """
+  mgr = manager(workdir)
+  try:
+    step = mgr.latest_step()
+    if step is None:
+      raise UserError(f'no checkpoint in {os.path.join(workdir, CHECKPOINT_DIR)!r}: '
+                      'train or import a model first')
+    restored = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  finally:
+    mgr.close()
+  state = restored.state
+  return {'params': jax.tree_util.tree_map(np.asarray, state['params']),
+          'batch_stats': jax.tree_util.tree_map(np.asarray, state.get('batch_stats') or {})}
+
+
+def load_pretrained(workdir: str
+                    ) -> tuple[ml_collections.ConfigDict, dict[str, Any], dict[str, Any]]:
+  """(config, {'params', 'batch_stats'}, data_info) of a workdir's latest checkpoint."""
+  return files.load_config(workdir), restore_variables(workdir), files.load_data_info(workdir)
+
+
+def check_variables(expected: Mapping[str, Any], given: Mapping[str, Any], origin: str) -> None:
+  """A UserError naming the difference when given variables do not have the
+  expected tree of shapes (``expected`` may hold ShapeDtypeStructs)."""
+  def shapes(tree: Mapping[str, Any]) -> Any:
+    return jax.tree_util.tree_map(lambda x: tuple(x.shape), {
+        'params': tree['params'], 'batch_stats': tree.get('batch_stats') or {}})
+  want, got = shapes(expected), shapes(given)
+  if want != got:
+    raise UserError(f'{origin}: weights do not fit the model built from the config '
+                    f'(expected {want}, got {got})')

@@ -1,0 +1,82 @@
+"""The JSON files of a workdir: config.json, data_info.json, results.json."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+from collections.abc import Mapping
+from typing import Any
+
+import ml_collections
+
+from crnn_jax.core import files
+from crnn_jax.core.errors import UserError
+
+CONFIG_FILE = 'config.json'
+DATA_INFO_FILE = 'data_info.json'
+RESULTS_FILE = 'results.json'
+
+
+def ensure_workdir(workdir: str) -> str:
+  """The absolute workdir, created if needed; a UserError if it cannot be written."""
+  workdir = os.path.abspath(workdir)
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    # Per-process name: processes sharing the workdir must not race on it.
+    probe = os.path.join(workdir, f'.write_test.{socket.gethostname()}.{os.getpid()}')
+    with open(probe, 'w') as f:
+      f.write('ok')
+    os.remove(probe)
+  except OSError as e:
+    raise UserError(f'workdir {workdir!r} is not writable ({e.strerror or e}); '
+                    'choose another --workdir') from None
+  return workdir
+
+
+def save_config(workdir: str, config: ml_collections.ConfigDict) -> None:
+  files.write_json(os.path.join(workdir, CONFIG_FILE), json.loads(config.to_json_best_effort()))
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.exists(path):
+    raise UserError(f'{path} not found: {workdir!r} is not a crnn_jax workdir '
+                    '(train with main.py or import a model first)')
+  return ml_collections.ConfigDict(_tuples(files.read_json(path)))
+
+
+def _tuples(x: Any) -> Any:
+  """JSON lists back to tuples, as the configs write them (hashable, static)."""
+  if isinstance(x, dict):
+    return {k: _tuples(v) for k, v in x.items()}
+  if isinstance(x, list):
+    return tuple(_tuples(v) for v in x)
+  return x
+
+
+def save_data_info(workdir: str, data_info: Mapping[str, Any]) -> None:
+  files.write_json(os.path.join(workdir, DATA_INFO_FILE), dict(data_info))
+
+
+def load_data_info(workdir: str) -> dict[str, Any]:
+  path = os.path.join(workdir, DATA_INFO_FILE)
+  if not os.path.exists(path):
+    raise UserError(f'{path} not found: train a model in {workdir!r} or import one first')
+  return files.read_json(path)
+
+
+def validation_threshold(workdir: str) -> tuple[float | None, str]:
+  """(multi-label threshold chosen on validation, where it came from); None
+  when results.json has none (a fresh import, or training not finished)."""
+  path = os.path.join(workdir, RESULTS_FILE)
+  try:
+    value = files.read_json(path).get('validation', {}).get('threshold')
+  except FileNotFoundError:
+    return None, 'default (no results.json)'
+  except (OSError, ValueError, AttributeError):
+    return None, 'default (results.json unreadable)'
+  if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+    return float(value), 'chosen on validation (results.json)'
+  return None, 'default (no validation threshold in results.json)'
