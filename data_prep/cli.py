@@ -12,7 +12,8 @@ import sys
 from typing import Any
 
 from crnn_jax.core import audio, labels
-from data_prep import build, match, spotify
+from data_prep import build, match
+from data_prep.spotify import command as spotify_command
 
 
 def _fractions(text: str) -> tuple[float, float, float]:
@@ -129,7 +130,7 @@ def _beam_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def add_spotify_command(commands: Any) -> None:
-  spotify.add_command(commands)
+  spotify_command.add_command(commands)
 
 
 def add_match_command(commands: Any) -> None:
