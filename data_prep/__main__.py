@@ -4,6 +4,7 @@ Commands:
   build    a folder (one sub-folder per label) or a manifest CSV -> TFDS data set
   spotify  collect a track table and previews from the Spotify Web API
   match    fill a track table's path column from a local library (no previews today)
+  musicbrainz  label a local library by its artists' MusicBrainz genres (no Spotify)
 
 ``python -m data_prep <command> --help`` lists each command's options.
 """
@@ -24,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
   cli.add_build_command(commands)
   cli.add_spotify_command(commands)
   cli.add_match_command(commands)
+  cli.add_musicbrainz_command(commands)
   args = parser.parse_args(argv)
   return args.run(args)
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from crnn_jax.core import audio, labels
 from data_prep import build, match
+from data_prep.musicbrainz import command as musicbrainz_command
 from data_prep.spotify import command as spotify_command
 
 
@@ -135,3 +136,7 @@ def add_spotify_command(commands: Any) -> None:
 
 def add_match_command(commands: Any) -> None:
   match.add_command(commands)
+
+
+def add_musicbrainz_command(commands: Any) -> None:
+  musicbrainz_command.add_command(commands)
