@@ -63,6 +63,8 @@ class Options:
   split: train, validation, test fractions. group_by_artist: no artist in two
     splits. stratify: each split has the label proportions (off with
     group_by_artist: the reference's per-track random split).
+  source_split: each track's official split from the source instead (FMA's
+    set.split, an MTG-Jamendo split folder); the three above are then unused.
   workers: decoding processes (None: every core).
   class_names: fixed class order; labels outside it are reported. Default:
     every (mapped) label seen, sorted alphabetically as the reference.
@@ -81,6 +83,7 @@ class Options:
   split: Sequence[float] = (0.64, 0.16, 0.20)
   group_by_artist: bool = True
   stratify: bool = True
+  source_split: bool = False
   seed: int = 42
   workers: int | None = None
   class_names: Sequence[str] | None = None
@@ -286,15 +289,19 @@ def split_tracks(good: list[Track], rows: list[list[float]], num_columns: int,
   index = {c: i for i, c in enumerate(names)}
   good = [dataclasses.replace(t, labels=tuple(x for x in t.labels if x in index)) for t in good]
   label_index = [index[t.label] for t in good]
-  splits = split.assign_splits(label_index, [split.artist_key(t) for t in good], opts.split,
-                               opts.seed, opts.group_by_artist, opts.stratify)
-  empty = [s for s, f in zip(SPLITS, opts.split) if f > 0 and s not in splits]
+  if opts.source_split:
+    splits, grouped_by = split.source_splits(good), "the source's official split"
+  else:
+    splits = split.assign_splits(label_index, [split.artist_key(t) for t in good], opts.split,
+                                 opts.seed, opts.group_by_artist, opts.stratify)
+    grouped_by = split.grouping(good, opts.group_by_artist)
+  empty = [s for s, f in zip(SPLITS, opts.split)
+           if (f > 0 or opts.source_split) and s not in splits]
   if empty:
     raise ValueError(f'splits {empty} would be empty with {len(good)} usable tracks: add data '
                      'or change the split fractions')
   return Split(good, names, label_index, splits,
-               np.asarray(rows, dtype=np.float32).reshape(len(good), num_columns),
-               split.grouping(good, opts.group_by_artist))
+               np.asarray(rows, dtype=np.float32).reshape(len(good), num_columns), grouped_by)
 
 
 # ---------------------------------------------------------------- write
@@ -316,7 +323,8 @@ def dataset_metadata(chosen: Split, tab_names: list[str], decoded: Decoded, sour
       'report': report_path,
       'split': {'fractions': [float(f) for f in opts.split],
                 'group_by_artist': opts.group_by_artist, 'grouped_by': chosen.grouped_by,
-                'stratify': opts.stratify, 'seed': opts.seed},
+                'stratify': opts.stratify, 'seed': opts.seed,
+                **({'source': True} if opts.source_split else {})},
       'label_map': dict(opts.label_map or {}),
   }
   items = [[t.track_id, os.path.basename(decoded.cache_files[t.track_id]), s, t.label,

@@ -35,7 +35,8 @@ def add_build_command(commands: Any) -> None:
       '--config.data.name=NAME --config.data.data_dir=DIR` trains on. Resumable: rerun the '
       'same command after a crash or Ctrl-C. Skipped inputs are listed in DIR/NAME_report.csv.')
   p.add_argument('--input', required=True,
-                 help='library folder (one sub-folder per label: mp3/ogg/flac/wav) or manifest CSV')
+                 help='library folder (one sub-folder per label: mp3/ogg/flac/wav), manifest CSV '
+                 '(or TSV), or with --preset=mtg_jamendo an MTG-Jamendo split folder')
   p.add_argument('--data_dir', required=True, help='output folder (holds NAME/, NAME_cache/, '
                  'NAME_report.csv)')
   p.add_argument('--name', required=True, help='data set name, snake_case')
@@ -47,10 +48,12 @@ def add_build_command(commands: Any) -> None:
                  help='shorter clips are skipped, longer ones zero-padded (default 5)')
   p.add_argument('--split', type=_fractions, default=(0.64, 0.16, 0.20),
                  help='train,validation,test fractions (default 0.64,0.16,0.20)')
-  p.add_argument('--split_by', choices=('artist', 'track', 'reference'), default='artist',
+  p.add_argument('--split_by', choices=('artist', 'track', 'reference', 'source'),
+                 default='artist',
                  help="'artist': stratified by label, no artist in two splits (default); "
                  "'track': stratified per track; 'reference': the reference's per-track random "
-                 'split')
+                 "split; 'source': the source's official split (FMA's set.split, an "
+                 'MTG-Jamendo split folder)')
   p.add_argument('--seed', type=int, default=42)
   p.add_argument('--workers', type=int, default=0, help='decoding processes (0: all cores)')
   p.add_argument('--classes', default='', help='comma-separated class names in index order '
@@ -62,7 +65,8 @@ def add_build_command(commands: Any) -> None:
                  "the reference's 16 columns, computed from audio where the source lacks them; "
                  "'auto': 'source' if the manifest has tabular columns, else 'none'")
   p.add_argument('--preset', default='', help="manifest column mapping: 'metal_track_data' "
-                 "(the reference's CSV), 'fma' (FMA tracks.csv), or empty for generic columns "
+                 "(the reference's CSV), 'fma' (FMA tracks.csv), 'mtg_jamendo' (a genre TSV or "
+                 'a split folder), or empty for generic columns '
                  '(path,label[,labels,artist,track_id,<tabular columns>])')
   p.add_argument('--audio_root', default='', help='folder that manifest audio paths are '
                  'relative to (default: the CSV\'s folder)')
@@ -101,7 +105,8 @@ def run_build(args: argparse.Namespace) -> int:
         clip=audio.ClipSettings(seconds=args.clip_seconds, position=args.clip_position,
                                 min_seconds=args.min_seconds),
         split=args.split, group_by_artist=args.split_by == 'artist',
-        stratify=args.split_by != 'reference', seed=args.seed, workers=args.workers or None,
+        stratify=args.split_by != 'reference', source_split=args.split_by == 'source',
+        seed=args.seed, workers=args.workers or None,
         class_names=[c.strip() for c in args.classes.split(',') if c.strip()] or None,
         label_map=label_map, tabular=args.tabular, manifest_options=manifest_options,
         progress=not args.no_progress, **_beam_settings(args))

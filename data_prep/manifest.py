@@ -23,7 +23,22 @@ Presets (``read_manifest(..., preset=...)``):
                       (acousticness, danceability, energy, instrumentalness,
                       liveness, speechiness, tempo, valence) as tabular columns.
                       ``subset`` ('small'/'medium'/'large') keeps that FMA
-                      subset's rows.
+                      subset's rows. Each track's official split is FMA's
+                      ('set', 'split') (training/validation/test), which
+                      ``build --split_by=source`` keeps.
+  'mtg_jamendo'       MTG-Jamendo's TSVs (``TRACK_ID ARTIST_ID ALBUM_ID PATH
+                      DURATION TAGS...``, tab-separated, a variable number of
+                      ``category---tag`` columns, CRLF line ends): one TSV
+                      (e.g. ``autotagging_genre.tsv``), or a split folder
+                      (``data/splits/split-0``) whose
+                      ``autotagging_genre-{train,validation,test}.tsv`` give
+                      the official split. Label set = the ``genre---`` tags
+                      (a multi-label set: train with ``multilabel``), label =
+                      the first of them (the files list them alphabetically;
+                      ``build --classes`` with every tag keeps the tags that
+                      are never first as classes too); artist = ARTIST_ID;
+                      audio at PATH under audio_root, or its low-quality
+                      ``.low.mp3``.
 
 Rows that cannot become a track (missing path or label, unreadable CSV rows)
 are returned as problems for the build's report; tabular values are kept raw
@@ -40,6 +55,10 @@ from collections.abc import Iterator, Sequence
 from crnn_jax.core.tabular import REFERENCE_COLUMNS
 from data_prep.records import Problem, Source, Track
 
+FMA_SPLITS = {'training': 'train', 'validation': 'validation', 'test': 'test'}
+MTG_COLUMNS = ('TRACK_ID', 'ARTIST_ID', 'ALBUM_ID', 'PATH', 'DURATION')
+MTG_SPLIT_FILE = 'autotagging_genre-{split}.tsv'
+FOLDER_PRESETS = ('mtg_jamendo',)
 ECHONEST_FEATURES = ('acousticness', 'danceability', 'energy', 'instrumentalness', 'liveness',
                      'speechiness', 'tempo', 'valence')
 FMA_SUBSETS = ('small', 'medium', 'large', 'full')
@@ -135,9 +154,12 @@ def read_manifest(csv_path: str, preset: str = '', audio_root: str = '', echones
   root = os.path.abspath(audio_root) if audio_root else os.path.dirname(csv_path)
   if preset == 'fma':
     return _read_fma(csv_path, root, echonest, subset)
+  if preset == 'mtg_jamendo':
+    return _read_mtg_jamendo(csv_path, os.path.abspath(audio_root) if audio_root else
+                             (csv_path if os.path.isdir(csv_path) else root))
   if preset not in ('', 'generic', 'metal_track_data', 'spotify'):
     raise ValueError(f"unknown manifest preset {preset!r}: use '', 'metal_track_data', "
-                     "'spotify' or 'fma'")
+                     "'spotify', 'fma' or 'mtg_jamendo'")
   spotify_layout = preset in ('metal_track_data', 'spotify')
   with open(csv_path, newline='', encoding='utf-8-sig', errors='replace') as f:
     header = [h.strip() for h in next(csv.reader(f), [])]
@@ -231,5 +253,60 @@ def _read_fma(tracks_csv: str, root: str, echonest: str, subset: str) -> Source:
         track_id=name, path=os.path.join(root, name[:3], name + '.mp3'), label=label,
         labels=tuple(dict.fromkeys([label] + [g for g in label_set if g])),
         artist_id=artist or name, origin=origin, tabular=dict(features.get(tid, {})),
-        artist_known=bool(artist)))
+        artist_known=bool(artist), split=FMA_SPLITS.get(row.get('set.split', '').strip(), '')))
   return Source(tracks, problems, tabular, f'manifest:{tracks_csv} (fma)')
+
+
+def _read_mtg_jamendo(path: str, root: str) -> Source:
+  """MTG-Jamendo: one TSV, or a split folder's three genre TSVs (official split)."""
+  if os.path.isdir(path):
+    parts = [(s, os.path.join(path, MTG_SPLIT_FILE.format(split=s))) for s in
+             ('train', 'validation', 'test')]
+    missing = [f for _, f in parts if not os.path.isfile(f)]
+    if missing:
+      raise ValueError(f'{path}: not an MTG-Jamendo split folder (no {missing[0]})')
+  else:
+    parts = [('', path)]
+  tracks, problems = [], []
+  for split, tsv in parts:
+    for line, cells in _tsv_rows(tsv):
+      origin = f'{tsv}:{line}'
+      if cells[0] == MTG_COLUMNS[0]:
+        continue  # the header
+      track = _mtg_track(cells, root, origin, split)
+      if isinstance(track, Problem):
+        problems.append(track)
+      else:
+        tracks.append(track)
+  return Source(tracks, problems, (), f'manifest:{path} (mtg_jamendo)')
+
+
+def _tsv_rows(path: str) -> Iterator[tuple[int, list[str]]]:
+  """(line number, cells) of a tab-separated file; CRLF and bad bytes tolerated."""
+  with open(path, newline='', encoding='utf-8', errors='replace') as f:
+    for line, text in enumerate(f, start=1):
+      cells = [c.strip() for c in text.rstrip('\r\n').split('\t')]
+      if any(cells):
+        yield line, cells
+
+
+def _mtg_track(cells: list[str], root: str, origin: str, split: str) -> Track | Problem:
+  if len(cells) < len(MTG_COLUMNS) + 1:
+    return Problem(origin, cells[0], f'malformed TSV row: {len(cells)} fields, expected '
+                   f'{len(MTG_COLUMNS)} and at least one tag')
+  track_id, artist_id, _, rel, _ = cells[:len(MTG_COLUMNS)]
+  tags = cells[len(MTG_COLUMNS):]
+  odd = [t for t in tags if '---' not in t]
+  if odd or not track_id or not rel:
+    return Problem(origin, track_id, f'malformed TSV row: tag {odd[0][:40]!r} is not '
+                   'category---tag' if odd else 'malformed TSV row: empty TRACK_ID or PATH')
+  genres = [t.split('---', 1)[1] for t in tags if t.startswith('genre---')]
+  if not genres:
+    return Problem(origin, track_id, 'missing field: no genre--- tag')
+  path = os.path.join(root, rel)
+  low = os.path.splitext(path)[0] + '.low.mp3'
+  if not os.path.exists(path) and os.path.exists(low):
+    path = low  # the low-quality download: same folders, '.low.mp3'
+  return Track(track_id=track_id, path=path, label=genres[0], labels=tuple(dict.fromkeys(genres)),
+               artist_id=artist_id or track_id, origin=origin, artist_known=bool(artist_id),
+               split=split)

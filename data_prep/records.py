@@ -18,6 +18,7 @@ class Track:
   origin: str  # where it came from, for the report: a path or 'file.csv:row 7'
   tabular: dict[str, Any] = dataclasses.field(default_factory=dict)
   artist_known: bool = False  # False: artist_id is the track id (no artist information)
+  split: str = ''  # the source's official split ('train', 'validation', 'test'), if it has one
 
 
 @dataclasses.dataclass

@@ -52,8 +52,11 @@ def read_folder(root: str) -> Source:
 
 
 def read_source(input_path: str, **manifest_kwargs: Any) -> Source:
-  """A folder or a manifest CSV, by what ``input_path`` is."""
+  """A folder or a manifest CSV, by what ``input_path`` is (a preset may read a
+  folder of metadata files: MTG-Jamendo's split folder)."""
   if os.path.isdir(input_path):
+    if manifest_kwargs.get('preset') in manifest.FOLDER_PRESETS:
+      return manifest.read_manifest(input_path, **manifest_kwargs)
     return read_folder(input_path)
   if os.path.isfile(input_path):
     return manifest.read_manifest(input_path, **manifest_kwargs)

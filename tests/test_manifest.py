@@ -10,6 +10,7 @@ import pytest
 import soundfile as sf
 
 from crnn_jax.core import audio, audio_features, labels, tabular
+from data_prep import __main__ as data_prep_main
 from data_prep import build, manifest
 from data_prep.split import artist_key
 
@@ -299,3 +300,89 @@ def test_artist_names_grouped_without_case_spaces_or_featured_artists(tmp_path):
   md = tfds.builder('noartist', data_dir=out).info.metadata
   assert md['split']['grouped_by'] == summary['grouped_by'] == 'track (no artist information)'
   assert 'warning: split grouped by track' in build.format_summary(summary)
+
+
+def test_fma_official_split_with_split_by_source(tmp_path):
+  tracks, _ = _fma_fixture(str(tmp_path))
+  out = str(tmp_path / 'out')
+  summary = build.build_dataset(
+      tracks, out, 'fma_split', clip=CLIP, workers=1, progress=False, source_split=True,
+      manifest_options={'preset': 'fma', 'audio_root': str(tmp_path / 'fma_small')})
+  recs = _records(out, 'fma_split')
+  assert {t: r['split'] for t, r in recs.items()} == {
+      '000002': 'train', '000003': 'train', '000005': 'train', '000010': 'test',
+      '000020': 'train', '000030': 'validation', '000046': 'train'}
+  assert summary['grouped_by'] == "the source's official split"
+  import tensorflow_datasets as tfds
+  assert tfds.builder('fma_split', data_dir=out).info.metadata['split']['source'] is True
+
+
+def _mtg_fixture(root: str) -> str:
+  """MTG-Jamendo's split folder: three TSVs in the real format (tab-separated,
+  a variable number of category---tag columns, CRLF line ends)."""
+  folder = os.path.join(root, 'data', 'splits', 'split-0')
+  os.makedirs(folder)
+  header = ['TRACK_ID', 'ARTIST_ID', 'ALBUM_ID', 'PATH', 'DURATION', 'TAGS']
+  parts = {
+      'train': [
+          ['track_0000241', 'artist_000005', 'album_000033', '41/241.mp3', '340.1',
+           'genre---rock'],
+          ['track_0000808', 'artist_000114', 'album_000131', '08/808.mp3', '265.6', 'genre---pop',
+           'genre---rock'],
+          ['track_0000851', 'artist_000099', 'album_000139', '51/851.mp3', '131.9',
+           'genre---disco', 'genre---funk', 'genre---pop', 'genre---rnb'],
+          ['track_0000900', 'artist_000005', 'album_000034', '00/900.mp3', '200.0',
+           'genre---rock', 'instrument---guitar'],
+          ['track_0000901', 'artist_000007', 'album_000035', '01/901.mp3'],  # too few fields
+          ['track_0000902', 'artist_000007', 'album_000035', '02/902.mp3', '99.0',
+           'instrument---voice'],
+          ['track_0000903', 'artist_000007', 'album_000035', '03/903.mp3', '99.0', 'rock']],
+      'validation': [['track_0001009', 'artist_000300', 'album_000400', '09/1009.mp3', '180.0',
+                      'genre---pop']],
+      'test': [['track_0001010', 'artist_000301', 'album_000401', '10/1010.mp3', '180.0',
+                'genre---rock', 'genre---pop']],
+  }
+  for split, lines in parts.items():
+    with open(os.path.join(folder, f'autotagging_genre-{split}.tsv'), 'wb') as f:
+      f.write(''.join('\t'.join(cells) + '\r\n' for cells in [header, *lines]).encode())
+  audio_root = os.path.join(root, 'audio')
+  for k, name in enumerate(['41/241.mp3', '08/808.mp3', '51/851.mp3', '00/900.mp3',
+                            '02/902.mp3', '03/903.mp3', '09/1009.low.mp3', '10/1010.mp3']):
+    path = _wav(os.path.join(audio_root, name[:-4] + '.wav'), 180 + 50 * k, seed=k)
+    os.replace(path, os.path.join(audio_root, name))
+  return folder
+
+
+def test_mtg_jamendo_split_folder_with_official_splits(tmp_path):
+  folder = _mtg_fixture(str(tmp_path))
+  source = manifest.read_manifest(folder, 'mtg_jamendo', str(tmp_path / 'audio'))
+  by_id = {t.track_id: t for t in source.tracks}
+  assert set(by_id) == {'track_0000241', 'track_0000808', 'track_0000851', 'track_0000900',
+                        'track_0001009', 'track_0001010'}
+  assert by_id['track_0000851'].labels == ('disco', 'funk', 'pop', 'rnb')
+  assert by_id['track_0000851'].label == 'disco' and by_id['track_0000851'].split == 'train'
+  assert by_id['track_0001009'].path.endswith('09/1009.low.mp3')  # the low-quality download
+  assert by_id['track_0000900'].artist_id == by_id['track_0000241'].artist_id == 'artist_000005'
+  reasons = {p.track_id: p.reason for p in source.problems}
+  assert reasons['track_0000901'].startswith('malformed TSV row: 4 fields')
+  assert reasons['track_0000902'] == 'missing field: no genre--- tag'
+  assert "tag 'rock' is not category---tag" in reasons['track_0000903']
+  out = str(tmp_path / 'out')
+  assert data_prep_main.main([  # the command a user types
+      'build', f'--input={folder}', '--preset=mtg_jamendo', f'--audio_root={tmp_path}/audio',
+      '--split_by=source', f'--data_dir={out}', '--name=mtg', '--clip_seconds=2',
+      '--min_seconds=1', '--workers=1', '--no_progress']) == 0
+  recs = _records(out, 'mtg')
+  assert [r['split'] for _, r in sorted(recs.items())] == ['train'] * 4 + ['validation', 'test']
+  import tensorflow_datasets as tfds
+  names = tfds.builder('mtg', data_dir=out).info.metadata['class_names']
+  assert names == ['disco', 'pop', 'rock']  # the first tags met (--classes keeps more)
+  assert [names[i] for i in np.flatnonzero(recs['track_0000808']['label_set'])] == ['pop', 'rock']
+  # One TSV (no official split): the build's own split works, --split_by=source refuses.
+  tsv = os.path.join(folder, 'autotagging_genre-train.tsv')
+  with pytest.raises(ValueError, match='no official split'):
+    build.build_dataset(tsv, out, 'mtg_one', clip=CLIP, workers=1, progress=False,
+                        source_split=True, manifest_options={'preset': 'mtg_jamendo',
+                                                             'audio_root': str(tmp_path / 'audio')})
+  with pytest.raises(ValueError, match='not an MTG-Jamendo split folder'):
+    manifest.read_manifest(str(tmp_path), 'mtg_jamendo')
