@@ -15,7 +15,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.name = ''  # TFDS data set name (snake_case) under data_dir
   config.data.data_dir = ''  # folder that holds <name>/<version>/
   config.data.class_names = ()  # optional: must equal the data set's, in order
-  config.data.num_tabular = -1  # tabular columns expected in the data set; -1: any
+  # Tabular columns the data set must have; -1: any number: the model's tabular
+  # branch takes the data set's columns (names and order from its metadata),
+  # and with none it is the audio-only model.
+  config.data.num_tabular = -1
+  config.data.summary_num_tabular = 0  # --mode=summary without a prepared set: inputs shown
   config.data.categorical_encoding = 'raw'  # tabular key/mode/explicit: 'raw' codes (reference) | 'onehot'
   config.data.num_workers = 0  # grain worker processes; 0 reads in the main process (threads)
   config.data.num_threads = 4  # reader threads

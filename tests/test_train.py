@@ -271,6 +271,20 @@ def test_main_summary_prints_total_params():
   assert any(l.startswith('conv5') and '1x1x20x64' in l for l in lines)
 
 
+def test_metal_config_takes_the_data_sets_tabular_columns(tiny_data_dir, tiny_tabular_data_dir):
+  from configs import metal
+  from crnn_jax.train import setup
+  config = metal.get_config()
+  config.data.class_names = ()  # the tiny sets' own two classes
+  for data_dir, name, columns in ((tiny_tabular_data_dir, 'tiny_tab', 4), (tiny_data_dir, 'tiny', 0)):
+    config.data.data_dir, config.data.name = data_dir, name
+    assert source.load_info(config).num_tabular == columns
+    assert f'{columns} tabular inputs' in setup.summary_table(config)
+  config.data.num_tabular = 16  # insisting on the reference's 16 is one clear error
+  with pytest.raises(UserError, match='has 0 tabular columns .* --config.data.num_tabular=-1'):
+    source.load_info(config)
+
+
 def test_bfloat16_compute_learns_like_float32(tiny_data_dir, tmp_path):
   accuracy = {}
   for dtype in ('float32', 'bfloat16'):

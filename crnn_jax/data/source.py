@@ -66,12 +66,13 @@ def load_info(config: ml_collections.ConfigDict) -> DataInfo:
     num_tabular = tabular.encoded_size(metadata, encoding)
   except (ValueError, KeyError) as e:
     raise UserError(f'bad tabular settings: {e}') from None
-  wanted_tabular = int(config.data.get('num_tabular', -1))
+  wanted_tabular = int(config.data.get('num_tabular', -1))  # -1: the data set's, any number
   columns = list(metadata['tabular_names'])
   if wanted_tabular >= 0 and wanted_tabular != len(columns):
     raise UserError(f'config.data.num_tabular={wanted_tabular} but data set {config.data.name!r} '
                     f'has {len(columns)} tabular columns {columns}; prepare it with the right '
-                    'columns (python -m data_prep build --tabular=...) or fix the config')
+                    'columns (python -m data_prep build --tabular=...), or take the data set\'s '
+                    'with --config.data.num_tabular=-1')
   frames = info.features['spectrogram'].shape[1]
   return DataInfo(name=config.data.name, class_names=class_names, num_tabular=num_tabular,
                   categorical_encoding=encoding, split_sizes=split_sizes, frames=frames,

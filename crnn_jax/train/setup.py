@@ -90,14 +90,17 @@ def build_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
 
 def summary_table(config: ml_collections.ConfigDict) -> str:
   """``--mode=summary``: the model of the config's data set if it is prepared;
-  else of the config alone (class names, ``data.num_tabular``, 30-s clips)."""
+  else of the config alone (class names, ``data.num_tabular`` or, where that
+  is -1 (any), ``data.summary_num_tabular``; 30-s clips)."""
   try:
     info = source.load_info(config)
     num_classes, num_tabular = len(info.class_names), info.num_tabular
     frames, origin = info.frames or audio.num_frames(), f'data set {info.name!r}'
   except UserError:
     num_classes = len(config.data.class_names) or 10
-    num_tabular = max(int(config.data.num_tabular), 0)  # raw encoding
+    num_tabular = int(config.data.num_tabular)  # raw encoding
+    if num_tabular < 0:
+      num_tabular = int(config.data.get('summary_num_tabular', 0))
     frames, origin = audio.num_frames(), 'config (data set not prepared)'
   return summary.layer_table(config.model, num_classes, num_tabular, audio.N_MELS, frames,
                              source=origin)
