@@ -24,7 +24,7 @@ from data_prep.cache import AnswerCache
 from data_prep.spotify import catalog as catalog_lib
 from data_prep.spotify import collector, errors, previews, table
 from data_prep.spotify.client import Client
-from data_prep.testing import spotify_catalogue
+from data_prep.testing import fake_spotify, spotify_catalogue
 from data_prep.testing.fake_spotify import FakeSpotify
 
 SECRET = 'test-client-secret-7f3a'
@@ -127,6 +127,14 @@ def test_artists_strategy_2026_reports_each_refusal_once(tmp_path, caplog):
       'no new artist: the 1 found with this tag have an earlier tag as label']
 
 
+def test_a_genre_without_artists_is_reported_and_the_run_goes_on(tmp_path):
+  summary, rows, lines, _ = _run(tmp_path, _fake('2026'), genres=['polka', 'death metal'])
+  assert "genre 'polka': no artist found with this exact genre tag" in lines
+  assert summary['labels'] == {'death metal': len(rows)} and rows
+  report = _rows_of(tmp_path / 'out' / 'spotify_report.csv')
+  assert [r['id'] for r in report if r['kind'] == 'genre'] == ['polka']
+
+
 def test_2026_with_artist_albums_served_pages_by_ten(tmp_path):
   fake = _fake('2026', artist_albums='served')
   summary, rows, _, _ = _run(tmp_path, fake, genres=['black metal'])
@@ -145,7 +153,7 @@ def test_rerun_replays_answers_and_refusals(tmp_path):
   fake = _fake('2026')
   summary, again, lines, _ = _run(tmp_path, fake)
   assert again == first and summary['requests'] == 0 and fake.requests == []
-  assert sum('[known from an earlier run' in line for line in lines) == 4  # one per endpoint
+  assert sum('[known from an earlier run' in line for line in lines) == 5  # one per endpoint
   fake = _fake('2026')
   _, _, lines, _ = _run(tmp_path, fake, retry_refused=True)
   assert any('forgot' in line for line in lines)
@@ -199,9 +207,11 @@ def test_expired_tokens_are_renewed(tmp_path):
              for line in lines) == 1
 
 
-def test_owner_without_premium_stops_and_caches_nothing_refused(tmp_path):
+@pytest.mark.parametrize('as_json', [False, True])  # both reported forms of the body
+def test_owner_without_premium_stops_and_caches_nothing_refused(tmp_path, as_json):
+  assert len(fake_spotify.PREMIUM_TEXT.encode()) == 159
   with pytest.raises(errors.CollectorError, match='Premium') as e:
-    _run(tmp_path, _fake('2026', premium=False))
+    _run(tmp_path, _fake('2026', premium=False, premium_json=as_json))
   assert 'Active premium subscription required' in str(e.value) and '\n' not in str(e.value)
   cache = AnswerCache(str(tmp_path / 'out' / collector.CACHE_FILE))
   assert cache.forget_refusals() == 0  # the stop is not a refusal to replay

@@ -75,7 +75,11 @@ class Catalog:
     a shorter page); a 400 after the first page ends the paging (an offset
     cap: 1,000 for search in the older documentation; unverified for 2026).
     """
-    limit = int(self.client.fact('limit:' + endpoint) or limits[0])
+    known = self.client.fact('limit:' + endpoint)
+    limit = int(known or limits[0])
+    if known:
+      self.client.say_once('limit:' + endpoint, f'{endpoint} pages hold at most {limit} items: '
+                           'paging by it [known from an earlier run]')
     offset = 0
     while offset < max_items:
       page = self.client.get(method, *args, limit=min(limit, max_items - offset), offset=offset,

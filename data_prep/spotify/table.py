@@ -61,9 +61,6 @@ class Report:
   def add(self, kind: str, item_id: str, name: str, reason: str) -> None:
     self.rows.append((kind, item_id, name, reason))
 
-  def count(self, kind: str) -> int:
-    return sum(1 for r in self.rows if r[0] == kind)
-
   def write(self, path: str) -> None:
     with files.atomic_write(path, newline='', encoding='utf-8') as f:
       w = csv.writer(f)

@@ -23,7 +23,8 @@ serves, over real HTTP on 127.0.0.1, the accounts service (``/api/token``,
            ``items`` (the old key kept as an alias).
 
 Switches: ``premium=False`` (every ``/v1`` call answers Spotify's 159-byte
-plain-text 403 while tokens are still issued), ``artist_albums='served'``
+plain-text 403 while tokens are still issued; ``premium_json=True``: the JSON
+form one project reported instead), ``artist_albums='served'``
 (2026: the changelog lists GET /artists/{id}/albums as kept, max 10 a page;
 the default 'refused' follows reports that it is gone), ``search_offset_cap``
 (1,000, from the older documentation; unverified for 2026). Faults, for any
@@ -109,7 +110,7 @@ class FakeSpotify:
                client_id: str = 'fake-id', client_secret: str = 'fake-secret',
                user: str = 'fake_user', registered_users: tuple[str, ...] = ('fake_user',),
                redirect_uris: tuple[str, ...] = ('http://127.0.0.1:8888/callback',),
-               premium: bool = True, artist_albums: str = 'refused',
+               premium: bool = True, premium_json: bool = False, artist_albums: str = 'refused',
                search_offset_cap: int = 1000, token_ttl: int | None = None):
     if era not in ERAS:
       raise ValueError(f'era must be one of {ERAS}, got {era!r}')
@@ -117,7 +118,7 @@ class FakeSpotify:
     self.cat = catalogue or spotify_catalogue.tiny_catalogue()
     self.client_id, self.client_secret = client_id, client_secret
     self.user, self.registered_users, self.redirect_uris = user, registered_users, redirect_uris
-    self.premium = premium
+    self.premium, self.premium_json = premium, premium_json
     self.artist_albums = artist_albums
     self.search_offset_cap = search_offset_cap
     self.token_ttl = token_ttl
@@ -210,6 +211,8 @@ class FakeSpotify:
       if token.uses_left <= 0:
         return error(401, 'The access token expired')
       token.uses_left -= 1
+    if not self.premium and self.premium_json:
+      return error(403, PREMIUM_TEXT.split('.')[0])
     if not self.premium:  # plain text, exactly as reported (159 bytes)
       return 403, {'Content-Type': 'text/plain'}, PREMIUM_TEXT.encode()
     if token.user is not None and token.user not in self.registered_users:
