@@ -54,8 +54,6 @@ def collect_artists(catalog: Catalog, genres: Sequence[str], settings: Settings,
                 if tagged else 'no artist found with this exact genre tag')
       catalog.report.add('genre', genre, genre, reason)
       catalog.client.log(f'genre {genre!r}: {reason}')
-  missing = [a for a in labelled if a not in artists]
-  artists.update(catalog.artists(missing))
   rows: dict[str, dict[str, Any]] = {}
   for artist_id, genre in tqdm(labelled.items(), desc='artists', unit='artist',
                                disable=not progress, file=sys.stderr):

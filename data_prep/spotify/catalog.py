@@ -125,6 +125,8 @@ class Catalog:
     single_endpoint, single_method = single
     ids = list(dict.fromkeys(i for i in ids if i))
     out: dict[str, dict] = {}
+    if not ids:
+      return out
     if not self.client.is_refused(endpoint):
       for i in range(0, len(ids), size):
         answer = self.client.get(batch_method, ids[i:i + size])

@@ -14,16 +14,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import http.server
 import re
 import threading
 import time
 import urllib.parse
 import uuid
-from typing import Any, Self
+from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
 from data_prep.testing import spotify_catalogue
+from data_prep.testing.server import LocalServer, Response
 
 NS = 'http://musicbrainz.org/ns/mmd-2.0#'
 EXT = 'http://musicbrainz.org/ns/ext#-2.0'
@@ -49,7 +49,7 @@ class Seen:
   user_agent: str
 
 
-class FakeMusicBrainz:
+class FakeMusicBrainz(LocalServer):
   """Artists served as MusicBrainz does; requests recorded with their times."""
 
   def __init__(self, artists: list[MBArtist], min_interval: float = 1.0):
@@ -59,25 +59,15 @@ class FakeMusicBrainz:
     self.too_fast = 0  # requests refused for breaking the rate limit
     self.failures = 0  # 503s still to inject
     self.lock = threading.Lock()
-    self.server: http.server.ThreadingHTTPServer | None = None
-    self.url = ''
-
-  def start(self, port: int = 0) -> Self:
-    handler = type('Handler', (_Handler,), {'fake': self})
-    self.server = http.server.ThreadingHTTPServer(('127.0.0.1', port), handler)
-    self.url = f'http://127.0.0.1:{self.server.server_address[1]}'
-    threading.Thread(target=self.server.serve_forever, daemon=True).start()
-    return self
-
-  def stop(self) -> None:
-    if self.server is not None:
-      self.server.shutdown()
-      self.server.server_close()
 
   def fail(self, times: int = 1) -> None:
     self.failures += times
 
-  def handle(self, url: str, user_agent: str) -> tuple[int, bytes]:
+  def handle(self, method: str, url: str, headers: Any, body: bytes) -> Response:
+    status, xml = self._answer(url, headers.get('User-Agent', ''))
+    return status, {'Content-Type': 'application/xml; charset=UTF-8'}, xml
+
+  def _answer(self, url: str, user_agent: str) -> tuple[int, bytes]:
     parsed = urllib.parse.urlsplit(url)
     query = dict(urllib.parse.parse_qsl(parsed.query))
     with self.lock:
@@ -151,21 +141,6 @@ def catalogue_artists(cat: spotify_catalogue.Catalogue) -> list[MBArtist]:
   return out
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-  fake: FakeMusicBrainz
-
-  def do_GET(self) -> None:
-    status, body = self.fake.handle(self.path, self.headers.get('User-Agent', ''))
-    self.send_response(status)
-    self.send_header('Content-Type', 'application/xml; charset=UTF-8')
-    self.send_header('Content-Length', str(len(body)))
-    self.end_headers()
-    self.wfile.write(body)
-
-  def log_message(self, *args: Any) -> None:  # quiet
-    pass
-
-
 def main(argv: list[str] | None = None) -> None:
   p = argparse.ArgumentParser(prog='python -m data_prep.testing.fake_musicbrainz',
                               description=__doc__,
@@ -175,13 +150,10 @@ def main(argv: list[str] | None = None) -> None:
   args = p.parse_args(argv)
   fake = FakeMusicBrainz(catalogue_artists(spotify_catalogue.metal_catalogue()),
                          args.min_interval).start(args.port)
-  print(f'fake MusicBrainz at {fake.url} (the artists of the fake Spotify metal catalogue); '
-        f'label a library with\n  python -m data_prep musicbrainz --library=MUSIC '
-        f'--out=labels.csv --server={fake.url}\nCtrl-C stops it.', flush=True)
-  try:
-    threading.Event().wait()
-  except KeyboardInterrupt:
-    fake.stop()
+  fake.serve_until_interrupted(
+      f'fake MusicBrainz at {fake.url} (the artists of the fake Spotify metal catalogue); '
+      f'label a library with\n  python -m data_prep musicbrainz --library=MUSIC '
+      f'--out=labels.csv --server={fake.url} --rate={args.min_interval}')
 
 
 if __name__ == '__main__':

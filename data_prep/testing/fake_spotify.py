@@ -41,21 +41,18 @@ import argparse
 import base64
 import dataclasses
 import hashlib
-import http.server
-import io
 import json
 import re
 import secrets
 import threading
 import urllib.parse
 from collections.abc import Callable
-from typing import Any, Self
-
-import numpy as np
-import soundfile as sf
+from typing import Any
 
 from data_prep.testing import spotify_catalogue
+from data_prep.testing.server import LocalServer, Response
 from data_prep.testing.spotify_catalogue import EDITORIAL, Catalogue
+from data_prep.testing.spotify_objects import Shapes, features, preview
 
 ERAS = ('2020', '2024-11', '2026')
 PREMIUM_TEXT = ('Active premium subscription required for the owner of the app. When the '
@@ -63,7 +60,6 @@ PREMIUM_TEXT = ('Active premium subscription required for the owner of the app. 
                 'allowed again.')
 NOT_REGISTERED = 'User not registered in the Developer Dashboard'
 SEARCH_TYPES = ('artist', 'track', 'playlist', 'album')
-Response = tuple[int, dict[str, str], bytes]
 
 
 def error(status: int, message: str) -> Response:
@@ -103,7 +99,7 @@ class Request:
   user: str | None
 
 
-class FakeSpotify:
+class FakeSpotify(LocalServer):
   """The API of one era, served on 127.0.0.1 from a catalogue."""
 
   def __init__(self, era: str = '2026', catalogue: Catalogue | None = None, *,
@@ -127,28 +123,11 @@ class FakeSpotify:
     self.tokens: dict[str, Token] = {}
     self.codes: dict[str, str] = {}  # authorization code -> PKCE challenge
     self.lock = threading.Lock()
-    self.server: http.server.ThreadingHTTPServer | None = None
-    self.url = ''
 
-  # ------------------------------------------------------------ life cycle
-
-  def start(self, port: int = 0) -> FakeSpotify:
-    handler = type('Handler', (_Handler,), {'fake': self})
-    self.server = http.server.ThreadingHTTPServer(('127.0.0.1', port), handler)
-    self.url = f'http://127.0.0.1:{self.server.server_address[1]}'
-    threading.Thread(target=self.server.serve_forever, daemon=True).start()
-    return self
-
-  def stop(self) -> None:
-    if self.server is not None:
-      self.server.shutdown()
-      self.server.server_close()
-
-  def __enter__(self) -> Self:
-    return self.start()
-
-  def __exit__(self, *exc: object) -> None:
-    self.stop()
+  @property
+  def shapes(self) -> Shapes:
+    """The era's JSON objects, with links to this server."""
+    return Shapes(self.cat, self.era, self.url)
 
   # ------------------------------------------------------------ faults
 
@@ -189,7 +168,7 @@ class FakeSpotify:
       if path == '/authorize':
         return self._authorize(query)
       if path.startswith('/previews/'):
-        return self._fault(path) or (200, {'Content-Type': 'audio/mpeg'}, _preview(path))
+        return self._fault(path) or (200, {'Content-Type': 'audio/mpeg'}, preview(path))
       token = self._bearer(headers)
       self.requests.append(Request(method, path, query, token.user if token else None))
       fault = self._fault(path)
@@ -343,7 +322,7 @@ class FakeSpotify:
 
   def _find_artists(self, q: str) -> list[dict]:
     genre = re.fullmatch(r'genre:"(.*)"', q)
-    return [self.artist(a.id) for a in self.cat.artists.values()
+    return [self.shapes.artist(a.id) for a in self.cat.artists.values()
             if (genre.group(1) in a.genres if genre else q.lower() in a.name.lower())]
 
   def _find_tracks(self, q: str) -> list[dict]:
@@ -351,14 +330,14 @@ class FakeSpotify:
     if by_artist:
       wanted = {a.id for a in self.cat.artists.values()
                 if a.name.lower() == by_artist.group(1).lower()}
-      return [self.track(t.id) for t in self.cat.tracks.values() if wanted & set(t.artists)]
-    return [self.track(t.id) for t in self.cat.tracks.values() if q.lower() in t.name.lower()]
+      return [self.shapes.track(t.id) for t in self.cat.tracks.values() if wanted & set(t.artists)]
+    return [self.shapes.track(t.id) for t in self.cat.tracks.values() if q.lower() in t.name.lower()]
 
   def _find_albums(self, q: str) -> list[dict]:
-    return [self.album(a.id) for a in self.cat.albums.values() if q.lower() in a.name.lower()]
+    return [self.shapes.album(a.id) for a in self.cat.albums.values() if q.lower() in a.name.lower()]
 
   def _find_playlists(self, q: str) -> list[dict | None]:
-    found: list[dict | None] = [self.playlist(p.id) for p in self.cat.playlists.values()
+    found: list[dict | None] = [self.shapes.playlist(p.id) for p in self.cat.playlists.values()
                                 if q.lower() in p.name.lower()]
     if self.era != '2020' and found:
       found.insert(1, None)  # null entries appear in playlist search results (reported)
@@ -366,13 +345,13 @@ class FakeSpotify:
 
   # objects
   def _artists(self, query: dict[str, str], token: Token) -> Response:
-    return self._batch(query, 50, 'artists', self.cat.artists, self.artist)
+    return self._batch(query, 50, 'artists', self.cat.artists, self.shapes.artist)
 
   def _tracks(self, query: dict[str, str], token: Token) -> Response:
-    return self._batch(query, 50, 'tracks', self.cat.tracks, self.track)
+    return self._batch(query, 50, 'tracks', self.cat.tracks, self.shapes.track)
 
   def _albums(self, query: dict[str, str], token: Token) -> Response:
-    return self._batch(query, 20, 'albums', self.cat.albums, self.album)
+    return self._batch(query, 20, 'albums', self.cat.albums, self.shapes.album)
 
   def _batch(self, query: dict[str, str], maximum: int, key: str, known: dict,
              make: Callable[[str], dict]) -> Response:
@@ -382,24 +361,24 @@ class FakeSpotify:
     return json_response(200, {key: [make(i) if i in known else None for i in ids]})
 
   def _artist(self, artist_id: str, query: dict[str, str], token: Token) -> Response:
-    return self._one(artist_id, self.cat.artists, self.artist)
+    return self._one(artist_id, self.cat.artists, self.shapes.artist)
 
   def _track(self, track_id: str, query: dict[str, str], token: Token) -> Response:
-    return self._one(track_id, self.cat.tracks, self.track)
+    return self._one(track_id, self.cat.tracks, self.shapes.track)
 
   def _album(self, album_id: str, query: dict[str, str], token: Token) -> Response:
-    return self._one(album_id, self.cat.albums, self.album)
+    return self._one(album_id, self.cat.albums, self.shapes.album)
 
   def _one(self, item_id: str, known: dict, make: Callable[[str], dict]) -> Response:
     return json_response(200, make(item_id)) if item_id in known else error(404, 'Resource not found')
 
   def _related_artists(self, artist_id: str, query: dict[str, str], token: Token) -> Response:
-    return json_response(200, {'artists': [self.artist(a)
+    return json_response(200, {'artists': [self.shapes.artist(a)
                                            for a in self.cat.related.get(artist_id, [])]})
 
   def _artist_albums(self, artist_id: str, query: dict[str, str], token: Token) -> Response:
     groups = set((query.get('include_groups') or 'album,single,compilation').split(','))
-    albums = [self.album(a.id, full=False) for a in self.cat.albums.values()
+    albums = [self.shapes.album(a.id, full=False) for a in self.cat.albums.values()
               if a.artist == artist_id and a.album_type in groups]
     maximum = 10 if self.era == '2026' else 50  # 2026: 'Default: 5. Maximum: 10' (reported)
     return self._paged(f'artists/{artist_id}/albums?include_groups=album', albums, query,
@@ -408,7 +387,7 @@ class FakeSpotify:
   def _album_tracks(self, album_id: str, query: dict[str, str], token: Token) -> Response:
     if album_id not in self.cat.albums:
       return error(404, 'Resource not found')
-    items = [self.track(t, full=False) for t in self.cat.albums[album_id].tracks]
+    items = [self.shapes.track(t, full=False) for t in self.cat.albums[album_id].tracks]
     return self._paged(f'albums/{album_id}/tracks', items, query, 20, 50)
 
   def _audio_features(self, query: dict[str, str], token: Token) -> Response:
@@ -416,10 +395,10 @@ class FakeSpotify:
     if len(ids) > 100:
       return error(400, 'Too many ids requested')
     return json_response(200, {'audio_features': [
-        _features(i) if i in self.cat.tracks else None for i in ids]})
+        features(i) if i in self.cat.tracks else None for i in ids]})
 
   def _audio_features_one(self, track_id: str, query: dict[str, str], token: Token) -> Response:
-    return json_response(200, _features(track_id))
+    return json_response(200, features(track_id))
 
   def _audio_analysis(self, track_id: str, query: dict[str, str], token: Token) -> Response:
     sections = [{'start': 30.0 * k, 'duration': 30.0} for k in range(3 + len(track_id) % 4)]
@@ -429,20 +408,20 @@ class FakeSpotify:
     return json_response(200, {'tracks': [], 'seeds': []})
 
   def _top_tracks(self, artist_id: str, query: dict[str, str], token: Token) -> Response:
-    return json_response(200, {'tracks': [self.track(t)
+    return json_response(200, {'tracks': [self.shapes.track(t)
                                           for t in self.cat.artist_tracks(artist_id)[:10]]})
 
   def _browse(self, rest: str, query: dict[str, str], token: Token) -> Response:
     return json_response(200, {'categories': {'items': [], 'total': 0}})
 
   def _user_playlists(self, user: str, query: dict[str, str], token: Token) -> Response:
-    mine = [self.playlist(p.id) for p in self.cat.playlists.values() if p.owner == user]
+    mine = [self.shapes.playlist(p.id) for p in self.cat.playlists.values() if p.owner == user]
     return self._paged(f'users/{user}/playlists', mine, query, 20, 50)
 
   # playlists
   def _playlist(self, playlist_id: str, query: dict[str, str], token: Token) -> Response:
     refused = self._playlist_refusal(playlist_id, token, items=False)
-    return refused or json_response(200, self.playlist(playlist_id, full=True, token=token))
+    return refused or json_response(200, self.shapes.playlist(playlist_id))
 
   def _playlist_tracks(self, playlist_id: str, query: dict[str, str], token: Token) -> Response:
     refused = self._playlist_refusal(playlist_id, token, items=False)
@@ -466,7 +445,7 @@ class FakeSpotify:
   def _entries(self, playlist_id: str) -> list[dict]:
     entries = []
     for tid in self.cat.playlists[playlist_id].tracks:
-      track = self.track(tid)
+      track = self.shapes.track(tid)
       entry = {'added_at': '2020-01-01T00:00:00Z', 'added_by': {'id': 'someone'},
                'is_local': False, 'track': track}
       if self.era == '2026':
@@ -485,62 +464,9 @@ class FakeSpotify:
   def _my_playlists(self, query: dict[str, str], token: Token) -> Response:
     if token.user is None:
       return error(401, 'Unauthorized.')
-    mine = [self.playlist(p.id) for p in self.cat.playlists.values()
+    mine = [self.shapes.playlist(p.id) for p in self.cat.playlists.values()
             if p.owner == token.user or p.collaborative]
     return self._paged('me/playlists', mine, query, 20, 50)
-
-  # ------------------------------------------------------------ object shapes
-
-  def artist(self, artist_id: str, full: bool = True) -> dict:
-    a = self.cat.artists[artist_id]
-    obj = {'id': a.id, 'name': a.name, 'type': 'artist', 'uri': f'spotify:artist:{a.id}',
-           'href': f'{self.url}/v1/artists/{a.id}'}
-    if full:
-      obj.update(genres=list(a.genres), images=[])
-      if self.era != '2026':
-        obj.update(popularity=40 + len(a.genres), followers={'href': None, 'total': 1000})
-    return obj
-
-  def album(self, album_id: str, full: bool = True) -> dict:
-    al = self.cat.albums[album_id]
-    obj = {'id': al.id, 'name': al.name, 'type': 'album', 'album_type': al.album_type,
-           'total_tracks': len(al.tracks), 'release_date': '2019-05-01',
-           'uri': f'spotify:album:{al.id}', 'artists': [self.artist(al.artist, full=False)]}
-    if self.era != '2026':
-      obj['available_markets'] = ['SE', 'US']
-      if full:
-        obj.update(popularity=30, label='Fake Records')
-    return obj
-
-  def track(self, track_id: str, full: bool = True) -> dict:
-    t = self.cat.tracks[track_id]
-    album = self.cat.albums[t.album]
-    obj = {'id': t.id, 'name': t.name, 'type': 'track', 'uri': f'spotify:track:{t.id}',
-           'explicit': t.explicit, 'duration_ms': t.duration_ms, 'is_local': False,
-           'track_number': album.tracks.index(t.id) + 1, 'disc_number': 1,
-           'artists': [self.artist(a, full=False) for a in t.artists],
-           'preview_url': f'{self.url}/previews/{t.id}.mp3' if self.era == '2020' else None}
-    if full:
-      obj.update(album=self.album(t.album, full=False),
-                 external_ids={'isrc': f'XX{t.id[:10].upper()}'})  # restored in March 2026
-      if self.era != '2026':
-        obj.update(popularity=t.popularity, available_markets=['SE', 'US'])
-    elif self.era != '2026':
-      obj['available_markets'] = ['SE', 'US']
-    return obj
-
-  def playlist(self, playlist_id: str, full: bool = False, token: Token | None = None) -> dict:
-    p = self.cat.playlists[playlist_id]
-    obj = {'id': p.id, 'name': p.name, 'type': 'playlist', 'public': True,
-           'collaborative': p.collaborative, 'description': '', 'snapshot_id': 'snap',
-           'owner': {'id': p.owner, 'display_name': p.owner, 'type': 'user'},
-           'uri': f'spotify:playlist:{p.id}'}
-    ref = {'href': f'{self.url}/v1/playlists/{p.id}/tracks', 'total': len(p.tracks)}
-    if self.era == '2026':
-      obj['items'] = dict(ref, href=f'{self.url}/v1/playlists/{p.id}/items')
-    obj['tracks'] = ref  # 2026: a deprecated alias of 'items'
-    return obj
-
 
 ROUTES: tuple[tuple[str, str], ...] = (
     (r'search', 'search'),
@@ -556,48 +482,6 @@ ROUTES: tuple[tuple[str, str], ...] = (
     (r'playlists/([^/]+)/items', 'playlist_items'),
     (r'me', 'me'), (r'me/playlists', 'my_playlists'),
 )
-
-
-def _features(track_id: str) -> dict:
-  seed = sum(map(ord, track_id))
-  return {'id': track_id, 'type': 'audio_features', 'danceability': 0.3, 'energy': 0.9,
-          'key': seed % 12, 'loudness': -5.5, 'mode': seed % 2, 'speechiness': 0.1,
-          'acousticness': 0.01, 'instrumentalness': 0.5, 'liveness': 0.2, 'valence': 0.2,
-          'tempo': 100.0 + seed % 80, 'time_signature': 4}
-
-
-_PREVIEWS: dict[str, bytes] = {}
-
-
-def _preview(path: str) -> bytes:
-  """A short MP3 (a tone per track id): what a 30-second preview URL served."""
-  if path not in _PREVIEWS:
-    t = np.arange(int(1.5 * 22_050)) / 22_050
-    y = 0.3 * np.sin(2 * np.pi * (200 + sum(map(ord, path)) % 400) * t)
-    buf = io.BytesIO()
-    sf.write(buf, y.astype(np.float32), 22_050, format='MP3')
-    _PREVIEWS[path] = buf.getvalue()
-  return _PREVIEWS[path]
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-  fake: FakeSpotify
-
-  def _serve(self) -> None:
-    length = int(self.headers.get('Content-Length') or 0)
-    status, headers, body = self.fake.handle(self.command, self.path, self.headers,
-                                             self.rfile.read(length) if length else b'')
-    self.send_response(status)
-    for name, value in headers.items():
-      self.send_header(name, value)
-    self.send_header('Content-Length', str(len(body)))
-    self.end_headers()
-    self.wfile.write(body)
-
-  do_GET = do_POST = do_PUT = do_DELETE = _serve
-
-  def log_message(self, *args: Any) -> None:  # quiet
-    pass
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -619,14 +503,10 @@ def main(argv: list[str] | None = None) -> None:
           f'{args.library}', flush=True)
   fake = FakeSpotify(args.era, cat, premium=not args.no_premium,
                      artist_albums=args.artist_albums).start(args.port)
-  print(f'fake Spotify Web API ({args.era}) at {fake.url}; collect with\n'
-        f'  SPOTIPY_CLIENT_ID={fake.client_id} SPOTIPY_CLIENT_SECRET={fake.client_secret} '
-        f'python -m data_prep spotify --strategy=artists --out=OUT --api_url={fake.url}\n'
-        'Ctrl-C stops it.', flush=True)
-  try:
-    threading.Event().wait()
-  except KeyboardInterrupt:
-    fake.stop()
+  fake.serve_until_interrupted(
+      f'fake Spotify Web API ({args.era}) at {fake.url}; collect with\n'
+      f'  SPOTIPY_CLIENT_ID={fake.client_id} SPOTIPY_CLIENT_SECRET={fake.client_secret} '
+      f'python -m data_prep spotify --strategy=artists --out=OUT --api_url={fake.url}')
 
 
 if __name__ == '__main__':
