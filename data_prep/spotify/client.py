@@ -60,11 +60,12 @@ class Client:
     return answer
 
   def _live(self, method: str, args: tuple, kwargs: dict) -> Answer:
-    renew = False
+    renew = renewed = False  # a 401 renews the token once per request
     for attempt in range(self.max_retries + 1):
       try:
         if renew:
           self._renew_token()
+          renew = False
         self.requests += 1
         with warnings.catch_warnings():  # spotipy warns on endpoints Spotify deprecated
           warnings.simplefilter('ignore', DeprecationWarning)
@@ -76,8 +77,8 @@ class Client:
           self._wait_rate_limit(errors.retry_wait(_header(e.headers, 'Retry-After'), attempt))
         elif status >= 500 or status == 0:
           self._back_off(attempt, f'HTTP {status}', method)
-        elif status == 401 and not renew:
-          renew = True
+        elif status == 401 and not renewed:
+          renew = renewed = True
           self.say_once('token', f'access token refused early (HTTP 401 {message!r}): renewed')
         else:
           stop = errors.stop_reason(status, message)
