@@ -32,10 +32,12 @@ ARTISTS = [
     MBArtist('2e9b0f6c-5b7a-4c2f-8e9d-4a3b2c1d0e9f', 'Aura', {'electronic': 4},
              disambiguation='DJ'),
     MBArtist('3f0c1a7d-6c8b-4d3a-9f0e-5b4c3d2e1f0a', 'Alcest', {'blackgaze': 7, 'shoegaze': 6}),
-    MBArtist('4a1d2b8e-7d9c-4e4b-8a1f-6c5d4e3f2a1b', 'Motörhead', {'heavy metal': 4, 'speed metal': 3, 'hard rock': 5}),
+    MBArtist('4a1d2b8e-7d9c-4e4b-8a1f-6c5d4e3f2a1b', 'Motörhead',
+             {'heavy metal': 4, 'speed metal': 3, 'hard rock': 5}),
     MBArtist('5b2e3c9f-8e0d-4f5c-9b2a-7d6e5f4a3b2c', 'Кино', {'post-punk': 5, 'russian rock': 4}),
     MBArtist('6c3f4d0a-9f1e-4a6d-8c3b-8e7f6a5b4c3d', 'Bell Witch', {'funeral doom metal': 6}),
-    MBArtist('7d4a5e1b-0a2f-4b7e-9d4c-9f8a7b6c5d4e', 'Iron Maiden', {'new wave of british heavy metal': 9}),
+    MBArtist('7d4a5e1b-0a2f-4b7e-9d4c-9f8a7b6c5d4e', 'Iron Maiden',
+             {'new wave of british heavy metal': 9}),
 ]
 
 
@@ -71,8 +73,10 @@ def _library(root) -> dict[str, str]:
       _flac(path, artist, 200 + 40 * k + 7 * j)
       files[path] = artist
   # Tags from old taggers: UTF-8 and Windows-1251 text stored as Latin-1.
-  _mp3_with_latin1_artist(os.path.join(root, 'Motorhead.mp3'), 'Motörhead'.encode().decode('latin-1'))
-  _mp3_with_latin1_artist(os.path.join(root, 'Kino.mp3'), 'Кино'.encode('cp1251').decode('latin-1'))
+  _mp3_with_latin1_artist(os.path.join(root, 'Motorhead.mp3'),
+                          'Motörhead'.encode().decode('latin-1'))
+  _mp3_with_latin1_artist(os.path.join(root, 'Kino.mp3'),
+                          'Кино'.encode('cp1251').decode('latin-1'))
   wav = os.path.join(root, 'Metallica', 'live.wav')  # WAV with an ID3 chunk
   _tone(wav, freq=330.0)
   f = mutagen.File(wav)

@@ -276,7 +276,8 @@ def test_metal_config_takes_the_data_sets_tabular_columns(tiny_data_dir, tiny_ta
   from crnn_jax.train import setup
   config = metal.get_config()
   config.data.class_names = ()  # the tiny sets' own two classes
-  for data_dir, name, columns in ((tiny_tabular_data_dir, 'tiny_tab', 4), (tiny_data_dir, 'tiny', 0)):
+  for data_dir, name, columns in ((tiny_tabular_data_dir, 'tiny_tab', 4),
+                                  (tiny_data_dir, 'tiny', 0)):
     config.data.data_dir, config.data.name = data_dir, name
     assert source.load_info(config).num_tabular == columns
     assert f'{columns} tabular inputs' in setup.summary_table(config)

@@ -84,8 +84,9 @@ def label_files(named: Sequence[Named], skipped: Sequence[Skipped], mb: MusicBra
   _write(out, MANIFEST_COLUMNS, rows)
   problems = [{'item': s.origin, 'status': 'file skipped', 'files': 1, 'detail': s.reason}
               for s in skipped]
-  problems += [{'item': by_artist[key][0].artist, 'status': r.status, 'files': len(by_artist[key]),
-                'detail': r.detail} for key, r in resolved.items() if r.status != 'matched' or r.detail]
+  problems += [{'item': by_artist[key][0].artist, 'status': r.status,
+                'files': len(by_artist[key]), 'detail': r.detail}
+               for key, r in resolved.items() if r.status != 'matched' or r.detail]
   _write(report, REPORT_COLUMNS, problems)
   counts = collections.Counter(r.status for r in resolved.values())
   summary = {'files': len(named) + len(skipped), 'labelled_files': len(rows),

@@ -116,7 +116,8 @@ def _artist_xml(a: MBArtist, score: int | None) -> str:
     inner += f'<disambiguation>{escape(a.disambiguation)}</disambiguation>'
   if a.tags:
     inner += f'<tag-list count="{len(a.tags)}">' + ''.join(
-        f'<tag count="{n}"><name>{escape(t)}</name></tag>' for t, n in a.tags.items()) + '</tag-list>'
+        f'<tag count="{n}"><name>{escape(t)}</name></tag>' for t, n in a.tags.items())
+    inner += '</tag-list>'
   return f'<artist{attrs}>{inner}</artist>'
 
 
