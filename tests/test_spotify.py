@@ -146,6 +146,44 @@ def test_2026_with_artist_albums_served_pages_by_ten(tmp_path):
   assert len(a1_albums) == 5 and a1_albums <= {f'A1alb{k:02d}' for k in range(10)}
 
 
+def _raw(fake: FakeSpotify, path: str, **params) -> requests.Response:
+  token = requests.post(fake.url + '/api/token', data={'grant_type': 'client_credentials'},
+                        auth=('fake-id', SECRET), timeout=10).json()['access_token']
+  return requests.get(f'{fake.url}/v1/{path}', params=params, timeout=10,
+                      headers={'Authorization': f'Bearer {token}'})
+
+
+def test_the_fake_answers_as_each_era_does():
+  """The fixture itself, against the migration guide and reported behaviour."""
+  with FakeSpotify('2026', client_secret=SECRET) as fake:
+    for path in ('artists/A1/top-tracks', 'browse/categories', 'users/someone/playlists',
+                 'playlists/PLbm/tracks', 'playlists/PLbm/items', 'tracks', 'artists'):
+      r = _raw(fake, path, ids='A1alb00t0')
+      assert (r.status_code, r.json()) == (403, {'error': {'status': 403, 'message': 'Forbidden'}})
+    assert _raw(fake, 'search', q='band', type='track', limit=11).json() == {
+        'error': {'status': 400, 'message': 'Invalid limit'}}
+    assert len(_raw(fake, 'search', q='song', type='track').json()['tracks']['items']) == 5
+    track = _raw(fake, 'tracks/A1alb00t0').json()
+    assert 'popularity' not in track and 'available_markets' not in track
+    assert track['external_ids'] and track['preview_url'] is None  # ISRC restored in March
+    artist = _raw(fake, 'artists/A1').json()
+    assert artist['genres'] and not {'popularity', 'followers'} & set(artist)
+  with FakeSpotify('2026', client_secret=SECRET, premium=False) as fake:
+    r = _raw(fake, 'search', q='x', type='artist')
+    assert r.status_code == 403 and r.headers['Content-Type'] == 'text/plain'
+    assert r.text == fake_spotify.PREMIUM_TEXT
+  with FakeSpotify('2024-11', client_secret=SECRET) as fake:
+    assert _raw(fake, 'audio-analysis/A1alb00t0').content == b''
+    assert _raw(fake, 'artists/A1/related-artists').json()['error']['status'] == 404
+    assert _raw(fake, 'playlists/PLed/tracks').status_code == 404  # editorial
+    assert _raw(fake, 'playlists/PLbm/tracks').status_code == 200
+    assert _raw(fake, 'tracks/A1alb00t0').json()['popularity'] > 0
+  with FakeSpotify('2020', client_secret=SECRET) as fake:
+    assert _raw(fake, 'playlists/PLbm/items').json()['error']['message'] == 'Service not found'
+    assert _raw(fake, 'audio-features', ids='A1alb00t0').json()['audio_features'][0]['tempo']
+    assert _raw(fake, 'tracks/A1alb00t0').json()['preview_url'].endswith('.mp3')
+
+
 # ---------------------------------------------------------------- resuming
 
 def test_rerun_replays_answers_and_refusals(tmp_path):
