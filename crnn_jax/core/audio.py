@@ -326,5 +326,4 @@ def spectrogram_contract(clip: ClipSettings) -> dict[str, Any]:
                 'steps': 'rows reversed (row 0 = highest mel band), then 255 - x'},
       'model_input': {'formula': 'image / 255 as float32', 'shape': ['batch', N_MELS,
                                                                     clip.frames()]},
-      'track_score': 'mean of the windows\' probabilities',
   }

@@ -122,6 +122,16 @@ class InferenceModel:
       embeddings.append(np.asarray(emb, np.float32)[:n])
     return np.concatenate(logits), np.concatenate(embeddings)
 
+  def log_probs_and_embeddings(self, model_input: jax.Array, tabular: jax.Array | None = None
+                               ) -> tuple[jax.Array, jax.Array]:
+    """float32 model input (batch, 128, frames) [+ encoded tabular] ->
+    (log-probabilities, embeddings): the function an export writes out.
+    Log-softmax, or log-sigmoid per class for multi-label models."""
+    logits, embeddings = self.model.apply(self.variables, model_input, tabular, train=False,
+                                          return_embedding=True)
+    log_probs = jax.nn.log_sigmoid(logits) if self.multilabel else jax.nn.log_softmax(logits)
+    return log_probs, embeddings.astype(np.float32)
+
   def classify(self, embeddings: np.ndarray) -> np.ndarray:
     """Logits from embeddings: the model's classifier layer alone."""
     name = self.model.classifier_name()
@@ -161,6 +171,7 @@ class InferenceModel:
         'clip_seconds': self.clip.seconds,
         'min_seconds': self.clip.min_seconds,
         'scores': 'sigmoid, label hierarchy applied' if self.multilabel else 'softmax',
+        'embedding': self.embedding_description(),
     }
     if self.multilabel:
       d['threshold'] = self.threshold
