@@ -91,7 +91,10 @@ def input_specs(model: InferenceModel) -> list[jax.ShapeDtypeStruct]:
 def to_stablehlo(model: InferenceModel) -> bytes:
   exported = jax_export.export(jax.jit(exported_function(model)), platforms=PLATFORMS)(
       *input_specs(model))
-  return bytes(exported.serialize())
+  try:
+    return bytes(exported.serialize())
+  except ImportError:  # flatbuffers
+    raise UserError("StableHLO export needs flatbuffers: pip install -e '.[export]'") from None
 
 
 def to_onnx(model: InferenceModel, contract: dict[str, Any]) -> bytes:
