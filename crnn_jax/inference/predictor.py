@@ -155,8 +155,6 @@ class Predictor:
       raise
     except (audio.AudioError, ValueError) as e:
       return inputs.one_line(e)
-    except MemoryError:
-      return 'out of memory while decoding'
     except Exception as e:  # noqa: BLE001  one bad file must not stop the others
       return inputs.one_line(f'unexpected error: {type(e).__name__}: {e}')[:300]
 
