@@ -33,11 +33,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, TextIO
 
 from absl import app, flags, logging
+from tqdm import tqdm
 
 from crnn_jax.core.errors import UserError
 from crnn_jax.inference.embeddings import FORMATS as EMBEDDING_FORMATS
 from crnn_jax.inference.embeddings import Embeddings
-from crnn_jax.inference.inputs import one_line
+from crnn_jax.inference.inputs import expand_inputs, one_line
 from crnn_jax.inference.model import DEFAULT_BATCH_SIZE
 from crnn_jax.inference.predictor import Predictor
 
@@ -84,19 +85,25 @@ def predict_main(workdir: str, inputs: Sequence[str], top_k: int = 5, fmt: str =
   start = time.perf_counter()
   results, scored = [], 0
   collected = Embeddings.empty(model) if embeddings else None
-  for result in predictor.iter_predict(inputs, tabular_csv, top_k, num_workers,
+  files = [path for path, _ in expand_inputs(inputs)]
+  # A bar only where it disturbs nothing: a terminal on stderr, results going elsewhere.
+  bar = tqdm(total=len(files), unit='file', file=err, leave=False,
+             disable=not (_is_terminal(err) and (fmt == 'json' or not _is_terminal(out))))
+  for result in predictor.iter_predict(files, tabular_csv, top_k, num_workers,
                                        details=collected is not None):
+    bar.update(1)
     if collected is not None:
       collected.add(result)
       result.pop('details', None)  # its images and arrays are not for printing
     if 'error' in result:
-      print(f'error: {result["file"]}: {result["error"]}', file=err, flush=True)
+      bar.write(f'error: {result["file"]}: {result["error"]}', file=err)
     else:
       scored += 1
       if fmt == 'text':
         out.write(format_text(result))
         out.flush()
     results.append(result)
+  bar.close()
   seconds = time.perf_counter() - start
   if collected is not None and scored:
     collected.save(embeddings)
@@ -125,6 +132,10 @@ def _check_usage(fmt: str, inputs: Sequence[str], tabular_csv: str | None,
     raise UserError(f'--tabular_csv {tabular_csv!r} does not exist')
   if embeddings and os.path.splitext(embeddings)[1].lower() not in EMBEDDING_FORMATS:
     raise UserError(f'--embeddings {embeddings!r}: name a .npz or .parquet file')
+
+
+def _is_terminal(stream: TextIO) -> bool:
+  return bool(getattr(stream, 'isatty', lambda: False)())
 
 
 def _text_header(header: Mapping[str, Any], model: Any) -> str:

@@ -13,6 +13,8 @@ test_serve_browser.py (slow).
 from __future__ import annotations
 
 import base64
+import contextlib
+import http.client
 import io
 import json
 import os
@@ -24,6 +26,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 
 import matplotlib.image
 import numpy as np
@@ -55,23 +58,47 @@ def uploads_dir(tmp_path_factory):
   tempfile.tempdir = saved
 
 
-@pytest.fixture(scope='module')
-def server(tmp_path_factory, uploads_dir):
-  workdir = make_workdir(tmp_path_factory.mktemp('wd_serve'))[3]
-  predictor = Predictor.from_workdir(workdir, batch_size=4)
+@contextlib.contextmanager
+def serving(app) -> Iterator[str]:
+  """``app`` on a free port, in a thread; yields its URL."""
   port = free_port()
-  config = uvicorn.Config(create_app(predictor, LIMIT, workers=2), host='127.0.0.1', port=port,
-                          log_level='warning')
-  running = uvicorn.Server(config)
+  running = uvicorn.Server(uvicorn.Config(app, host='127.0.0.1', port=port, log_level='warning'))
   thread = threading.Thread(target=running.run, daemon=True)
   thread.start()
   for _ in range(200):
     if running.started:
       break
     time.sleep(0.05)
-  yield f'http://127.0.0.1:{port}', predictor
-  running.should_exit = True
-  thread.join(timeout=10)
+  try:
+    yield f'http://127.0.0.1:{port}'
+  finally:
+    running.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope='module')
+def server(tmp_path_factory, uploads_dir):
+  workdir = make_workdir(tmp_path_factory.mktemp('wd_serve'))[3]
+  predictor = Predictor.from_workdir(workdir, batch_size=4)
+  with serving(create_app(predictor, LIMIT, workers=2)) as url:
+    yield url, predictor
+
+
+class GatedPredictor(Predictor):
+  """Scores for real, but only once the test opens the gate: a test can see
+  uploads being scored at the same time and the page answering meanwhile."""
+
+  def __init__(self, model):
+    super().__init__(model)
+    self.gate = threading.Event()
+    self.lock = threading.Lock()
+    self.inside = 0
+
+  def predict_files(self, *args, **kwargs):
+    with self.lock:
+      self.inside += 1
+    self.gate.wait(timeout=120)
+    return super().predict_files(*args, **kwargs)
 
 
 @pytest.fixture(scope='module')
@@ -90,6 +117,22 @@ def post(url: str, name: str, body, headers: dict | None = None) -> tuple[int, d
       return response.status, json.loads(response.read())
   except urllib.error.HTTPError as e:
     return e.code, json.loads(e.read())
+
+
+def post_declared(url: str, name: str, size: int) -> tuple[int, dict]:
+  """Announces ``size`` bytes and waits (Expect: 100-continue, as curl does for large
+  bodies): a server that refuses on the declared length answers before any byte."""
+  host, port = url.removeprefix('http://').split(':')
+  connection = http.client.HTTPConnection(host, int(port), timeout=60)
+  try:
+    connection.putrequest('POST', f'/api/predict?name={name}')
+    connection.putheader('Content-Length', str(size))
+    connection.putheader('Expect', '100-continue')
+    connection.endheaders()
+    response = connection.getresponse()
+    return response.status, json.loads(response.read())
+  finally:
+    connection.close()
 
 
 def get(url: str) -> bytes:
@@ -121,9 +164,9 @@ def test_bad_uploads_are_refused_clearly_and_serving_goes_on(server, clips, uplo
   assert post(url, 'fake.mp3', b'not audio at all' * 64) == (
       422, {'error': 'not decodable audio: unrecognised format or corrupt data'})
   assert post(url, 'empty.wav', b'') == (400, {'error': 'empty file (0 bytes)'})
-  too_big = b'\0' * (LIMIT + 1)
-  status, body = post(url, 'big.wav', too_big)
+  status, body = post_declared(url, 'big.wav', LIMIT + 1)
   assert status == 413 and body['error'].startswith('file too large: the limit is 1 MB')
+  too_big = b'\0' * (LIMIT + 1)
   chunks = (too_big[i:i + 65536] for i in range(0, len(too_big), 65536))  # no length given
   status, body = post(url, 'big.wav', chunks, {'Transfer-Encoding': 'chunked'})
   assert status == 413 and 'too large' in body['error']
@@ -135,24 +178,29 @@ def test_bad_uploads_are_refused_clearly_and_serving_goes_on(server, clips, uplo
 
 
 def test_several_uploads_at_once_while_the_page_answers(server, clips):
-  url, predictor = server
+  _, predictor = server
+  gated = GatedPredictor(predictor.model)
   answers: dict[str, tuple[int, dict]] = {}
-  finished: dict[str, float] = {}
+  with serving(create_app(gated, LIMIT, workers=2)) as url:
 
-  def upload(name: str) -> None:
-    answers[name] = post(url, clips[name].name, clips[name].read_bytes())
-    finished[name] = time.monotonic()
+    def upload(name: str) -> None:
+      answers[name] = post(url, clips[name].name, clips[name].read_bytes())
 
-  threads = [threading.Thread(target=upload, args=(n,)) for n in ('swing', 'metal', 'strings')]
-  for t in threads:
-    t.start()
-  time.sleep(0.2)
-  info = json.loads(get(f'{url}/api/model'))  # served while the uploads are being scored
-  answered = time.monotonic()
-  for t in threads:
-    t.join()
+    threads = [threading.Thread(target=upload, args=(n,)) for n in ('swing', 'metal', 'strings')]
+    for t in threads:
+      t.start()
+    for _ in range(1200):  # both scoring threads busy with an upload each
+      if gated.inside == 2:
+        break
+      time.sleep(0.05)
+    assert gated.inside == 2
+    info = json.loads(get(f'{url}/api/model'))  # the event loop still answers
+    assert all(t.is_alive() for t in threads)
+    gated.gate.set()
+    for t in threads:
+      t.join(timeout=120)
   assert info['classes'] == ['electronic', 'metal', 'strings', 'swing']
-  assert answered < max(finished.values())
+  assert gated.inside == 3
   for name, (status, view) in answers.items():
     assert status == 200 and view['file'] == clips[name].name
     expected, = predictor.predict_files([clips[name]])

@@ -117,14 +117,22 @@ def _check_declared_size(request: Request, limit: int) -> None:
 
 
 async def _receive(request: Request, path: str, limit: int) -> int:
-  """Streams the body into ``path``, stopping at ``limit`` bytes; returns the size."""
+  """Streams the body into ``path``, at most ``limit`` bytes; returns the size.
+
+  A body without a declared length that runs over is read on (not written)
+  up to twice the limit, so a client still sending gets the 413, not a
+  broken connection; beyond that the connection is dropped.
+  """
   size = 0
   async with await anyio.open_file(path, 'wb') as f:
     async for chunk in request.stream():
       size += len(chunk)
-      if size > limit:
-        raise _too_large(limit)
-      await f.write(chunk)
+      if size <= limit:
+        await f.write(chunk)
+      elif size > 2 * limit:
+        break
+  if size > limit:
+    raise _too_large(limit)
   if size == 0:
     raise UploadRejected(400, 'empty file (0 bytes)')
   return size
