@@ -15,7 +15,9 @@ files three ways, the contestants taking turns round by round:
   model only   windows/s of the network on ready uint8 images, batch B.
   decoding     files/s of decode + spectrogram alone (one thread; shared code).
 Both must agree: the table says how many files got the same top genre and the
-largest probability difference. Without --folder it generates MP3 clips shaped
+largest probability difference. ``--fail_below=R`` exits with status 1 when
+crnn_jax's end-to-end files/s is below R times PyTorch's, or the top genres
+differ (a regression check that needs no absolute timings). Without --folder it generates MP3 clips shaped
 like Spotify previews (44.1 kHz stereo, 30 s) with benchmarks.prepare_throughput.
 """
 
@@ -163,6 +165,8 @@ def main() -> None:
                       help='decoding threads, both sides')
   parser.add_argument('--rounds', type=int, default=2)
   parser.add_argument('--checkpoint', default=CHECKPOINT)
+  parser.add_argument('--fail_below', type=float, default=0.0,
+                      help='exit 1 if crnn_jax / PyTorch end to end is below this ratio')
   args = parser.parse_args()
   predictor, net, source = load_models(args.checkpoint, args.batch_size)
   with tempfile.TemporaryDirectory() as scratch:
@@ -178,6 +182,10 @@ def main() -> None:
         f'jax {jax.__version__} ({jax.devices()[0].platform}), torch {torch.__version__} '
         f'({torch.get_num_threads()} threads); {source}; {args.workers} decoding threads')
   print(table(len(paths), args.batch_size, e2e, model, decode_s))
+  ratio = min(e2e['times']['torch']) / min(e2e['times']['jax'])
+  if ratio < args.fail_below or e2e['same_top1'] != len(paths):
+    raise SystemExit(f'regression: crnn_jax / PyTorch end to end {ratio:.2f}x (--fail_below '
+                     f'{args.fail_below}), same top genre on {e2e["same_top1"]}/{len(paths)}')
 
 
 if __name__ == '__main__':

@@ -217,12 +217,16 @@ def test_page_loads_nothing_from_elsewhere(server):
     get(f'{url}/docs')  # FastAPI's API pages would load scripts from a CDN
 
 
-def test_command_line_errors_are_one_line(tmp_path):
-  empty = tmp_path / 'not_a_workdir'
+def test_workdir_without_checkpoint_is_one_line(tmp_path):
+  """config.json and data_info.json, but training never saved a checkpoint."""
+  make_workdir(tmp_path / 'trained')
+  empty = tmp_path / 'no_checkpoint'
   empty.mkdir()
+  for name in ('config.json', 'data_info.json'):
+    (empty / name).write_bytes((tmp_path / 'trained' / name).read_bytes())
   proc = subprocess.run([sys.executable, '-m', 'crnn_jax.serve', f'--workdir={empty}',
                          f'--port={free_port()}'], cwd=ROOT, capture_output=True, text=True,
                         timeout=120, check=False)
-  assert proc.returncode == 2
-  assert proc.stderr.startswith('error: ') and 'not a crnn_jax workdir' in proc.stderr
+  assert proc.returncode == 2, proc.stderr
+  assert proc.stderr.startswith('error: no checkpoint in ')
   assert proc.stderr.strip().count('\n') == 0
