@@ -5,12 +5,15 @@ r"""``python -m crnn_jax.predict``: genres of your own audio files, from a train
   python -m crnn_jax.predict --workdir=DIR --top_k=3 --format=json song.mp3 more/
   python -m crnn_jax.predict --workdir=workdirs/reference_metal \
       --tabular_csv=tracks.csv previews/
+  python -m crnn_jax.predict --workdir=DIR --embeddings=emb.npz music/   # or .parquet
 
 What happens to each file is crnn_jax.inference's job (inference/predictor.py
-says how windows, tabular inputs and scores work); this module parses flags
-and prints. A file that cannot be scored gets one line on stderr (and an
-"error" entry with --format=json); the others are still scored. Exit status:
-0 if any file was scored, 1 if none, 2 for a usage or workdir problem.
+says how windows, tabular inputs and scores work; inference/embeddings.py what
+--embeddings writes); this module parses flags and prints. A file that cannot
+be scored gets one line on stderr (and an "error" entry with --format=json);
+the others are still scored. The last line (text) or the 'files_per_second'
+key (json) says how fast it went. Exit status: 0 if any file was scored, 1 if
+none, 2 for a usage or workdir problem.
 """
 
 from __future__ import annotations
@@ -25,13 +28,17 @@ import os
 import re
 import sys
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, TextIO
 
 from absl import app, flags, logging
+from tqdm import tqdm
 
 from crnn_jax.core.errors import UserError
-from crnn_jax.inference.inputs import one_line
+from crnn_jax.inference.embeddings import FORMATS as EMBEDDING_FORMATS
+from crnn_jax.inference.embeddings import Embeddings
+from crnn_jax.inference.inputs import expand_inputs, one_line
 from crnn_jax.inference.model import DEFAULT_BATCH_SIZE
 from crnn_jax.inference.predictor import Predictor
 
@@ -58,47 +65,85 @@ def format_text(result: Mapping[str, Any]) -> str:
 def predict_main(workdir: str, inputs: Sequence[str], top_k: int = 5, fmt: str = 'text',
                  batch_size: int = DEFAULT_BATCH_SIZE, tabular_csv: str | None = None,
                  num_workers: int | None = None, out: TextIO | None = None,
-                 err: TextIO | None = None, predictor: Predictor | None = None) -> int:
+                 err: TextIO | None = None, predictor: Predictor | None = None,
+                 embeddings: str | None = None) -> int:
   """The command without absl: returns the exit status (0 if any file was scored).
 
-  ``predictor`` (else loaded from ``workdir``) lets a caller reuse a loaded model.
+  ``predictor`` (else loaded from ``workdir``) lets a caller reuse a loaded model;
+  ``embeddings`` names a .npz or .parquet file for the files' embeddings.
   """
   out = out or sys.stdout
   err = err or sys.stderr
-  if fmt not in ('text', 'json'):
-    raise UserError(f"--format {fmt!r}: use 'text' or 'json'")
-  if not inputs:
-    raise UserError('give at least one audio file or folder to score')
-  if tabular_csv and not os.path.isfile(tabular_csv):
-    raise UserError(f'--tabular_csv {tabular_csv!r} does not exist')
+  _check_usage(fmt, inputs, tabular_csv, embeddings)
   predictor = predictor or Predictor.from_workdir(workdir, batch_size=batch_size)
   model = predictor.model
   header = model.describe()
   if tabular_csv and not model.num_tabular:
     print('note: this model has no tabular inputs; --tabular_csv is not used', file=err)
   if fmt == 'text':
-    line = (f'# {len(header["classes"])} genres, {header["scores"]}, '
-            f'{header["clip_seconds"]:g} s windows')
-    if model.multilabel:
-      line += f'; threshold {model.threshold:.3g} {model.threshold_source}'
-    print(line, file=out, flush=True)
+    print(_text_header(header, model), file=out, flush=True)
+  start = time.perf_counter()
   results, scored = [], 0
-  for result in predictor.iter_predict(inputs, tabular_csv, top_k, num_workers):
+  collected = Embeddings.empty(model) if embeddings else None
+  files = [path for path, _ in expand_inputs(inputs)]
+  # A bar only where it disturbs nothing: a terminal on stderr, results going elsewhere.
+  bar = tqdm(total=len(files), unit='file', file=err, leave=False,
+             disable=not (_is_terminal(err) and (fmt == 'json' or not _is_terminal(out))))
+  for result in predictor.iter_predict(files, tabular_csv, top_k, num_workers,
+                                       details=collected is not None):
+    bar.update(1)
+    if collected is not None:
+      collected.add(result)
+      result.pop('details', None)  # its images and arrays are not for printing
     if 'error' in result:
-      print(f'error: {result["file"]}: {result["error"]}', file=err, flush=True)
+      bar.write(f'error: {result["file"]}: {result["error"]}', file=err)
     else:
       scored += 1
       if fmt == 'text':
         out.write(format_text(result))
         out.flush()
     results.append(result)
+  bar.close()
+  seconds = time.perf_counter() - start
+  if collected is not None and scored:
+    collected.save(embeddings)
+  speed = {'seconds': round(seconds, 3), 'files_per_second': round(len(results) / seconds, 3)}
   if fmt == 'json':
-    json.dump({**header, 'scored': scored, 'failed': len(results) - scored, 'results': results},
-              out, indent=2)
+    json.dump({**header, 'scored': scored, 'failed': len(results) - scored, **speed,
+               'results': results}, out, indent=2)
     out.write('\n')
+  else:
+    print(f'# {scored} of {len(results)} files scored in {seconds:.1f} s '
+          f'({speed["files_per_second"]:.2f} files/s)'
+          + (f'; embeddings in {embeddings}' if embeddings and scored else ''), file=out)
   if not scored:
     print(f'error: none of {len(results)} input(s) could be scored', file=err)
   return 0 if scored else 1
+
+
+def _check_usage(fmt: str, inputs: Sequence[str], tabular_csv: str | None,
+                 embeddings: str | None) -> None:
+  """Mistakes that need no model: a UserError before anything loads."""
+  if fmt not in ('text', 'json'):
+    raise UserError(f"--format {fmt!r}: use 'text' or 'json'")
+  if not inputs:
+    raise UserError('give at least one audio file or folder to score')
+  if tabular_csv and not os.path.isfile(tabular_csv):
+    raise UserError(f'--tabular_csv {tabular_csv!r} does not exist')
+  if embeddings and os.path.splitext(embeddings)[1].lower() not in EMBEDDING_FORMATS:
+    raise UserError(f'--embeddings {embeddings!r}: name a .npz or .parquet file')
+
+
+def _is_terminal(stream: TextIO) -> bool:
+  return bool(getattr(stream, 'isatty', lambda: False)())
+
+
+def _text_header(header: Mapping[str, Any], model: Any) -> str:
+  line = (f'# {len(header["classes"])} genres, {header["scores"]}, '
+          f'{header["clip_seconds"]:g} s windows')
+  if model.multilabel:
+    line += f'; threshold {model.threshold:.3g} {model.threshold_source}'
+  return line
 
 
 # What libmpg123 (inside libsndfile) writes straight to file descriptor 2
@@ -147,6 +192,9 @@ def _define_flags() -> None:
                       'Models with tabular inputs: a CSV with a path/file/track_id/id column and '
                       'the model\'s tabular columns; else they are estimated from the audio.')
   flags.DEFINE_integer('num_workers', None, 'Decoding threads (default: up to 4).')
+  flags.DEFINE_string('embeddings', None,
+                      'Also write each file\'s window and track embeddings (the classifier '
+                      'layer\'s input) to this .npz or .parquet file.')
 
 
 def run() -> None:
@@ -160,7 +208,7 @@ def run() -> None:
       with _without_decoder_chatter():
         status = predict_main(f.workdir, argv[1:], top_k=f.top_k, fmt=f.format,
                               batch_size=f.batch_size, tabular_csv=f.tabular_csv,
-                              num_workers=f.num_workers)
+                              num_workers=f.num_workers, embeddings=f.embeddings)
     except UserError as e:
       print(f'error: {one_line(e)}', file=sys.stderr)
       sys.exit(2)

@@ -13,11 +13,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
-import jax
 import numpy as np
 import pytest
 import soundfile as sf
@@ -26,73 +26,25 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `pytest` run without `python -m`
   sys.path.insert(0, str(ROOT))
 
+from tiny_models import CLASSES, CLIP, SR, direct_logits
+from tiny_models import data_info as _data_info
+from tiny_models import variables as _variables
+from tiny_models import write_clip as _write
+
 from configs import default
 from crnn_jax import predict as pr
 from crnn_jax.core import audio, files, tabular
 from crnn_jax.core.errors import UserError
-from crnn_jax.data.info import DataInfo
 from crnn_jax.inference.inputs import expand_inputs
 from crnn_jax.inference.model import InferenceModel
 from crnn_jax.inference.predictor import Predictor
 from crnn_jax.train import pretrained
-from crnn_jax.train import state as train_state
 from crnn_jax.workdir.files import validation_threshold
-from data_prep import demo
-
-CLIP = 5.0
-MIN_SECONDS = 2.0
-CLASSES = ['electronic', 'metal', 'strings', 'swing']
-SR = audio.SAMPLE_RATE
-
-
-def _data_info(tab_names=(), categorical=None, mean=(), std=()) -> dict:
-  metadata = {
-      'class_names': CLASSES, 'tabular_names': list(tab_names),
-      'tabular_categorical': dict(categorical or {}), 'tabular_mean': list(mean),
-      'tabular_std': list(std),
-      'clip': {'seconds': CLIP, 'position': 'start', 'min_seconds': MIN_SECONDS},
-  }
-  return {'name': 'predict_test', 'class_names': CLASSES, 'num_tabular': len(tab_names),
-          'categorical_encoding': 'raw', 'split_sizes': {},
-          'frames': audio.num_frames(CLIP), 'metadata': metadata}
-
-
-def _variables(config, data_info: dict, seed: int) -> dict:
-  """Arbitrary but well-scaled weights (He-style kernels, unit batch-norm
-  scales): outputs clearly depend on the input, no init compile needed."""
-  info = DataInfo.from_json(data_info)
-  model = train_state.create_model(config, info)
-  spec, tab = train_state.dummy_inputs(info)
-  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), spec, tab, train=False))
-  rng = np.random.default_rng(seed)
-
-  def fill(path, leaf):
-    name = jax.tree_util.keystr(path)
-    if name.endswith(("['var']", "['scale']")):
-      return np.ones(leaf.shape, np.float32)
-    if name.endswith("['mean']"):
-      return np.zeros(leaf.shape, np.float32)
-    if name.endswith("['kernel']"):
-      std = 1.0 / np.sqrt(np.prod(leaf.shape[:-1]))
-      return (rng.normal(size=leaf.shape) * std).astype(np.float32)
-    return (0.1 * rng.normal(size=leaf.shape)).astype(np.float32)
-
-  variables = jax.tree_util.tree_map_with_path(fill, shapes)
-  return {'params': variables['params'], 'batch_stats': variables['batch_stats']}
-
-
-def _write(path: Path, style: str, seconds: float, index: int = 0, rate: int = SR) -> Path:
-  path.parent.mkdir(parents=True, exist_ok=True)
-  sf.write(str(path), demo.synthesize(style, seed=3, index=index, seconds=seconds,
-                                      sample_rate=rate), rate)
-  return path
 
 
 def _direct_probs(config, data_info, variables, images, tab=None, multilabel=False):
   """What the model says about these uint8 images, without crnn_jax.predict."""
-  model = train_state.create_model(config, DataInfo.from_json(data_info))
-  x = np.stack(images).astype(np.float32)[..., None] / 255.0
-  logits = np.asarray(model.apply(variables, x, tab, train=False), np.float64)
+  logits = direct_logits(config, data_info, variables, images, tab)
   if multilabel:
     return 1.0 / (1.0 + np.exp(-logits))
   e = np.exp(logits - logits.max(axis=1, keepdims=True))
@@ -237,6 +189,7 @@ def test_json_output_parses(predictor, clips, tmp_path):
   doc = json.loads(out.getvalue())
   assert doc['classes'] == CLASSES and doc['multilabel'] is False
   assert doc['scored'] == 2 and doc['failed'] == 1
+  assert doc['files_per_second'] > 0 and doc['seconds'] > 0
   good, long, failed = doc['results']
   assert [len(good['top_k']), long['windows']] == [2, 3]
   assert good['top_k'][0]['probability'] >= good['top_k'][1]['probability']
@@ -250,7 +203,8 @@ def test_text_output_and_usage_errors(single, predictor, clips):
   lines = out.getvalue().splitlines()
   assert lines[0].startswith('# 4 genres, softmax, 5 s windows')
   assert lines[1] == f'{clips["long"]}  (3 windows averaged)'
-  assert len(lines) == 5 and lines[2].startswith('   1. ')
+  assert len(lines) == 6 and lines[2].startswith('   1. ')
+  assert re.fullmatch(r'# 1 of 1 files scored in [\d.]+ s \([\d.]+ files/s\)', lines[5])
   with pytest.raises(UserError, match='--format'):
     pr.predict_main(single[3], [str(clips['good'])], fmt='xml', predictor=predictor)
   with pytest.raises(UserError, match='at least one'):

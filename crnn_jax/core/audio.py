@@ -16,13 +16,15 @@ prediction and export all read images through it.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import librosa
 import numpy as np
 import soundfile as sf
+import soxr
 
 # What a library folder's audio files may be named; soundfile decodes them all.
 AUDIO_EXTENSIONS = ('.mp3', '.ogg', '.oga', '.flac', '.wav')
@@ -40,6 +42,15 @@ PAD_MODE = 'reflect'
 # A window whose peak stays below this is silence (digital silence decodes to
 # tiny non-zero values through some codecs); it says nothing about a genre.
 SILENCE_PEAK = 1e-4  # -80 dBFS
+# librosa.feature.melspectrogram's arguments besides y, sr and fmax (= sr / 2).
+MEL_PARAMS = {'n_fft': N_FFT, 'hop_length': HOP_LENGTH, 'n_mels': N_MELS, 'fmin': 0.0,
+              'htk': False, 'norm': 'slaney', 'power': 2.0, 'window': 'hann', 'center': True,
+              'pad_mode': PAD_MODE}
+# soxr's quality for resampling (librosa's res_type 'soxr_hq').
+RESAMPLE_QUALITY = 'HQ'
+# Decoding reads this much of a file at a time: a long file is never in memory
+# whole at its own rate and channel count.
+DECODE_BLOCK_SECONDS = 10.0
 
 
 class AudioError(Exception):
@@ -58,9 +69,72 @@ def num_frames(seconds: float = CLIP_SECONDS, sample_rate: int = SAMPLE_RATE) ->
 def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
   """Decodes any soundfile-readable file (wav/flac/ogg/mp3) to mono float32.
 
-  Channels are averaged (as librosa.load does), then resampled with soxr.
-  Raises AudioError with a one-line reason for anything that is not usable.
+  The whole signal at ``sample_rate`` (``AudioSource.blocks`` joined); raises
+  AudioError with a one-line reason for anything that is not usable.
   """
+  return np.concatenate(list(open_audio(path).blocks(sample_rate)))
+
+
+@dataclasses.dataclass(frozen=True)
+class AudioSource:
+  """An audio file whose header was read; ``blocks`` decodes it."""
+  path: str
+  sample_rate: int  # the file's own
+  channels: int
+  declared_frames: int  # from the header (an estimate for MP3s without a length tag)
+
+  def blocks(self, sample_rate: int = SAMPLE_RATE,
+             block_seconds: float = DECODE_BLOCK_SECONDS) -> Iterator[np.ndarray]:
+    """Mono float32 at ``sample_rate``, a block (about ``block_seconds``) at a time.
+
+    Channels are averaged (as librosa.load does), then resampled with soxr's
+    streaming resampler, which gives the same samples as resampling the whole
+    signal at once (librosa.resample, res_type 'soxr_hq'). A 1-hour file thus
+    costs one block of its own samples at a time. AudioError for corrupt data,
+    NaN samples or no samples; a truncated MP3 is found only at its end, after
+    its blocks were yielded.
+    """
+    rate = self.sample_rate
+    resampler = (soxr.ResampleStream(rate, sample_rate, 1, dtype='float32',
+                                     quality=RESAMPLE_QUALITY) if rate != sample_rate else None)
+    block = max(1, int(block_seconds * rate))
+    decoded = resampled = 0
+    with _open_soundfile(self.path) as f:
+      while True:
+        try:
+          data = f.read(block, dtype='float32', always_2d=True)
+        except Exception as e:  # noqa: BLE001  soundfile raises many types for corrupt input
+          raise _not_decodable(e) from None
+        last = len(data) < block
+        decoded += len(data)
+        mono = data.mean(axis=1)
+        if not np.all(np.isfinite(mono)):
+          raise AudioError('audio contains NaN or infinite samples')
+        if resampler is not None:
+          mono = resampler.resample_chunk(mono, last=last)
+          if last:  # librosa.resample's length: ceil(n * ratio), zero-padded or cut
+            wanted = math.ceil(decoded * (sample_rate / rate)) - resampled
+            mono = np.pad(mono, (0, max(0, wanted - len(mono))))[:max(0, wanted)]
+          resampled += len(mono)
+        if len(mono):
+          yield np.ascontiguousarray(mono, dtype=np.float32)
+        if last:
+          break
+    if decoded == 0:
+      raise AudioError('no audio samples')
+    self._check_complete(decoded)
+
+  def _check_complete(self, decoded: int) -> None:
+    """An MP3 cut short decodes without error, just shorter than its header says."""
+    declared, rate = self.declared_frames, self.sample_rate
+    if (self.path.lower().endswith('.mp3') and 0 < declared < 2**62 and rate
+        and decoded < TRUNCATED_FRACTION * declared and _mp3_declares_length(self.path)):
+      raise AudioError(f'truncated file: decoded {decoded / rate:.2f} s of the '
+                       f'{declared / rate:.2f} s its header declares')
+
+
+def open_audio(path: str | os.PathLike) -> AudioSource:
+  """Reads a file's header; AudioError (one line) if it is empty or not audio."""
   path = os.fspath(path)
   try:
     size = os.path.getsize(path)
@@ -68,28 +142,25 @@ def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.nd
     raise AudioError(f'unreadable path: {e.strerror or e}') from None
   if size == 0:
     raise AudioError('empty file (0 bytes)')
+  with _open_soundfile(path) as f:
+    if f.channels < 1:
+      raise AudioError('no audio samples')
+    return AudioSource(path, int(f.samplerate), int(f.channels), int(f.frames))
+
+
+def _open_soundfile(path: str) -> sf.SoundFile:
   try:
-    with sf.SoundFile(path) as f:
-      rate, declared = f.samplerate, f.frames
-      data = f.read(dtype='float32', always_2d=True)
+    return sf.SoundFile(path)
   except Exception as e:  # noqa: BLE001  soundfile raises many types for corrupt input
-    message = str(e).splitlines()[0]
-    if 'does not exist' in message or 'not recognised' in message.lower():
-      # libsndfile's words for a file whose bytes it cannot identify.
-      message = 'unrecognised format or corrupt data'
-    raise AudioError(f'not decodable audio: {message[:200]}') from None
-  if data.shape[0] == 0 or data.shape[1] == 0:
-    raise AudioError('no audio samples')
-  if (path.lower().endswith('.mp3') and 0 < declared < 2**62 and rate
-      and data.shape[0] < TRUNCATED_FRACTION * declared and _mp3_declares_length(path)):
-    raise AudioError(f'truncated file: decoded {data.shape[0] / rate:.2f} s of the '
-                     f'{declared / rate:.2f} s its header declares')
-  mono = data.mean(axis=1)
-  if not np.all(np.isfinite(mono)):
-    raise AudioError('audio contains NaN or infinite samples')
-  if rate != sample_rate:
-    mono = librosa.resample(mono, orig_sr=rate, target_sr=sample_rate, res_type='soxr_hq')
-  return np.ascontiguousarray(mono, dtype=np.float32)
+    raise _not_decodable(e) from None
+
+
+def _not_decodable(e: Exception) -> AudioError:
+  message = str(e).splitlines()[0] if str(e) else type(e).__name__
+  if 'does not exist' in message or 'not recognised' in message.lower():
+    # libsndfile's words for a file whose bytes it cannot identify.
+    message = 'unrecognised format or corrupt data'
+  return AudioError(f'not decodable audio: {message[:200]}')
 
 
 def _mp3_declares_length(path: str) -> bool:
@@ -138,12 +209,34 @@ def sliding_windows(y: np.ndarray, seconds: float = CLIP_SECONDS, min_seconds: f
 
   A clip shorter than one window yields one padded window, as in preparation.
   """
+  for _, window in stream_windows([y], seconds, min_seconds, sample_rate):
+    yield window
+
+
+def stream_windows(blocks: Iterable[np.ndarray], seconds: float = CLIP_SECONDS,
+                   min_seconds: float = 0.0, sample_rate: int = SAMPLE_RATE
+                   ) -> Iterator[tuple[float, np.ndarray]]:
+  """(start in seconds, window) of a signal given in consecutive blocks.
+
+  Full windows at 0, seconds, 2 x seconds, ...; the rest after the last full
+  window is dropped. A signal shorter than one window gives one window,
+  zero-padded (fixed_window; AudioError below ``min_seconds``). Holds at most
+  one window plus one block.
+  """
   n = clip_samples(seconds, sample_rate)
-  if len(y) <= n:
-    yield fixed_window(y, seconds, 'start', min_seconds, sample_rate)
-    return
-  for start in range(0, len(y) - n + 1, n):
-    yield y[start:start + n]
+  pending: list[np.ndarray] = []
+  buffered, emitted = 0, 0
+  for block in blocks:
+    pending.append(np.asarray(block, np.float32))
+    buffered += len(block)
+    while buffered >= n:
+      joined = np.concatenate(pending)
+      yield emitted * seconds, joined[:n]
+      emitted += 1
+      pending, buffered = [joined[n:]], buffered - n
+  if not emitted:
+    rest = np.concatenate(pending) if pending else np.zeros(0, np.float32)
+    yield 0.0, fixed_window(rest, seconds, 'start', min_seconds, sample_rate)
 
 
 def is_silent(window: np.ndarray) -> bool:
@@ -153,10 +246,8 @@ def is_silent(window: np.ndarray) -> bool:
 
 def log_mel(y: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
   """Natural log of the mel power spectrogram: float32 (128, frames)."""
-  power = librosa.feature.melspectrogram(
-      y=y, sr=sample_rate, n_fft=N_FFT, hop_length=HOP_LENGTH, n_mels=N_MELS,
-      fmin=0.0, fmax=sample_rate / 2, htk=False, norm='slaney', power=2.0,
-      center=True, pad_mode=PAD_MODE)
+  power = librosa.feature.melspectrogram(y=y, sr=sample_rate, fmax=sample_rate / 2,
+                                         **MEL_PARAMS)
   return np.log(power + LOG_EPSILON).astype(np.float32)
 
 
@@ -206,3 +297,33 @@ class ClipSettings:
     return cls(seconds=float(clip.get('seconds', defaults.seconds)),
                position=str(clip.get('position', defaults.position)),
                min_seconds=float(clip.get('min_seconds', defaults.min_seconds)))
+
+
+def spectrogram_contract(clip: ClipSettings) -> dict[str, Any]:
+  """Everything that turns a file into model input, as data (the export's JSON).
+
+  Enough to reproduce ``spectrogram_image`` without this package:
+  ``librosa.feature.melspectrogram(y=y, **contract['melspectrogram'])``, then
+  the steps named under 'log', 'scaling' and 'image'.
+  """
+  return {
+      'decode': {'sample_rate': SAMPLE_RATE, 'channels': 'mean of all channels',
+                 'resampler': f'soxr {RESAMPLE_QUALITY} (librosa res_type soxr_hq)'},
+      'window': {'seconds': clip.seconds, 'samples': clip_samples(clip.seconds),
+                 'frames': clip.frames(), 'min_seconds': clip.min_seconds,
+                 'training_position': clip.position,
+                 'prediction': 'every full non-overlapping window from the start; a file '
+                               'shorter than one window is zero-padded at the end; windows '
+                               'whose peak is below silence_peak are skipped',
+                 'silence_peak': SILENCE_PEAK},
+      'melspectrogram': {'sr': SAMPLE_RATE, 'fmax': SAMPLE_RATE / 2, **MEL_PARAMS},
+      'log': {'function': 'natural logarithm of (power + epsilon)', 'epsilon': LOG_EPSILON,
+              'dtype': 'float32'},
+      'scaling': {'per': 'window', 'formula': '(x - min) / (max - min) * 255, truncated to '
+                                              'uint8 (a constant window is silent)'},
+      'image': {'flip_frequency': True, 'invert': True, 'dtype': 'uint8',
+                'shape': [N_MELS, clip.frames()],
+                'steps': 'rows reversed (row 0 = highest mel band), then 255 - x'},
+      'model_input': {'formula': 'image / 255 as float32', 'shape': ['batch', N_MELS,
+                                                                    clip.frames()]},
+  }

@@ -116,3 +116,24 @@ def encode(raw: np.ndarray, metadata: Mapping[str, Any], encoding: str) -> np.nd
       codes = np.clip(np.rint(x).astype(np.int64) - 1, 0, n - 1)
       columns.append(np.eye(n, dtype=np.float32)[codes])
   return np.concatenate(columns, axis=-1).astype(np.float32)
+
+
+def contract(metadata: Mapping[str, Any], encoding: str) -> dict[str, Any]:
+  """How raw values become the model's tabular input, as data (the export's JSON)."""
+  _check(encoding)
+  names = list(metadata.get('tabular_names', []))
+  categorical = {n: int(k) for n, k in dict(metadata.get('tabular_categorical', {})).items()}
+  return {
+      'names': names,
+      'categorical': categorical,
+      'mean': [float(x) for x in metadata.get('tabular_mean', [])],
+      'std': [float(x) for x in metadata.get('tabular_std', [])],
+      'std_epsilon': STD_EPSILON,
+      'encoding': encoding,
+      'encoded_size': encoded_size(metadata, encoding),
+      'raw_values': 'categorical columns as 1-based codes (Spotify conventions: explicit '
+                    'false/true -> 1/2, key 0..11 -> 1..12, mode 0/1 -> 1/2); others as given',
+      'formula': ('continuous: (x - mean) / (std + std_epsilon); categorical: '
+                  + ('the code itself' if encoding == 'raw' else 'one-hot of code - 1')
+                  + '; in the order of names'),
+  }

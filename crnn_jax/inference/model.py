@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
@@ -56,7 +57,10 @@ class InferenceModel:
                                         dtype=model_lib.compute_dtype(config.train.dtype))
     self.variables = {'params': variables['params'],
                       'batch_stats': variables.get('batch_stats', {})}
-    self._apply = jax.jit(lambda v, spec, tab: self.model.apply(v, spec, tab, train=False))
+    self._apply = jax.jit(lambda v, spec, tab: self.model.apply(v, spec, tab, train=False,
+                                                                 return_embedding=True))
+    self.embedding_size = int(jax.eval_shape(self._apply, self.variables,
+                                             *self.dummy_inputs(1))[1].shape[-1])
 
   @classmethod
   def from_workdir(cls, workdir: str, batch_size: int = DEFAULT_BATCH_SIZE) -> InferenceModel:
@@ -87,7 +91,13 @@ class InferenceModel:
 
   def logits(self, images: np.ndarray, tabular: np.ndarray | None = None) -> np.ndarray:
     """uint8 spectrogram images (n, 128, frames) [+ encoded tabular (n, k)] ->
-    float32 logits (n, classes), in fixed-size batches (the last one padded)."""
+    float32 logits (n, classes)."""
+    return self.forward(images, tabular)[0]
+
+  def forward(self, images: np.ndarray, tabular: np.ndarray | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """(logits (n, classes), embeddings (n, embedding_size)), float32, in
+    fixed-size batches (the last one padded): one compilation for any n."""
     images = np.asarray(images, np.uint8)
     if images.ndim != 3 or images.shape[1:] != (audio.N_MELS, self.frames):
       raise ValueError(f'expected images (n, {audio.N_MELS}, {self.frames}), got {images.shape}')
@@ -96,7 +106,8 @@ class InferenceModel:
       raise ValueError(f'this model needs tabular inputs of shape ({len(images)}, '
                        f'{self.num_tabular}), got {None if tabular is None else np.shape(tabular)}')
     b = self.batch_size
-    out = []
+    logits, embeddings = [np.zeros((0, len(self.class_names)), np.float32)], [
+        np.zeros((0, self.embedding_size), np.float32)]
     for start in range(0, len(images), b):
       chunk = images[start:start + b]
       n = len(chunk)
@@ -106,11 +117,37 @@ class InferenceModel:
       if self.num_tabular:
         tab = np.zeros((b, self.num_tabular), np.float32)
         tab[:n] = tabular[start:start + n]
-      logits = self._apply(self.variables, audio.image_to_model_input(spec), tab)
-      out.append(np.asarray(logits, np.float32)[:n])
-    if not out:
-      return np.zeros((0, len(self.class_names)), np.float32)
-    return np.concatenate(out)
+      out, emb = self._apply(self.variables, audio.image_to_model_input(spec), tab)
+      logits.append(np.asarray(out, np.float32)[:n])
+      embeddings.append(np.asarray(emb, np.float32)[:n])
+    return np.concatenate(logits), np.concatenate(embeddings)
+
+  def log_probs_and_embeddings(self, model_input: jax.Array, tabular: jax.Array | None = None
+                               ) -> tuple[jax.Array, jax.Array]:
+    """float32 model input (batch, 128, frames) [+ encoded tabular] ->
+    (log-probabilities, embeddings): the function an export writes out.
+    Log-softmax, or log-sigmoid per class for multi-label models."""
+    logits, embeddings = self.model.apply(self.variables, model_input, tabular, train=False,
+                                          return_embedding=True)
+    log_probs = jax.nn.log_sigmoid(logits) if self.multilabel else jax.nn.log_softmax(logits)
+    return log_probs, embeddings.astype(np.float32)
+
+  def classify(self, embeddings: np.ndarray) -> np.ndarray:
+    """Logits from embeddings: the model's classifier layer alone."""
+    name = self.model.classifier_name()
+    head = nn.Dense(len(self.class_names), dtype=self.model.dtype)
+    logits = head.apply({'params': self.variables['params'][name]},
+                        np.asarray(embeddings, np.float32))
+    return np.asarray(logits, np.float32)
+
+  def embedding_description(self) -> str:
+    """What an embedding is, for the files that hold them."""
+    name = self.model.classifier_name()
+    if self.num_tabular:
+      return (f'input of {name} ({self.embedding_size} wide): audio_fc output '
+              f'({self.model.audio_fc_features}) then tabular MLP output '
+              f'({self.embedding_size - self.model.audio_fc_features})')
+    return f'input of {name} ({self.embedding_size} wide): the {self.model.readout} GRU readout'
 
   def probabilities(self, logits: np.ndarray) -> np.ndarray:
     """Softmax (single-label) or sigmoid (multi-label) of each window's logits."""
@@ -134,6 +171,7 @@ class InferenceModel:
         'clip_seconds': self.clip.seconds,
         'min_seconds': self.clip.min_seconds,
         'scores': 'sigmoid, label hierarchy applied' if self.multilabel else 'softmax',
+        'embedding': self.embedding_description(),
     }
     if self.multilabel:
       d['threshold'] = self.threshold

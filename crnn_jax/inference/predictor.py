@@ -17,6 +17,14 @@ validation (results.json), else 0.5, besides the top k.
 
 A file that cannot be scored (corrupt, not audio, too short, silent) gets an
 entry {'file', 'error'} with a one-line reason; the others are still scored.
+
+Files are decoded a block at a time (audio.AudioSource.blocks) and cut into
+windows as they come, so a long file costs one block of its own samples plus
+its windows' uint8 images, never its whole decoded signal; only a model with
+tabular inputs estimated from the audio needs the whole mono 22,050 Hz track.
+With ``details`` each result also carries a WindowDetails: every window's
+start, probabilities, embedding (the classifier layer's input) and image, for
+embeddings (embeddings.py), the web page and anything else per window.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ import numpy as np
 
 from crnn_jax.core import audio, tabular
 from crnn_jax.core.errors import UserError
+from crnn_jax.inference import embeddings as embeddings_lib
 from crnn_jax.inference import inputs
 from crnn_jax.inference.model import DEFAULT_BATCH_SIZE, InferenceModel
 
@@ -41,17 +50,29 @@ class PreparedFile:
   """A decoded file ready for the model: its windows and its tabular vector."""
   path: str
   images: np.ndarray  # (windows, 128, frames) uint8, the spectrogram contract
+  starts: np.ndarray  # (windows,) float32: where each window begins, in seconds
   tabular: np.ndarray | None  # (encoded width,) float32, shared by every window
   tabular_info: dict[str, Any] | None
+  audio_info: dict[str, Any]  # seconds decoded; the file's channels and sample rate
+
+
+@dataclasses.dataclass
+class WindowDetails:
+  """Per-window outputs of one file (``iter_predict(details=True)``)."""
+  starts: np.ndarray  # (windows,) float32 seconds; silent windows are left out
+  probabilities: np.ndarray  # (windows, classes), softmax or sigmoid
+  embeddings: np.ndarray  # (windows, embedding size) float32
+  images: np.ndarray  # (windows, 128, frames) uint8: what the model saw
+  audio_info: dict[str, Any]
 
 
 @dataclasses.dataclass
 class _Pending:
   """A file whose windows are on their way through the model."""
   path: str
-  windows: int = 0
-  tabular_info: dict[str, Any] | None = None
+  prepared: PreparedFile | None = None
   probs: list[np.ndarray] = dataclasses.field(default_factory=list)
+  embeddings: list[np.ndarray] = dataclasses.field(default_factory=list)
   result: dict[str, Any] | None = None
 
 
@@ -70,22 +91,12 @@ class Predictor:
                     tabular_raw: np.ndarray | None = None,
                     tabular_info: dict[str, Any] | None = None) -> PreparedFile:
     """A decoded mono 22,050 Hz signal -> its audible windows' spectrogram images."""
-    clip = self.model.clip
-    windows = audio.sliding_windows(y, clip.seconds, clip.min_seconds)
-    images = [audio.spectrogram_image(w, clip.seconds) for w in windows if not audio.is_silent(w)]
-    if not images:
-      raise audio.AudioError('silent clip (peak below -80 dBFS)')
-    encoded = None
-    if self.model.num_tabular:
-      if tabular_raw is None:
-        tabular_raw, tabular_info = inputs.estimate_tabular(y, self.model.tabular_names,
-                                                            self.model.metadata)
-      try:
-        encoded = tabular.encode(np.asarray(tabular_raw, np.float32), self.model.metadata,
-                                 self.model.info.categorical_encoding)
-      except (ValueError, KeyError) as e:
-        raise UserError(f'tabular settings in data_info.json are unusable: {e}') from None
-    return PreparedFile(path, np.stack(images), encoded, tabular_info)
+    y = np.asarray(y, np.float32)
+    if self.model.num_tabular and tabular_raw is None:
+      tabular_raw, tabular_info = inputs.estimate_tabular(y, self.model.tabular_names,
+                                                          self.model.metadata)
+    return self._prepare_blocks([y], path, tabular_raw, tabular_info,
+                                {'channels': 1, 'sample_rate': audio.SAMPLE_RATE})
 
   def prepare_file(self, path: str, table: inputs.TabularTable | None = None) -> PreparedFile:
     """Decode + windows (+ tabular). AudioError / ValueError carry the reason."""
@@ -96,7 +107,45 @@ class Predictor:
       except KeyError as e:
         raise ValueError(e.args[0]) from None
       tabular_raw, tabular_info = inputs.tabular_from_row(row, key, self.model.tabular_names)
-    return self.prepare_audio(audio.load_audio(path), path, tabular_raw, tabular_info)
+    source = audio.open_audio(path)
+    blocks: Iterable[np.ndarray] = source.blocks()
+    if self.model.num_tabular and tabular_raw is None:
+      y = np.concatenate(list(blocks))  # estimates need the whole track (duration, loudness)
+      blocks = [y]
+      tabular_raw, tabular_info = inputs.estimate_tabular(y, self.model.tabular_names,
+                                                          self.model.metadata)
+    return self._prepare_blocks(blocks, path, tabular_raw, tabular_info,
+                                {'channels': source.channels, 'sample_rate': source.sample_rate})
+
+  def _prepare_blocks(self, blocks: Iterable[np.ndarray], path: str,
+                      tabular_raw: np.ndarray | None, tabular_info: dict[str, Any] | None,
+                      audio_info: dict[str, Any]) -> PreparedFile:
+    """Windows of a signal given in blocks -> images of the audible ones (+ encoded tabular)."""
+    clip = self.model.clip
+    samples = [0]
+
+    def counted() -> Iterator[np.ndarray]:
+      for block in blocks:
+        samples[0] += len(block)
+        yield block
+
+    images, starts = [], []
+    for start, window in audio.stream_windows(counted(), clip.seconds, clip.min_seconds):
+      if not audio.is_silent(window):
+        images.append(audio.spectrogram_image(window, clip.seconds))
+        starts.append(start)
+    if not images:
+      raise audio.AudioError('silent clip (peak below -80 dBFS)')
+    encoded = None
+    if self.model.num_tabular:
+      try:
+        encoded = tabular.encode(np.asarray(tabular_raw, np.float32), self.model.metadata,
+                                 self.model.info.categorical_encoding)
+      except (ValueError, KeyError) as e:
+        raise UserError(f'tabular settings in data_info.json are unusable: {e}') from None
+    audio_info = {'seconds': samples[0] / audio.SAMPLE_RATE, **audio_info}
+    return PreparedFile(path, np.stack(images), np.asarray(starts, np.float32), encoded,
+                        tabular_info, audio_info)
 
   def _prepare_or_error(self, path: str, table: inputs.TabularTable | None
                         ) -> PreparedFile | str:
@@ -131,11 +180,13 @@ class Predictor:
 
   # ---------------------------------------------------------------- files
   def iter_predict(self, paths: Iterable[str | os.PathLike], tabular_csv: str | None = None,
-                   top_k: int = 5, num_workers: int | None = None) -> Iterator[dict[str, Any]]:
+                   top_k: int = 5, num_workers: int | None = None, details: bool = False
+                   ) -> Iterator[dict[str, Any]]:
     """One result dict per file, in input order, as soon as it is scored.
 
     Windows of consecutive files are packed into the same batches; a file's
-    result comes out once its last window has been through the model.
+    result comes out once its last window has been through the model. With
+    ``details``, a scored file's result also holds 'details': WindowDetails.
     """
     if int(top_k) < 1:
       raise UserError(f'--top_k must be at least 1, got {top_k}')
@@ -143,44 +194,61 @@ class Predictor:
              if tabular_csv and self.model.num_tabular else None)
     workers = int(num_workers if num_workers is not None else min(4, os.cpu_count() or 1))
     order: collections.deque[_Pending] = collections.deque()
-    queue: list[tuple[_Pending, np.ndarray, np.ndarray | None]] = []
+    queue: list[tuple[_Pending, int]] = []  # (file, window index)
     for path, prepared in self._prepared(inputs.expand_inputs(paths), table, workers):
       if isinstance(prepared, str):
         order.append(_Pending(path, result={'file': path, 'error': prepared}))
       else:
-        pending = _Pending(path, len(prepared.images), prepared.tabular_info)
+        pending = _Pending(path, prepared)
         order.append(pending)
-        queue += [(pending, img, prepared.tabular) for img in prepared.images]
+        queue += [(pending, i) for i in range(len(prepared.images))]
       while len(queue) >= self.model.batch_size:
-        self._score(queue[:self.model.batch_size], top_k)
+        self._score(queue[:self.model.batch_size], top_k, details)
         del queue[:self.model.batch_size]
       yield from _finished(order)
     if queue:
-      self._score(queue, top_k)
+      self._score(queue, top_k, details)
     yield from _finished(order)
 
-  def _score(self, batch: list[tuple[_Pending, np.ndarray, np.ndarray | None]],
-             top_k: int) -> None:
+  def _score(self, batch: list[tuple[_Pending, int]], top_k: int, details: bool) -> None:
     """One batch of windows through the model; files whose last window it held get results."""
-    images = np.stack([img for _, img, _ in batch])
-    tab = np.stack([t for _, _, t in batch]) if self.model.num_tabular else None
-    probs = self.model.probabilities(self.model.logits(images, tab))
-    for (pending, _, _), p in zip(batch, probs):
+    images = np.stack([pending.prepared.images[i] for pending, i in batch])
+    tab = (np.stack([pending.prepared.tabular for pending, _ in batch])
+           if self.model.num_tabular else None)
+    logits, embeddings = self.model.forward(images, tab)
+    probs = self.model.probabilities(logits)
+    for (pending, _), p, e in zip(batch, probs, embeddings):
       pending.probs.append(p)
-      if len(pending.probs) == pending.windows:
-        pending.result = self.summarise(pending.path, np.stack(pending.probs), top_k,
-                                        pending.tabular_info)
+      pending.embeddings.append(e)
+      prepared = pending.prepared
+      if len(pending.probs) == len(prepared.images):
+        window_probs = np.stack(pending.probs)
+        pending.result = self.summarise(pending.path, window_probs, top_k,
+                                        prepared.tabular_info)
+        if details:
+          pending.result['details'] = WindowDetails(
+              prepared.starts, window_probs, np.stack(pending.embeddings), prepared.images,
+              prepared.audio_info)
+        pending.prepared = None  # its images are no longer needed here
 
   def predict_files(self, paths: Iterable[str | os.PathLike], tabular_csv: str | None = None,
-                    top_k: int = 5, num_workers: int | None = None) -> list[dict[str, Any]]:
+                    top_k: int = 5, num_workers: int | None = None, details: bool = False
+                    ) -> list[dict[str, Any]]:
     """Results of every file (folders searched recursively), in input order.
 
     Each is {'file', 'windows', 'top_k': [{'genre', 'probability'}],
     'probabilities': {genre: p}} (+ 'threshold' and 'above_threshold' for
-    multi-label models, + 'tabular' where the model has that branch), or
-    {'file', 'error'} for a file that could not be scored.
+    multi-label models, + 'tabular' where the model has that branch, +
+    'details' if asked), or {'file', 'error'} for a file that could not be scored.
     """
-    return list(self.iter_predict(paths, tabular_csv, top_k, num_workers))
+    return list(self.iter_predict(paths, tabular_csv, top_k, num_workers, details))
+
+  def embed_files(self, paths: Iterable[str | os.PathLike], tabular_csv: str | None = None,
+                  num_workers: int | None = None) -> embeddings_lib.Embeddings:
+    """Per-window and track-mean embeddings of every file that could be scored
+    (``Embeddings.errors`` names the others and why)."""
+    return embeddings_lib.Embeddings.from_results(
+        self.iter_predict(paths, tabular_csv, num_workers=num_workers, details=True), self.model)
 
   def summarise(self, path: str, window_probs: np.ndarray, top_k: int = 5,
                 tabular_info: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -60,7 +60,16 @@ class CRNN(nn.Module):
 
   @nn.compact
   def __call__(self, spectrogram: Array, tabular: Array | None = None,
-               train: bool = False) -> Array:
+               train: bool = False, return_embedding: bool = False
+               ) -> Array | tuple[Array, Array]:
+    """Logits; with ``return_embedding``, (logits, embedding).
+
+    The embedding is the input of the classifier layer (``classifier_name``):
+    the readout (1,280 wide for the reference's flatten, the GRU width for
+    mean/last) in the genre model; in the metal model the concatenation of
+    ``audio_fc``'s output and the tabular MLP's (64 + 32). Asking for it
+    changes no operation, so the logits stay the same.
+    """
     if spectrogram.ndim == 3:
       spectrogram = spectrogram[..., None]
     x = spectrogram.astype(self.dtype)
@@ -96,10 +105,13 @@ class CRNN(nn.Module):
     else:
       raise ValueError(f"unknown readout {self.readout!r}: use 'flatten', 'last' or 'mean'")
 
-    if not self.num_tabular:
-      logits = self._dense(self.num_classes, feats.shape[-1], 'linear')(feats)
-      return logits.astype(jnp.float32)
+    embedding = self._with_tabular(feats, tabular) if self.num_tabular else feats
+    logits = self._dense(self.num_classes, embedding.shape[-1],
+                         self.classifier_name())(embedding).astype(jnp.float32)
+    return (logits, embedding) if return_embedding else logits
 
+  def _with_tabular(self, feats: Array, tabular: Array | None) -> Array:
+    """The metal model's audio readout through audio_fc, joined with the tabular MLP's output."""
     if tabular is None:
       raise ValueError(f'this model needs {self.num_tabular} tabular inputs; got none')
     audio = self._dense(self.audio_fc_features, feats.shape[-1], 'audio_fc')(feats)
@@ -110,9 +122,11 @@ class CRNN(nn.Module):
     tab = tabular.astype(self.dtype)
     for i, features in enumerate(self.tabular_features):
       tab = nn.relu(self._dense(features, tab.shape[-1], f'tab_fc{i + 1}')(tab))
-    joined = jnp.concatenate([audio, tab], axis=-1)
-    logits = self._dense(self.num_classes, joined.shape[-1], 'final_layer')(joined)
-    return logits.astype(jnp.float32)
+    return jnp.concatenate([audio, tab], axis=-1)
+
+  def classifier_name(self) -> str:
+    """The parameters of the classifier layer, the last one (the reference's names)."""
+    return 'final_layer' if self.num_tabular else 'linear'
 
 
 COMPUTE_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}

@@ -63,12 +63,15 @@ def restore_variables(workdir: str) -> dict[str, Any]:
   Read without a target, so the caller needs no optimiser to rebuild; the
   caller checks the shapes against the model it builds (``check_variables``).
   """
+  missing = UserError(f'no checkpoint in {os.path.join(workdir, CHECKPOINT_DIR)!r}: '
+                      'train or import a model first')
+  if not os.path.isdir(os.path.join(workdir, CHECKPOINT_DIR)):
+    raise missing  # and do not create the folder, as the manager would
   mgr = manager(workdir)
   try:
     step = mgr.latest_step()
     if step is None:
-      raise UserError(f'no checkpoint in {os.path.join(workdir, CHECKPOINT_DIR)!r}: '
-                      'train or import a model first')
+      raise missing
     restored = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
   finally:
     mgr.close()

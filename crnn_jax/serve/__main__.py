@@ -1,0 +1,92 @@
+r"""``python -m crnn_jax.serve --workdir=W``: the model's web page on this machine.
+
+  python -m crnn_jax.serve --workdir=workdirs/demo            # http://127.0.0.1:8000/
+  python -m crnn_jax.serve --workdir=W --port=8080 --max_upload_mb=50
+
+Loads the model once (a clear one-line error if the workdir has none), compiles
+it, then serves the page until Ctrl-C. It listens on 127.0.0.1 only unless
+--host says otherwise; the page loads nothing from the internet and reports
+nothing anywhere.
+"""
+
+from __future__ import annotations
+
+from crnn_jax.core import xla_defaults
+
+xla_defaults.apply()  # before jax is imported
+
+import socket
+import sys
+
+import numpy as np
+from absl import app, flags, logging
+
+from crnn_jax.core.errors import UserError
+from crnn_jax.inference.inputs import one_line
+from crnn_jax.inference.model import DEFAULT_BATCH_SIZE
+from crnn_jax.inference.predictor import Predictor
+
+try:  # the 'serve' extra
+  import uvicorn
+
+  from crnn_jax.serve.app import DEFAULT_MAX_UPLOAD_MB, DEFAULT_WORKERS, create_app
+except ImportError as missing:
+  sys.exit(f"error: the web page needs {missing.name}: pip install -e '.[serve]'")
+
+
+def check_port(host: str, port: int) -> None:
+  """A UserError now rather than uvicorn's log line after the model has loaded."""
+  try:
+    with socket.create_server((host, port)):
+      pass
+  except OSError as e:
+    raise UserError(f'cannot listen on {host}:{port} ({e.strerror or e}): choose another '
+                    '--port or --host') from None
+
+
+def serve_main(workdir: str, host: str = '127.0.0.1', port: int = 8000,
+               max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, workers: int = DEFAULT_WORKERS,
+               batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+  if max_upload_mb <= 0 or workers < 1:
+    raise UserError('--max_upload_mb must be positive and --workers at least 1')
+  check_port(host, port)
+  predictor = Predictor.from_workdir(workdir, batch_size=batch_size)
+  model = predictor.model
+  images = np.zeros((1, 128, model.frames), np.uint8)
+  model.forward(images, np.zeros((1, model.num_tabular), np.float32) if model.num_tabular
+                else None)  # compile now, not during the first upload
+  application = create_app(predictor, int(max_upload_mb * 2**20), workers)
+  print(f'crnn_jax: serving {workdir} at http://{host}:{port}/ (Ctrl-C stops)', flush=True)
+  uvicorn.run(application, host=host, port=port, log_level='warning')
+
+
+def _define_flags() -> None:
+  flags.DEFINE_string('workdir', None, 'A trained or imported model\'s workdir.')
+  flags.DEFINE_string('host', '127.0.0.1', 'Address to listen on (default: this machine only).')
+  flags.DEFINE_integer('port', 8000, 'Port to listen on.')
+  flags.DEFINE_float('max_upload_mb', DEFAULT_MAX_UPLOAD_MB, 'Largest upload accepted, in MB.')
+  flags.DEFINE_integer('workers', DEFAULT_WORKERS, 'Uploads scored at the same time.')
+  flags.DEFINE_integer('batch_size', DEFAULT_BATCH_SIZE, 'Windows per model call.')
+
+
+def run() -> None:
+  """Entry point: one-line errors for the user, no traceback."""
+  _define_flags()
+
+  def main(argv: list[str]) -> None:
+    logging.set_verbosity(logging.WARNING)
+    if len(argv) > 1:
+      print(f'error: unexpected arguments {argv[1:]}: use --workdir', file=sys.stderr)
+      sys.exit(2)
+    f = flags.FLAGS
+    try:
+      serve_main(f.workdir, f.host, f.port, f.max_upload_mb, f.workers, f.batch_size)
+    except UserError as e:
+      print(f'error: {one_line(e)}', file=sys.stderr)
+      sys.exit(2)
+
+  app.run(main)
+
+
+if __name__ == '__main__':
+  run()

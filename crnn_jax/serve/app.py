@@ -1,0 +1,138 @@
+"""The web page's server: FastAPI over one Predictor.
+
+``POST /api/predict?name=song.mp3`` takes the audio file as the request body
+(the page sends it so; ``curl --data-binary @song.mp3``). The body is streamed
+into a fresh temporary folder, never more than the size limit, and the folder
+is deleted when the answer is ready. Scoring runs in a small thread pool, off
+the event loop, so several uploads proceed at once and the page stays
+responsive. Mistakes are answered with a one-line ``{"error": ...}``: an
+unsupported extension (415), 0 bytes (400), too large (413), not decodable or
+silent (422); the server goes on serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import os
+import tempfile
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from crnn_jax.core import audio
+from crnn_jax.inference.inputs import one_line
+from crnn_jax.inference.predictor import Predictor
+from crnn_jax.serve import views
+
+STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'static')
+DEFAULT_MAX_UPLOAD_MB = 100
+DEFAULT_WORKERS = 2
+UPLOAD_PREFIX = 'crnn_jax_upload_'
+
+
+class UploadRejected(Exception):
+  """An upload answered with ``status`` and a one-line message."""
+
+  def __init__(self, status: int, message: str):
+    super().__init__(message)
+    self.status = status
+
+
+def create_app(predictor: Predictor, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_MB * 2**20,
+               workers: int = DEFAULT_WORKERS, top_k: int = 5) -> FastAPI:
+  """The app; its thread pool lives as long as the app runs."""
+  pool = concurrent.futures.ThreadPoolExecutor(max(1, workers), thread_name_prefix='score')
+
+  @contextlib.asynccontextmanager
+  async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    yield
+    pool.shutdown(wait=False, cancel_futures=True)
+
+  # No /docs: FastAPI's API pages load their scripts from a CDN.
+  app = FastAPI(title='crnn_jax', lifespan=lifespan, docs_url=None, redoc_url=None,
+                openapi_url=None)
+  app.mount('/static', StaticFiles(directory=STATIC_DIR), name='static')
+  model = predictor.model
+
+  @app.get('/', include_in_schema=False)
+  async def page() -> FileResponse:
+    return FileResponse(os.path.join(STATIC_DIR, 'index.html'))
+
+  @app.get('/api/model')
+  async def model_info() -> dict[str, Any]:
+    return {**model.describe(), 'workdir': os.path.basename(model.workdir.rstrip(os.sep)),
+            'max_upload_bytes': max_upload_bytes, 'extensions': list(audio.AUDIO_EXTENSIONS)}
+
+  def score(path: str) -> dict[str, Any]:
+    result, = predictor.predict_files([path], top_k=top_k, num_workers=1, details=True)
+    return result
+
+  @app.post('/api/predict')
+  async def predict(request: Request, name: str = 'upload') -> JSONResponse:
+    name = os.path.basename(name.replace('\\', '/'))[:200] or 'upload'
+    try:
+      extension = _audio_extension(name)
+      _check_declared_size(request, max_upload_bytes)
+      with tempfile.TemporaryDirectory(prefix=UPLOAD_PREFIX) as folder:
+        path = os.path.join(folder, f'upload{extension}')
+        await _receive(request, path, max_upload_bytes)
+        result = await asyncio.get_running_loop().run_in_executor(pool, score, path)
+        if 'error' in result:
+          raise UploadRejected(422, result['error'])
+        view = views.file_view(result, name, model)
+    except UploadRejected as e:
+      return JSONResponse({'error': str(e)}, status_code=e.status)
+    except Exception as e:  # noqa: BLE001  one bad upload must not stop the server
+      return JSONResponse({'error': one_line(f'unexpected error: {type(e).__name__}: {e}')[:300]},
+                          status_code=500)
+    return JSONResponse(view)
+
+  return app
+
+
+def _audio_extension(name: str) -> str:
+  extension = os.path.splitext(name)[1].lower()
+  if extension not in audio.AUDIO_EXTENSIONS:
+    raise UploadRejected(415, f'not an audio file name ({extension or "no extension"}): use '
+                              f'{", ".join(audio.AUDIO_EXTENSIONS)}')
+  return extension
+
+
+def _too_large(limit: int) -> UploadRejected:
+  return UploadRejected(413, f'file too large: the limit is {limit / 2**20:g} MB '
+                             '(--max_upload_mb)')
+
+
+def _check_declared_size(request: Request, limit: int) -> None:
+  """Refuse before reading when the request says its size."""
+  declared = request.headers.get('content-length')
+  if declared is not None and declared.isdigit() and int(declared) > limit:
+    raise _too_large(limit)
+
+
+async def _receive(request: Request, path: str, limit: int) -> int:
+  """Streams the body into ``path``, at most ``limit`` bytes; returns the size.
+
+  A body without a declared length that runs over is read on (not written)
+  up to twice the limit, so a client still sending gets the 413, not a
+  broken connection; beyond that the connection is dropped.
+  """
+  size = 0
+  async with await anyio.open_file(path, 'wb') as f:
+    async for chunk in request.stream():
+      size += len(chunk)
+      if size <= limit:
+        await f.write(chunk)
+      elif size > 2 * limit:
+        break
+  if size > limit:
+    raise _too_large(limit)
+  if size == 0:
+    raise UploadRejected(400, 'empty file (0 bytes)')
+  return size
