@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 from tensorflow_datasets.core.utils import tqdm_utils
 
-from crnn_jax.core import audio, audio_features, files, tabular
+from crnn_jax.core import audio, audio_features, files, locks, tabular
 from crnn_jax.data import schema
 from crnn_jax.data.schema import SPLITS
 from data_prep import decode, split, writer
@@ -119,6 +119,12 @@ class Split:
   grouped_by: str
 
 
+def lock_path(data_dir: str, name: str) -> str:
+  """One build of a data set at a time: DIR/NAME.lock (crnn_jax.core.locks)."""
+  return os.path.join(os.path.abspath(data_dir), f'{name}.lock')
+
+
+@locks.exclusive(lock_path, 'data_prep build')
 def build_dataset(input_path: str, data_dir: str, name: str, options: Options | None = None,
                   **overrides: Any) -> dict[str, Any]:
   """Prepares ``data_dir/name/<version>`` from a folder or manifest CSV.

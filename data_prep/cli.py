@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 from crnn_jax.core import audio, labels
+from crnn_jax.core.errors import UserError
 from data_prep import build, match, spotify
 
 
@@ -103,7 +104,7 @@ def run_build(args: argparse.Namespace) -> int:
         class_names=[c.strip() for c in args.classes.split(',') if c.strip()] or None,
         label_map=label_map, tabular=args.tabular, manifest_options=manifest_options,
         progress=not args.no_progress, **_beam_settings(args))
-  except (ValueError, OSError) as e:
+  except (ValueError, OSError, UserError) as e:  # a held lock, a full disk: one line
     print(f'error: {e}', file=sys.stderr)
     return 2
   except KeyboardInterrupt:
