@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
-from crnn_jax.core import audio, labels
+from crnn_jax.core import audio, files, labels
 from crnn_jax.core.errors import UserError
 from data_prep import build, match, spotify
 
@@ -105,6 +106,9 @@ def run_build(args: argparse.Namespace) -> int:
         label_map=label_map, tabular=args.tabular, manifest_options=manifest_options,
         progress=not args.no_progress, **_beam_settings(args))
   except (ValueError, OSError, UserError) as e:  # a held lock, a full disk: one line
+    code = files.storage_errno(e)
+    if code is not None and not isinstance(e, files.StorageError):
+      e = files.StorageError(code, os.strerror(code), getattr(e, 'filename', None) or args.data_dir)
     print(f'error: {e}', file=sys.stderr)
     return 2
   except KeyboardInterrupt:

@@ -12,11 +12,17 @@ told apart from a damaged one by its recorded shapes, not by error texts.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import gc
 import glob
+import io
+import logging
 import os
 import shutil
 import sys
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 import jax
@@ -40,7 +46,8 @@ CHECKPOINT_DIR = 'checkpoints'
 def manager(workdir: str, max_to_keep: int = 2) -> ocp.CheckpointManager:
   return ocp.CheckpointManager(
       os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR),
-      options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+      options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                           enable_async_checkpointing=False),
       # Handlers named up front: metadata can then be read before any restore.
       item_handlers={'state': ocp.StandardCheckpointHandler(),
                      'meta': ocp.JsonCheckpointHandler()})
@@ -52,10 +59,13 @@ def save(mgr: ocp.CheckpointManager, step: int, state: Any, meta: Mapping[str, A
   replaced: the newer meta wins. A refusing disk is a StorageError."""
   if step in mgr.all_steps():
     mgr.delete(step)
+  if jax.process_index() == 0:
+    _check_free_space(str(mgr.directory), state)
   try:
-    mgr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                           meta=ocp.args.JsonSave(dict(meta))), force=True)
-    mgr.wait_until_finished()
+    with _quiet_failed_writes():
+      mgr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                             meta=ocp.args.JsonSave(dict(meta))), force=True)
+      mgr.wait_until_finished()
   except Exception as e:
     if jax.process_index() == 0:
       _remove_unfinished(str(mgr.directory), step)
@@ -63,6 +73,43 @@ def save(mgr: ocp.CheckpointManager, step: int, state: Any, meta: Mapping[str, A
     raise
   if jax.process_index() == 0:
     integrity.write_manifest(os.path.join(str(mgr.directory), str(step)))
+
+
+@contextlib.contextmanager
+def _quiet_failed_writes() -> Iterator[None]:
+  """When a save fails (a full disk), orbax's parallel writes each report it
+  from their threads (absl and asyncio logs, tracebacks of callbacks on a
+  closed event loop); the StorageError raised from the save says it once.
+  What a successful save prints is passed on."""
+  loggers = [logging.getLogger(name) for name in ('absl', 'asyncio')]
+  levels = [logger.level for logger in loggers]
+  stderr, sys.stderr = sys.stderr, io.StringIO()
+  for logger in loggers:
+    logger.setLevel(logging.CRITICAL)
+  try:
+    yield
+    stderr.write(sys.stderr.getvalue())
+  except BaseException:
+    time.sleep(0.5)  # stragglers report within milliseconds
+    gc.collect()  # failed futures log when collected: now, while quiet
+    raise
+  finally:
+    sys.stderr = stderr
+    for logger, level in zip(loggers, levels):
+      logger.setLevel(level)
+
+
+def _check_free_space(directory: str, state: Any) -> None:
+  """A StorageError before writing anything when the state clearly does not
+  fit (quotas and other writers can still fill the disk during the save)."""
+  need = sum(int(getattr(x, 'nbytes', 0)) for x in jax.tree_util.tree_leaves(state))
+  need = int(need * 1.1) + (1 << 20)  # orbax's metadata and index files
+  try:
+    free = shutil.disk_usage(directory).free
+  except OSError:
+    return
+  if free < need:
+    raise core_files.StorageError(errno.ENOSPC, os.strerror(errno.ENOSPC), directory)
 
 
 def _remove_unfinished(directory: str, step: int | str = '*') -> None:
