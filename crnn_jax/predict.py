@@ -96,6 +96,10 @@ def predict_main(workdir: str, inputs: Sequence[str], top_k: int = 5, fmt: str =
     json.dump({**header, 'scored': scored, 'failed': len(results) - scored, 'results': results},
               out, indent=2)
     out.write('\n')
+  elif len(results) > 1 or scored < len(results):
+    print(f'# scored {scored} of {len(results)} file(s)' + (
+        f'; {len(results) - scored} could not be scored (reasons on stderr)'
+        if scored < len(results) else ''), file=out)
   if not scored:
     print(f'error: none of {len(results)} input(s) could be scored', file=err)
   return 0 if scored else 1
@@ -155,6 +159,8 @@ def run() -> None:
 
   def main(argv: list[str]) -> None:
     logging.set_verbosity(logging.WARNING)
+    for stream in (sys.stdout, sys.stderr):  # file names that are not UTF-8: their own bytes
+      stream.reconfigure(errors='surrogateescape')
     f = flags.FLAGS
     try:
       with _without_decoder_chatter():

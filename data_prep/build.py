@@ -405,8 +405,8 @@ def _existing_fingerprint(version_dir: str) -> str | None:
 
 
 def write_report(path: str, problems: Sequence[Problem]) -> None:
-  with files.atomic_write(path, newline='', encoding='utf-8') as f:
-    w = csv.writer(f)
+  with files.atomic_write(path, newline='', encoding='utf-8', errors='backslashreplace') as f:
+    w = csv.writer(f)  # (file names that are not UTF-8 are written as \xNN)
     w.writerow(['origin', 'track_id', 'reason'])
     for p in problems:
       w.writerow([p.origin, p.track_id, p.reason])

@@ -16,13 +16,16 @@ prediction and export all read images through it.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
+import stat
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import librosa
 import numpy as np
 import soundfile as sf
+import soxr
 
 # What a library folder's audio files may be named; soundfile decodes them all.
 AUDIO_EXTENSIONS = ('.mp3', '.ogg', '.oga', '.flac', '.wav')
@@ -40,6 +43,13 @@ PAD_MODE = 'reflect'
 # A window whose peak stays below this is silence (digital silence decodes to
 # tiny non-zero values through some codecs); it says nothing about a genre.
 SILENCE_PEAK = 1e-4  # -80 dBFS
+# Sample rates a real recording can have; others are damaged headers (a rate
+# of 1 Hz would make seconds of file into hours of resampled audio).
+MIN_SAMPLE_RATE = 1_000
+MAX_SAMPLE_RATE = 768_000
+# Decoded audio held at once while streaming a file (float32, all channels).
+BLOCK_BYTES = 8 << 20
+MPEG_FRAME = 1152  # samples per MPEG-1 layer III frame (two MPEG-2 frames)
 
 
 class AudioError(Exception):
@@ -55,41 +65,197 @@ def num_frames(seconds: float = CLIP_SECONDS, sample_rate: int = SAMPLE_RATE) ->
   return 1 + clip_samples(seconds, sample_rate) // HOP_LENGTH
 
 
-def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-  """Decodes any soundfile-readable file (wav/flac/ogg/mp3) to mono float32.
+def unreadable_reason(path: str | os.PathLike) -> str | None:
+  """Why ``path`` cannot be opened as an audio file, before trying; None if it can.
 
-  Channels are averaged (as librosa.load does), then resampled with soxr.
-  Raises AudioError with a one-line reason for anything that is not usable.
+  Checked first because some paths must never be opened: a FIFO (named like a
+  song) would wait forever, a symlink loop or a folder give decoders' errors
+  that say nothing.
   """
+  try:
+    st = os.stat(path)
+  except OSError as e:
+    if e.errno == errno.ELOOP:
+      return 'unreadable path: symlink loop'
+    if e.errno == errno.ENOENT and os.path.lexists(path):
+      return 'unreadable path: broken symlink'
+    return f'unreadable path: {e.strerror or e}'
+  if stat.S_ISDIR(st.st_mode):
+    return 'unreadable path: a folder, not an audio file'
+  if not stat.S_ISREG(st.st_mode):
+    return 'unreadable path: not a regular file (a pipe, socket or device)'
+  if not os.access(path, os.R_OK):
+    return 'unreadable path: permission denied'
+  if st.st_size == 0:
+    return 'empty file (0 bytes)'
+  return None
+
+
+def decoded_blocks(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE
+                   ) -> Iterator[np.ndarray]:
+  """The file as consecutive mono float32 blocks at ``sample_rate``, as they
+  decode: memory holds one block (~BLOCK_BYTES), whatever the file's length.
+
+  Channels are averaged (as librosa.load does), then resampled with soxr's
+  streaming resampler, which gives exactly the samples of resampling the
+  whole signal at once. Raises AudioError with a one-line reason for anything
+  unusable, possibly after some blocks (a NaN further in, a truncated MP3
+  found at its end); a caller that stops early never decodes the rest.
+  """
+  reason = unreadable_reason(path)
+  if reason:
+    raise AudioError(reason)
+  with _open_sound_file(path) as f:
+    rate, channels, declared = f.samplerate, f.channels, f.frames
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+      raise AudioError(f'absurd sample rate: {rate:,} Hz (expected {MIN_SAMPLE_RATE:,} to '
+                       f'{MAX_SAMPLE_RATE:,})')
+    resampler = (soxr.ResampleStream(rate, sample_rate, 1, dtype='float32', quality='HQ')
+                 if rate != sample_rate else None)
+    block = _block_frames(channels)
+    total = 0
+    while True:
+      data = _read_block(f, block)
+      last = len(data) < block
+      mono = data.mean(axis=1) if len(data) else np.zeros(0, np.float32)
+      if not np.all(np.isfinite(mono)):
+        raise AudioError('audio contains NaN or infinite samples')
+      total += len(mono)
+      out = resampler.resample_chunk(mono, last=last) if resampler is not None else mono
+      if len(out):
+        yield np.ascontiguousarray(out, dtype=np.float32)
+      if last:
+        break
+  if total == 0:
+    raise AudioError('no audio samples')
+  _check_not_truncated(os.fspath(path), rate, declared, total)
+
+
+def _block_frames(channels: int) -> int:
+  """Frames per read: ~BLOCK_BYTES, a whole number of MPEG frames (1,152
+  samples). libsndfile's MP3 decoder gives other samples when a read ends
+  mid-frame; aligned reads give the same samples whatever the block size."""
+  return max(1, BLOCK_BYTES // (4 * max(channels, 1)) // MPEG_FRAME) * MPEG_FRAME
+
+
+def _open_sound_file(path: str | os.PathLike) -> sf.SoundFile:
+  try:  # as bytes: soundfile cannot encode a file name that is not UTF-8
+    return sf.SoundFile(os.fsencode(path))
+  except Exception as e:  # noqa: BLE001  soundfile raises many types for corrupt input
+    raise AudioError(f'not decodable audio: {_decoder_message(e)}') from None
+
+
+def _read_block(f: sf.SoundFile, frames: int) -> np.ndarray:
+  try:
+    return f.read(frames, dtype='float32', always_2d=True)
+  except Exception as e:  # noqa: BLE001
+    raise AudioError(f'not decodable audio: {_decoder_message(e)}') from None
+
+
+def _decoder_message(e: Exception) -> str:
+  message = str(e).splitlines()[0] if str(e) else type(e).__name__
+  if 'does not exist' in message or 'not recognised' in message.lower():
+    # libsndfile's words for a file whose bytes it cannot identify.
+    message = 'unrecognised format or corrupt data'
+  return message.split(': ', 1)[-1][:200] if message.startswith('Error opening') else message[:200]
+
+
+def _check_not_truncated(path: str, rate: int, declared: int, decoded: int) -> None:
+  if (path.lower().endswith('.mp3') and 0 < declared < 2**62
+      and decoded < TRUNCATED_FRACTION * declared and _mp3_declares_length(path)):
+    raise AudioError(f'truncated file: decoded {decoded / rate:.2f} s of the '
+                     f'{declared / rate:.2f} s its header declares')
+
+
+def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+  """The whole file, mono float32 at ``sample_rate`` (decoded_blocks joined).
+
+  Holds all of it: for a clip use ``load_clip``, for windows ``iter_windows``.
+  """
+  return np.concatenate(list(decoded_blocks(path, sample_rate)))
+
+
+def load_clip(path: str | os.PathLike, seconds: float = CLIP_SECONDS, position: str = 'start',
+              min_seconds: float = 0.0, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+  """``fixed_window(load_audio(path), ...)``, decoding no more than it needs.
+
+  'start' stops after the window, except for an MP3 that states its length,
+  which is decoded to its end (not kept) to catch truncation as load_audio
+  does. 'center' takes the middle from the length the header states, and
+  decodes once more if the file turns out to have another length.
+  """
+  if position not in ('start', 'center'):
+    raise ValueError(f"unknown window position {position!r}: use 'start' or 'center'")
+  reason = unreadable_reason(path)  # before any peek at the header (a FIFO would block)
+  if reason:
+    raise AudioError(reason)
+  n = clip_samples(seconds, sample_rate)
+  start = 0
+  if position == 'center':
+    start = max(0, (_stated_length(path, sample_rate) - n) // 2)
+  window, total = take_span(decoded_blocks(path, sample_rate), start, n,
+                          to_end=position == 'center' or _mp3_states_length(path))
+  wanted = max(0, (total - n) // 2) if position == 'center' else 0
+  if wanted != start:  # the stated length was wrong: the middle is elsewhere
+    window, total = take_span(decoded_blocks(path, sample_rate), wanted, n, to_end=False)
+  return fixed_window(window[:total], seconds, 'start', min_seconds, sample_rate)
+
+
+def take_span(blocks: Iterator[np.ndarray], start: int, n: int, to_end: bool
+            ) -> tuple[np.ndarray, int]:
+  """(samples [start, start + n) of a decoded_blocks stream, zero where the
+  stream is shorter; samples seen). Stops reading after the span unless
+  ``to_end`` (then the count is the stream's length)."""
+  window = np.zeros(n, np.float32)
+  offset = 0
+  for block in blocks:
+    lo, hi = max(start, offset), min(start + n, offset + len(block))
+    if lo < hi:
+      window[lo - start:hi - start] = block[lo - offset:hi - offset]
+    offset += len(block)
+    if offset >= start + n and not to_end:
+      blocks.close()  # type: ignore[attr-defined]
+      break
+  return window, offset
+
+
+def _stated_length(path: str | os.PathLike, sample_rate: int) -> int:
+  """The length in samples at ``sample_rate`` the header states (0 if unknown)."""
+  try:
+    with sf.SoundFile(os.fsencode(path)) as f:
+      return round(f.frames * sample_rate / f.samplerate) if 0 < f.frames < 2**62 else 0
+  except Exception:  # noqa: BLE001  decoded_blocks reports why
+    return 0
+
+
+def _mp3_states_length(path: str | os.PathLike) -> bool:
   path = os.fspath(path)
   try:
-    size = os.path.getsize(path)
-  except OSError as e:
-    raise AudioError(f'unreadable path: {e.strerror or e}') from None
-  if size == 0:
-    raise AudioError('empty file (0 bytes)')
-  try:
-    with sf.SoundFile(path) as f:
-      rate, declared = f.samplerate, f.frames
-      data = f.read(dtype='float32', always_2d=True)
-  except Exception as e:  # noqa: BLE001  soundfile raises many types for corrupt input
-    message = str(e).splitlines()[0]
-    if 'does not exist' in message or 'not recognised' in message.lower():
-      # libsndfile's words for a file whose bytes it cannot identify.
-      message = 'unrecognised format or corrupt data'
-    raise AudioError(f'not decodable audio: {message[:200]}') from None
-  if data.shape[0] == 0 or data.shape[1] == 0:
-    raise AudioError('no audio samples')
-  if (path.lower().endswith('.mp3') and 0 < declared < 2**62 and rate
-      and data.shape[0] < TRUNCATED_FRACTION * declared and _mp3_declares_length(path)):
-    raise AudioError(f'truncated file: decoded {data.shape[0] / rate:.2f} s of the '
-                     f'{declared / rate:.2f} s its header declares')
-  mono = data.mean(axis=1)
-  if not np.all(np.isfinite(mono)):
-    raise AudioError('audio contains NaN or infinite samples')
-  if rate != sample_rate:
-    mono = librosa.resample(mono, orig_sr=rate, target_sr=sample_rate, res_type='soxr_hq')
-  return np.ascontiguousarray(mono, dtype=np.float32)
+    return path.lower().endswith('.mp3') and _mp3_declares_length(path)
+  except OSError:
+    return False
+
+
+def iter_windows(path: str | os.PathLike, seconds: float = CLIP_SECONDS,
+                 min_seconds: float = 0.0, sample_rate: int = SAMPLE_RATE
+                 ) -> Iterator[np.ndarray]:
+  """``sliding_windows(load_audio(path), ...)`` decoding as it goes: memory
+  holds one window, so an hour-long file costs what a short one does."""
+  n = clip_samples(seconds, sample_rate)
+  pending: list[np.ndarray] = []
+  held = 0
+  emitted = False
+  for block in decoded_blocks(path, sample_rate):
+    pending.append(block)
+    held += len(block)
+    while held >= n:
+      joined = np.concatenate(pending)
+      yield joined[:n]
+      emitted = True
+      pending, held = [joined[n:]], held - n
+  if not emitted:  # shorter than one window: padded, as in preparation
+    yield fixed_window(np.concatenate(pending) if pending else np.zeros(0, np.float32),
+                       seconds, 'start', min_seconds, sample_rate)
 
 
 def _mp3_declares_length(path: str) -> bool:

@@ -25,12 +25,12 @@ import collections
 import concurrent.futures
 import dataclasses
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
-from crnn_jax.core import audio, tabular
+from crnn_jax.core import audio, audio_features, tabular
 from crnn_jax.core.errors import UserError
 from crnn_jax.inference import inputs
 from crnn_jax.inference.model import DEFAULT_BATCH_SIZE, InferenceModel
@@ -71,24 +71,16 @@ class Predictor:
                     tabular_info: dict[str, Any] | None = None) -> PreparedFile:
     """A decoded mono 22,050 Hz signal -> its audible windows' spectrogram images."""
     clip = self.model.clip
-    windows = audio.sliding_windows(y, clip.seconds, clip.min_seconds)
-    images = [audio.spectrogram_image(w, clip.seconds) for w in windows if not audio.is_silent(w)]
-    if not images:
-      raise audio.AudioError('silent clip (peak below -80 dBFS)')
-    encoded = None
-    if self.model.num_tabular:
-      if tabular_raw is None:
-        tabular_raw, tabular_info = inputs.estimate_tabular(y, self.model.tabular_names,
-                                                            self.model.metadata)
-      try:
-        encoded = tabular.encode(np.asarray(tabular_raw, np.float32), self.model.metadata,
-                                 self.model.info.categorical_encoding)
-      except (ValueError, KeyError) as e:
-        raise UserError(f'tabular settings in data_info.json are unusable: {e}') from None
-    return PreparedFile(path, np.stack(images), encoded, tabular_info)
+    return self._prepare(audio.sliding_windows(y, clip.seconds, clip.min_seconds), path,
+                         tabular_raw, tabular_info, lambda: audio_features.estimate(y))
 
   def prepare_file(self, path: str, table: inputs.TabularTable | None = None) -> PreparedFile:
-    """Decode + windows (+ tabular). AudioError / ValueError carry the reason."""
+    """Decode + windows (+ tabular). AudioError / ValueError carry the reason.
+
+    The file is decoded a window at a time (audio.iter_windows): a long file
+    costs one window of audio plus its windows' images (~165 kB each, 20 MB
+    an hour at 30 s), never the whole decoded signal.
+    """
     tabular_raw, tabular_info = None, None
     if self.model.num_tabular and table is not None:  # before decoding: a missing row is cheap
       try:
@@ -96,7 +88,29 @@ class Predictor:
       except KeyError as e:
         raise ValueError(e.args[0]) from None
       tabular_raw, tabular_info = inputs.tabular_from_row(row, key, self.model.tabular_names)
-    return self.prepare_audio(audio.load_audio(path), path, tabular_raw, tabular_info)
+    clip = self.model.clip
+    return self._prepare(audio.iter_windows(path, clip.seconds, clip.min_seconds), path,
+                         tabular_raw, tabular_info, lambda: audio_features.estimate_file(path))
+
+  def _prepare(self, windows: Iterable[np.ndarray], path: str, tabular_raw: np.ndarray | None,
+               tabular_info: dict[str, Any] | None, features: Callable[[], dict[str, float]]
+               ) -> PreparedFile:
+    """Audible windows -> images; tabular inputs from the row, else ``features()``."""
+    clip = self.model.clip
+    images = [audio.spectrogram_image(w, clip.seconds) for w in windows if not audio.is_silent(w)]
+    if not images:
+      raise audio.AudioError('silent clip (peak below -80 dBFS)')
+    encoded = None
+    if self.model.num_tabular:
+      if tabular_raw is None:
+        tabular_raw, tabular_info = inputs.tabular_from_features(
+            features(), self.model.tabular_names, self.model.metadata)
+      try:
+        encoded = tabular.encode(np.asarray(tabular_raw, np.float32), self.model.metadata,
+                                 self.model.info.categorical_encoding)
+      except (ValueError, KeyError) as e:
+        raise UserError(f'tabular settings in data_info.json are unusable: {e}') from None
+    return PreparedFile(path, np.stack(images), encoded, tabular_info)
 
   def _prepare_or_error(self, path: str, table: inputs.TabularTable | None
                         ) -> PreparedFile | str:
