@@ -194,7 +194,7 @@ def load_clip(path: str | os.PathLike, seconds: float = CLIP_SECONDS, position: 
   if position == 'center':
     start = max(0, (_stated_length(path, sample_rate) - n) // 2)
   window, total = take_span(decoded_blocks(path, sample_rate), start, n,
-                          to_end=position == 'center' or _mp3_states_length(path))
+                            to_end=position == 'center' or _mp3_states_length(path))
   wanted = max(0, (total - n) // 2) if position == 'center' else 0
   if wanted != start:  # the stated length was wrong: the middle is elsewhere
     window, total = take_span(decoded_blocks(path, sample_rate), wanted, n, to_end=False)
@@ -202,7 +202,7 @@ def load_clip(path: str | os.PathLike, seconds: float = CLIP_SECONDS, position: 
 
 
 def take_span(blocks: Iterator[np.ndarray], start: int, n: int, to_end: bool
-            ) -> tuple[np.ndarray, int]:
+              ) -> tuple[np.ndarray, int]:
   """(samples [start, start + n) of a decoded_blocks stream, zero where the
   stream is shorter; samples seen). Stops reading after the span unless
   ``to_end`` (then the count is the stream's length)."""
