@@ -43,8 +43,12 @@ class SmallDisk:
     subprocess.run(['mount', '-o', f'remount,size={kib}k', self.path], check=True)
 
   def fill(self, leave_kib: int) -> None:
-    free = shutil.disk_usage(self.path).free // 1024
-    subprocess.run(['fallocate', '-l', f'{max(free - leave_kib, 1)}k', self.ballast], check=True)
+    free = shutil.disk_usage(self.path).free
+    fd = os.open(self.ballast, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+      os.posix_fallocate(fd, 0, max(free - leave_kib * 1024, 4096))
+    finally:
+      os.close(fd)
 
   def free_space(self) -> None:
     os.remove(self.ballast)

@@ -117,12 +117,13 @@ def test_racing_takeovers_of_one_stale_lock_let_exactly_one_in(tmp_path):
   assert sorted(outcomes) == ['refused'] * 3 + ['won']
 
 
-def test_an_unreadable_lock_file_is_refused_not_removed(tmp_path):
+@pytest.mark.parametrize('text', ['{half', '{"pid": "7"}', '[]'])
+def test_an_unreadable_lock_file_is_refused_not_removed(tmp_path, text):
   path = tmp_path / 'run.lock'
-  path.write_text('{half')
+  path.write_text(text)
   with pytest.raises(LockHeld, match='unreadable.*delete it if no run'):
     FileLock(path, 'training').acquire()
-  assert path.read_text() == '{half'
+  assert path.read_text() == text
 
 
 def test_the_decorator_locks_by_argument_names(tmp_path):

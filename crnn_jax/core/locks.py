@@ -73,6 +73,9 @@ class Holder:
   @classmethod
   def from_json(cls, text: str) -> Holder:
     d = json.loads(text)
+    if not isinstance(d, dict) or not isinstance(d.get('host'), str) or \
+       not isinstance(d.get('pid'), int):
+      raise TypeError('no host and pid in it')
     return cls(**{f.name: d.get(f.name) for f in dataclasses.fields(cls)})
 
   def to_json(self) -> str:
