@@ -238,27 +238,20 @@ def test_absurd_sample_rates_are_refused_before_decoding(tmp_path):
                     'as a user, which is the real case')
 def test_unreadable_permissions_as_root():
   """Root reads a mode-000 file (the corpus then keeps it, honestly); as any
-  other user it is refused: checked in a forked child that drops to 'nobody'
-  (forked, since that user cannot read this Python installation)."""
+  other user it is refused: checked in a child that imports as root, then
+  becomes 'nobody' (who may not read this Python installation)."""
   import tempfile
   folder = tempfile.mkdtemp(prefix='crnn_jax_perm_')  # under /tmp: others may enter
   os.chmod(folder, 0o755)
   path = os.path.join(folder, 'locked.wav')
   sf.write(path, tone(300, 2.0), audio.SAMPLE_RATE)
   os.chmod(path, 0)
+  code = ('import os, sys; from crnn_jax.core import audio; os.setgid(65534); '
+          'os.setuid(65534); print(audio.unreadable_reason(sys.argv[1]))')
   try:
     assert audio.unreadable_reason(path) is None
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: no Python-level cleanup, just the answer
-      os.setgid(65534)
-      os.setuid(65534)
-      os.write(write_end, str(audio.unreadable_reason(path)).encode())
-      os._exit(0)
-    os.close(write_end)
-    with os.fdopen(read_end) as f:
-      answer = f.read()
-    os.waitpid(pid, 0)
+    out = subprocess.run([sys.executable, '-c', code, path], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120, check=True)
   finally:
     shutil.rmtree(folder)
-  assert answer == 'unreadable path: permission denied'
+  assert out.stdout.strip() == 'unreadable path: permission denied'

@@ -62,7 +62,7 @@ def save(mgr: ocp.CheckpointManager, step: int, state: Any, meta: Mapping[str, A
   if jax.process_index() == 0:
     _check_free_space(str(mgr.directory), state)
   try:
-    with _quiet_failed_writes():
+    with _quiet_failures():
       mgr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                              meta=ocp.args.JsonSave(dict(meta))), force=True)
       mgr.wait_until_finished()
@@ -76,14 +76,15 @@ def save(mgr: ocp.CheckpointManager, step: int, state: Any, meta: Mapping[str, A
 
 
 @contextlib.contextmanager
-def _quiet_failed_writes() -> Iterator[None]:
-  """When a save fails (a full disk), orbax's parallel writes each report it
-  from their threads (absl and asyncio logs, tracebacks of callbacks on a
-  closed event loop); the StorageError raised from the save says it once.
-  What a successful save prints is passed on."""
+def _quiet_failures() -> Iterator[None]:
+  """When orbax fails (a full disk, a damaged file), each of its parallel reads
+  or writes reports it from its thread (absl and asyncio logs, tracebacks of
+  callbacks on a closed event loop, coroutines never awaited); the one error
+  raised says it once. What a successful call prints is passed on."""
   loggers = [logging.getLogger(name) for name in ('absl', 'asyncio')]
   levels = [logger.level for logger in loggers]
   stderr, sys.stderr = sys.stderr, io.StringIO()
+  unraisable, sys.unraisablehook = sys.unraisablehook, lambda _: None
   for logger in loggers:
     logger.setLevel(logging.CRITICAL)
   try:
@@ -91,10 +92,10 @@ def _quiet_failed_writes() -> Iterator[None]:
     stderr.write(sys.stderr.getvalue())
   except BaseException:
     time.sleep(0.5)  # stragglers report within milliseconds
-    gc.collect()  # failed futures log when collected: now, while quiet
+    gc.collect()  # failed futures and coroutines report when collected: now, while quiet
     raise
   finally:
-    sys.stderr = stderr
+    sys.stderr, sys.unraisablehook = stderr, unraisable
     for logger, level in zip(loggers, levels):
       logger.setLevel(level)
 
@@ -143,7 +144,8 @@ def restore_intact(mgr: ocp.CheckpointManager, read: Callable[[int], T],
       try:
         if fits is not None:
           fits(step)
-        result = read(step)
+        with _quiet_failures():
+          result = read(step)
       except Exception as e:
         if integrity.cause_of_type(e, READ_ERRORS) is None:
           raise
