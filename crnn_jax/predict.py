@@ -11,9 +11,10 @@ What happens to each file is crnn_jax.inference's job (inference/predictor.py
 says how windows, tabular inputs and scores work; inference/embeddings.py what
 --embeddings writes); this module parses flags and prints. A file that cannot
 be scored gets one line on stderr (and an "error" entry with --format=json);
-the others are still scored. The last line (text) or the 'files_per_second'
-key (json) says how fast it went. Exit status: 0 if any file was scored, 1 if
-none, 2 for a usage or workdir problem.
+the others are still scored. The last line (text) says how many files were
+scored and how fast ('scored', 'failed', 'files_per_second' in json). File
+names that are not UTF-8 are printed as their own bytes. Exit status: 0 if any
+file was scored, 1 if none, 2 for a usage or workdir problem.
 """
 
 from __future__ import annotations
@@ -85,12 +86,12 @@ def predict_main(workdir: str, inputs: Sequence[str], top_k: int = 5, fmt: str =
   start = time.perf_counter()
   results, scored = [], 0
   collected = Embeddings.empty(model) if embeddings else None
-  files = [path for path, _ in expand_inputs(inputs)]
+  entries = expand_inputs(inputs)
   # A bar only where it disturbs nothing: a terminal on stderr, results going elsewhere.
-  bar = tqdm(total=len(files), unit='file', file=err, leave=False,
+  bar = tqdm(total=len(entries), unit='file', file=err, leave=False,
              disable=not (_is_terminal(err) and (fmt == 'json' or not _is_terminal(out))))
-  for result in predictor.iter_predict(files, tabular_csv, top_k, num_workers,
-                                       details=collected is not None):
+  for result in predictor.iter_predict_entries(entries, tabular_csv, top_k, num_workers,
+                                               details=collected is not None):
     bar.update(1)
     if collected is not None:
       collected.add(result)
@@ -113,9 +114,7 @@ def predict_main(workdir: str, inputs: Sequence[str], top_k: int = 5, fmt: str =
                'results': results}, out, indent=2)
     out.write('\n')
   else:
-    print(f'# {scored} of {len(results)} files scored in {seconds:.1f} s '
-          f'({speed["files_per_second"]:.2f} files/s)'
-          + (f'; embeddings in {embeddings}' if embeddings and scored else ''), file=out)
+    print(_summary_line(scored, len(results), seconds, embeddings), file=out)
   if not scored:
     print(f'error: none of {len(results)} input(s) could be scored', file=err)
   return 0 if scored else 1
@@ -132,6 +131,16 @@ def _check_usage(fmt: str, inputs: Sequence[str], tabular_csv: str | None,
     raise UserError(f'--tabular_csv {tabular_csv!r} does not exist')
   if embeddings and os.path.splitext(embeddings)[1].lower() not in EMBEDDING_FORMATS:
     raise UserError(f'--embeddings {embeddings!r}: name a .npz or .parquet file')
+
+
+def _summary_line(scored: int, total: int, seconds: float, embeddings: str | None) -> str:
+  """The text output's last line: how many were scored, how fast, what else to look at."""
+  line = f'# scored {scored} of {total} file(s) in {seconds:.1f} s ({total / seconds:.2f} files/s)'
+  if scored < total:
+    line += f'; {total - scored} could not be scored (reasons on stderr)'
+  if embeddings and scored:
+    line += f'; embeddings in {embeddings}'
+  return line
 
 
 def _is_terminal(stream: TextIO) -> bool:
@@ -203,6 +212,8 @@ def run() -> None:
 
   def main(argv: list[str]) -> None:
     logging.set_verbosity(logging.WARNING)
+    for stream in (sys.stdout, sys.stderr):  # file names that are not UTF-8: their own bytes
+      stream.reconfigure(errors='surrogateescape')
     f = flags.FLAGS
     try:
       with _without_decoder_chatter():

@@ -31,6 +31,7 @@ Artists are grouped by name without case or surrounding spaces, and a
 from __future__ import annotations
 
 import collections
+import contextlib
 import csv
 import dataclasses
 import glob
@@ -39,13 +40,13 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from tensorflow_datasets.core.utils import tqdm_utils
 
-from crnn_jax.core import audio, audio_features, files, tabular
+from crnn_jax.core import audio, audio_features, files, locks, tabular
 from crnn_jax.data import schema
 from crnn_jax.data.schema import SPLITS
 from data_prep import decode, split, writer
@@ -122,6 +123,12 @@ class Split:
   grouped_by: str
 
 
+def lock_path(data_dir: str, name: str) -> str:
+  """One build of a data set at a time: DIR/NAME.lock (crnn_jax.core.locks)."""
+  return os.path.join(os.path.abspath(data_dir), f'{name}.lock')
+
+
+@locks.exclusive(lock_path, 'data_prep build')
 def build_dataset(input_path: str, data_dir: str, name: str, options: Options | None = None,
                   **overrides: Any) -> dict[str, Any]:
   """Prepares ``data_dir/name/<version>`` from a folder or manifest CSV.
@@ -345,10 +352,35 @@ def write(chosen: Split, decoded: Decoded, metadata: dict[str, Any], data_dir: s
     return True
   for leftover in glob.glob(os.path.join(data_dir, name, f'incomplete.*{schema.VERSION}')):
     shutil.rmtree(leftover, ignore_errors=True)  # a write killed midway (SIGKILL)
+  with _previous_kept_until_replaced(version_dir, opts.verbose):
+    _write_examples(chosen, decoded, metadata, data_dir, name, description, opts)
+  return False
+
+
+@contextlib.contextmanager
+def _previous_kept_until_replaced(version_dir: str, verbose: bool) -> Iterator[None]:
+  """A different earlier build stays (set aside as VERSION.previous) until the
+  new one is complete: a failed write (a full disk) or a kill gives it back."""
+  previous = version_dir + '.previous'
+  if os.path.isdir(previous) and not os.path.isdir(version_dir):
+    os.replace(previous, version_dir)  # a replacement killed midway
   if os.path.isdir(version_dir):
-    if opts.verbose:
+    if verbose:
       print(f'replacing {version_dir}: its inputs or settings differ from this build')
-    shutil.rmtree(version_dir)
+    shutil.rmtree(previous, ignore_errors=True)
+    os.replace(version_dir, previous)
+  try:
+    yield
+  except BaseException as e:
+    if os.path.isdir(previous) and not os.path.isdir(version_dir):
+      os.replace(previous, version_dir)
+    files.raise_if_storage_error(e, version_dir)
+    raise
+  shutil.rmtree(previous, ignore_errors=True)
+
+
+def _write_examples(chosen: Split, decoded: Decoded, metadata: dict[str, Any], data_dir: str,
+                    name: str, description: str, opts: Options) -> None:
   by_split: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
   for i, (t, s) in enumerate(zip(chosen.tracks, chosen.splits)):
     by_split[s].append((t.track_id, {
@@ -371,7 +403,6 @@ def write(chosen: Split, decoded: Decoded, metadata: dict[str, Any], data_dir: s
                          beam_options=opts.beam_options)
   finally:
     tqdm_utils.display_progress_bar(bars_were_on)
-  return False
 
 
 def _existing_fingerprint(version_dir: str) -> str | None:
@@ -382,8 +413,8 @@ def _existing_fingerprint(version_dir: str) -> str | None:
 
 
 def write_report(path: str, problems: Sequence[Problem]) -> None:
-  with files.atomic_write(path, newline='', encoding='utf-8') as f:
-    w = csv.writer(f)
+  with files.atomic_write(path, newline='', encoding='utf-8', errors='backslashreplace') as f:
+    w = csv.writer(f)  # (file names that are not UTF-8 are written as \xNN)
     w.writerow(['origin', 'track_id', 'reason'])
     for p in problems:
       w.writerow([p.origin, p.track_id, p.reason])

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
-from crnn_jax.core import audio, labels
+from crnn_jax.core import audio, files, labels
+from crnn_jax.core.errors import UserError
 from data_prep import build, match
 from data_prep.musicbrainz import command as musicbrainz_command
 from data_prep.spotify import command as spotify_command
@@ -110,7 +112,10 @@ def run_build(args: argparse.Namespace) -> int:
         class_names=[c.strip() for c in args.classes.split(',') if c.strip()] or None,
         label_map=label_map, tabular=args.tabular, manifest_options=manifest_options,
         progress=not args.no_progress, **_beam_settings(args))
-  except (ValueError, OSError) as e:
+  except (ValueError, OSError, UserError) as e:  # a held lock, a full disk: one line
+    code = files.storage_errno(e)
+    if code is not None and not isinstance(e, files.StorageError):
+      e = files.StorageError(code, os.strerror(code), getattr(e, 'filename', None) or args.data_dir)
     print(f'error: {e}', file=sys.stderr)
     return 2
   except KeyboardInterrupt:

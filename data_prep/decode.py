@@ -72,15 +72,18 @@ def _atomic_savez(path: str, **arrays: Any) -> None:
 
 def compute_track(path: str, clip: audio.ClipSettings, estimate_features: bool
                   ) -> tuple[np.ndarray, dict[str, float]]:
-  """Decode + window + spectrogram (+ audio features). Raises AudioError."""
-  y = audio.load_audio(path)  # also rejects truncated MP3s
-  window = audio.fixed_window(y, clip.seconds, clip.position, clip.min_seconds)
+  """Decode + window + spectrogram (+ audio features). Raises AudioError.
+
+  Decodes only what the clip needs (audio.load_clip), so memory does not grow
+  with the file's length; feature estimates stream over it too.
+  """
+  window = audio.load_clip(path, clip.seconds, clip.position, clip.min_seconds)
   if audio.is_silent(window):
     raise audio.AudioError('silent clip (peak below -80 dBFS)')
   image = audio.spectrogram_image(window, clip.seconds)
   features: dict[str, float] = {}
   if estimate_features:
-    features = audio_features.estimate(y)
+    features = audio_features.estimate_file(path)
   return image, features
 
 
@@ -95,9 +98,8 @@ def run_job(job: Job) -> tuple[str, str | None, dict[str, float]]:
       return read_cached(job.track_id, job.cache_file)
     except Exception:  # noqa: BLE001, S110  a damaged cache file is recomputed
       pass
-  if not os.access(job.path, os.R_OK):
-    reason = 'unreadable path: ' + ('no such file' if not os.path.lexists(job.path)
-                                    else 'permission denied or broken link')
+  reason = audio.unreadable_reason(job.path)
+  if reason and reason.startswith('unreadable path'):
     return job.track_id, reason, {}  # not cached: may be fixed without touching the file
   try:
     image, features = compute_track(job.path, job.clip, job.estimate_features)

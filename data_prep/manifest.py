@@ -62,6 +62,10 @@ FOLDER_PRESETS = ('mtg_jamendo',)
 ECHONEST_FEATURES = ('acousticness', 'danceability', 'energy', 'instrumentalness', 'liveness',
                      'speechiness', 'tempo', 'valence')
 FMA_SUBSETS = ('small', 'medium', 'large', 'full')
+# Generic and Spotify-layout manifests: the columns read, first non-empty wins.
+ID_COLUMNS = ('track_id', 'id')
+PATH_COLUMNS = ('path', 'audio_path', 'filename')
+ARTIST_COLUMNS = ('artist_id', 'artist', 'artists', 'artist_name')
 
 
 def parse_label_set(text: str) -> list[str]:
@@ -89,8 +93,11 @@ def _first(row: dict[str, str], names: Sequence[str]) -> str:
   return ''
 
 
-def _rows(path: str) -> Iterator[tuple[int, dict[str, str] | None, str]]:
-  """(line number, row or None, error) of a one-header CSV; bad rows don't stop it."""
+def _rows(path: str, wanted: set[str] | None = None
+          ) -> Iterator[tuple[int, dict[str, str] | None, str]]:
+  """(line number, row or None, error) of a one-header CSV; bad rows don't stop
+  it. A row holds only the ``wanted`` columns (all when None): a CSV of a
+  million columns costs one row's cells at a time."""
   # Undecodable bytes become U+FFFD: such a row then names no file and is reported.
   with open(path, newline='', encoding='utf-8-sig', errors='replace') as f:
     reader = csv.reader(f)
@@ -98,6 +105,9 @@ def _rows(path: str) -> Iterator[tuple[int, dict[str, str] | None, str]]:
       header = [h.strip() for h in next(reader)]
     except StopIteration:
       return
+    except csv.Error as e:
+      raise ValueError(f'{path}: unreadable CSV header ({e})') from None
+    keep = [(i, h) for i, h in enumerate(header) if wanted is None or h in wanted]
     while True:
       try:
         cells = next(reader)
@@ -112,7 +122,7 @@ def _rows(path: str) -> Iterator[tuple[int, dict[str, str] | None, str]]:
         yield reader.line_num, None, (f'malformed CSV row: {len(cells)} fields, header has '
                                       f'{len(header)}')
         continue
-      yield reader.line_num, dict(zip(header, cells)), ''
+      yield reader.line_num, {h: cells[i] for i, h in keep}, ''
 
 
 def _multi_header_rows(path: str, levels: int) -> Iterator[tuple[int, dict[str, str] | None, str]]:
@@ -161,23 +171,27 @@ def read_manifest(csv_path: str, preset: str = '', audio_root: str = '', echones
     raise ValueError(f"unknown manifest preset {preset!r}: use '', 'metal_track_data', "
                      "'spotify', 'fma' or 'mtg_jamendo'")
   spotify_layout = preset in ('metal_track_data', 'spotify')
-  with open(csv_path, newline='', encoding='utf-8-sig', errors='replace') as f:
-    header = [h.strip() for h in next(csv.reader(f), [])]
+  try:
+    with open(csv_path, newline='', encoding='utf-8-sig', errors='replace') as f:
+      header = [h.strip() for h in next(csv.reader(f), [])]
+  except csv.Error as e:
+    raise ValueError(f'manifest {csv_path}: unreadable header ({e})') from None
   tabular = tuple(c for c in REFERENCE_COLUMNS if c in header)
   label_cols = ('genre', 'label') if spotify_layout else ('label',)
   set_cols = ('labels', 'artist_genres', 'genres')
+  wanted = {*ID_COLUMNS, *PATH_COLUMNS, *ARTIST_COLUMNS, *label_cols, *set_cols, *tabular}
   if not any(c in header for c in label_cols + set_cols):
     raise ValueError(f'manifest {csv_path} has no label column (expected one of '
                      f'{label_cols + set_cols}); '
                      f'columns: {header[:20]}')
   tracks, problems = [], []
-  for line, row, error in _rows(csv_path):
+  for line, row, error in _rows(csv_path, wanted):
     origin = f'{csv_path}:{line}'
     if row is None:
       problems.append(Problem(origin, '', error))
       continue
-    track_id = _first(row, ('track_id', 'id'))
-    path = _first(row, ('path', 'audio_path', 'filename'))
+    track_id = _first(row, ID_COLUMNS)
+    path = _first(row, PATH_COLUMNS)
     if not path and spotify_layout and track_id:
       path = os.path.join(track_id[:2], track_id + '.mp3')
     if not path:
@@ -192,7 +206,7 @@ def read_manifest(csv_path: str, preset: str = '', audio_root: str = '', echones
     if not label:
       problems.append(Problem(origin, track_id, f'missing field: {label_cols[0]}'))
       continue
-    artist = _first(row, ('artist_id', 'artist', 'artists', 'artist_name'))
+    artist = _first(row, ARTIST_COLUMNS)
     tracks.append(Track(track_id=track_id, path=full, label=label,
                         labels=tuple(dict.fromkeys([label] + label_set)),
                         artist_id=artist or track_id, origin=origin,

@@ -11,6 +11,12 @@ from data_prep import manifest
 from data_prep.records import Problem, Source, Track
 
 
+def printable(path: str) -> str:
+  """A path as valid text: bytes of a file name that are not UTF-8 (which
+  Python keeps as surrogates) written as \\xNN, so ids and reports can hold it."""
+  return os.fsencode(path).decode('utf-8', 'backslashreplace')
+
+
 def read_folder(root: str) -> Source:
   """A GTZAN-layout library: ``root/<label>/**/<file>.{mp3,ogg,flac,wav}``.
 
@@ -33,21 +39,26 @@ def read_folder(root: str) -> Source:
     label = entry
 
     def on_error(e: OSError, full: str = full) -> None:
-      problems.append(Problem(e.filename or full, '', f'unreadable path: {e.strerror or e}'))
+      problems.append(Problem(printable(e.filename or full), '',
+                              f'unreadable path: {e.strerror or e}'))
 
     for dirpath, dirnames, filenames in os.walk(full, onerror=on_error):
       dirnames.sort()
+      problems.extend(Problem(printable(os.path.join(dirpath, d)), '', 'unreadable path: a '
+                              'folder, not an audio file (its contents are read as usual)')
+                      for d in dirnames if os.path.splitext(d)[1].lower() in AUDIO_EXTENSIONS)
       for fname in sorted(filenames):
         path = os.path.join(dirpath, fname)
+        origin = printable(path)
         rel = os.path.relpath(path, root)
         stem, ext = os.path.splitext(rel)
         if ext.lower() not in AUDIO_EXTENSIONS:
-          problems.append(Problem(path, '', f'not an audio file extension ({ext or "none"}): '
+          problems.append(Problem(origin, '', f'not an audio file extension ({ext or "none"}): '
                                   f'expected one of {", ".join(AUDIO_EXTENSIONS)}'))
           continue
-        track_id = stem.replace(os.sep, '/')
+        track_id = printable(stem).replace(os.sep, '/')
         tracks.append(Track(track_id=track_id, path=path, label=label, labels=(label,),
-                            artist_id=track_id, origin=path))
+                            artist_id=track_id, origin=origin))
   return Source(tracks, problems, (), f'folder:{root}')
 
 

@@ -61,11 +61,25 @@ def test_two_processes_match_one_process(tiny_data_dir, tmp_path):
   outs = _wait(_start_pair(tiny_data_dir, pair, 2))
   assert 'epoch 2:' in outs[0] and 'epoch 2:' not in outs[1]  # only process 0 reports
   one, two = _history(single), _history(pair)
+  assert not os.path.exists(os.path.join(pair, 'run.lock'))  # one lock, released by process 0
   assert [r['step'] for r in one] == [r['step'] for r in two] == [4, 8]
   for a, b in zip(one, two):
     np.testing.assert_allclose(b['train_loss'], a['train_loss'], rtol=2e-3)
     np.testing.assert_allclose(b['val_loss'], a['val_loss'], rtol=2e-3)
     assert a['learning_rate'] == b['learning_rate']
+
+
+def test_two_processes_refuse_a_held_workdir_together(tiny_data_dir, tmp_path):
+  """Process 0 asks for the lock and tells process 1: both stop, with the same line."""
+  from crnn_jax.core.locks import FileLock
+  workdir = tmp_path / 'w'
+  with FileLock(workdir / 'run.lock', 'training'):
+    procs = _start_pair(tiny_data_dir, str(workdir), 1)
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+  assert [p.returncode for p in procs] == [2, 2], outs
+  last = [out.strip().splitlines()[-1] for out in outs]
+  assert last[0] == last[1] and last[0].startswith(f'error: {workdir} is in use by training on ')
+  assert f'pid {os.getpid()}' in last[0]
 
 
 def _kill_after_first_epoch(procs, workdir, timeout=300):

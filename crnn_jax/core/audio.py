@@ -16,8 +16,10 @@ prediction and export all read images through it.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import math
 import os
+import stat
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -48,9 +50,14 @@ MEL_PARAMS = {'n_fft': N_FFT, 'hop_length': HOP_LENGTH, 'n_mels': N_MELS, 'fmin'
               'pad_mode': PAD_MODE}
 # soxr's quality for resampling (librosa's res_type 'soxr_hq').
 RESAMPLE_QUALITY = 'HQ'
-# Decoding reads this much of a file at a time: a long file is never in memory
-# whole at its own rate and channel count.
-DECODE_BLOCK_SECONDS = 10.0
+# Sample rates a real recording can have; others are damaged headers (a rate
+# of 1 Hz would make seconds of file into hours of resampled audio).
+MIN_SAMPLE_RATE = 1_000
+MAX_SAMPLE_RATE = 768_000
+# Decoded audio held at once while streaming a file (float32, all channels): a
+# long file is never in memory whole at its own rate and channel count.
+BLOCK_BYTES = 8 << 20
+MPEG_FRAME = 1152  # samples per MPEG-1 layer III frame (two MPEG-2 frames)
 
 
 class AudioError(Exception):
@@ -66,55 +73,71 @@ def num_frames(seconds: float = CLIP_SECONDS, sample_rate: int = SAMPLE_RATE) ->
   return 1 + clip_samples(seconds, sample_rate) // HOP_LENGTH
 
 
-def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-  """Decodes any soundfile-readable file (wav/flac/ogg/mp3) to mono float32.
+def unreadable_reason(path: str | os.PathLike) -> str | None:
+  """Why ``path`` cannot be opened as an audio file, before trying; None if it can.
 
-  The whole signal at ``sample_rate`` (``AudioSource.blocks`` joined); raises
-  AudioError with a one-line reason for anything that is not usable.
+  Checked first because some paths must never be opened: a FIFO (named like a
+  song) would wait forever, a symlink loop or a folder give decoders' errors
+  that say nothing.
   """
-  return np.concatenate(list(open_audio(path).blocks(sample_rate)))
+  try:
+    st = os.stat(path)
+  except OSError as e:
+    if e.errno == errno.ELOOP:
+      return 'unreadable path: symlink loop'
+    if e.errno == errno.ENOENT and os.path.lexists(path):
+      return 'unreadable path: broken symlink'
+    return f'unreadable path: {e.strerror or e}'
+  if stat.S_ISDIR(st.st_mode):
+    return 'unreadable path: a folder, not an audio file'
+  if not stat.S_ISREG(st.st_mode):
+    return 'unreadable path: not a regular file (a pipe, socket or device)'
+  if not os.access(path, os.R_OK):
+    return 'unreadable path: permission denied'
+  if st.st_size == 0:
+    return 'empty file (0 bytes)'
+  return None
 
 
 @dataclasses.dataclass(frozen=True)
 class AudioSource:
-  """An audio file whose header was read; ``blocks`` decodes it."""
+  """An audio file whose header was read (``open_audio``); ``blocks`` decodes it."""
   path: str
   sample_rate: int  # the file's own
   channels: int
   declared_frames: int  # from the header (an estimate for MP3s without a length tag)
 
   def blocks(self, sample_rate: int = SAMPLE_RATE,
-             block_seconds: float = DECODE_BLOCK_SECONDS) -> Iterator[np.ndarray]:
-    """Mono float32 at ``sample_rate``, a block (about ``block_seconds``) at a time.
+             block_seconds: float | None = None) -> Iterator[np.ndarray]:
+    """Mono float32 at ``sample_rate``, a block at a time, as the file decodes.
 
-    Channels are averaged (as librosa.load does), then resampled with soxr's
-    streaming resampler, which gives the same samples as resampling the whole
-    signal at once (librosa.resample, res_type 'soxr_hq'). A 1-hour file thus
-    costs one block of its own samples at a time. AudioError for corrupt data,
-    NaN samples or no samples; a truncated MP3 is found only at its end, after
-    its blocks were yielded.
+    A block is about ``block_seconds`` of the file (default: BLOCK_BYTES of
+    decoded samples), rounded down to whole MPEG frames. Channels are averaged
+    (as librosa.load does), then resampled with soxr's streaming resampler;
+    the blocks joined are exactly librosa.resample's (res_type 'soxr_hq') of
+    the whole signal, of its length ceil(n * ratio). A 1-hour file thus costs
+    one block at a time. AudioError (one line) for corrupt data, NaN samples
+    or no samples, possibly after some blocks (a truncated MP3 is found at
+    its end); a caller that stops early never decodes the rest.
     """
     rate = self.sample_rate
     resampler = (soxr.ResampleStream(rate, sample_rate, 1, dtype='float32',
                                      quality=RESAMPLE_QUALITY) if rate != sample_rate else None)
-    block = max(1, int(block_seconds * rate))
+    block = _block_frames(rate, self.channels, block_seconds)
     decoded = resampled = 0
-    with _open_soundfile(self.path) as f:
+    with _open_sound_file(self.path) as f:
       while True:
-        try:
-          data = f.read(block, dtype='float32', always_2d=True)
-        except Exception as e:  # noqa: BLE001  soundfile raises many types for corrupt input
-          raise _not_decodable(e) from None
+        data = _read_block(f, block)
         last = len(data) < block
-        decoded += len(data)
-        mono = data.mean(axis=1)
+        mono = data.mean(axis=1) if len(data) else np.zeros(0, np.float32)
         if not np.all(np.isfinite(mono)):
           raise AudioError('audio contains NaN or infinite samples')
+        decoded += len(mono)
         if resampler is not None:
           mono = resampler.resample_chunk(mono, last=last)
           if last:  # librosa.resample's length: ceil(n * ratio), zero-padded or cut
-            wanted = math.ceil(decoded * (sample_rate / rate)) - resampled
-            mono = np.pad(mono, (0, max(0, wanted - len(mono))))[:max(0, wanted)]
+            wanted = max(0, math.ceil(decoded * (sample_rate / rate)) - resampled)
+            mono = np.pad(mono, (0, max(0, wanted - len(mono))))[:wanted]
           resampled += len(mono)
         if len(mono):
           yield np.ascontiguousarray(mono, dtype=np.float32)
@@ -124,43 +147,142 @@ class AudioSource:
       raise AudioError('no audio samples')
     self._check_complete(decoded)
 
+  def stated_samples(self, sample_rate: int = SAMPLE_RATE) -> int:
+    """The length at ``sample_rate`` the header states (0 if it states none)."""
+    if not 0 < self.declared_frames < 2**62:
+      return 0
+    return round(self.declared_frames * sample_rate / self.sample_rate)
+
+  def states_length(self) -> bool:
+    """Whether this is an MP3 whose header states its exact length (Xing/Info/VBRI)."""
+    try:
+      return self.path.lower().endswith('.mp3') and _mp3_declares_length(self.path)
+    except OSError:
+      return False
+
   def _check_complete(self, decoded: int) -> None:
     """An MP3 cut short decodes without error, just shorter than its header says."""
     declared, rate = self.declared_frames, self.sample_rate
-    if (self.path.lower().endswith('.mp3') and 0 < declared < 2**62 and rate
-        and decoded < TRUNCATED_FRACTION * declared and _mp3_declares_length(self.path)):
+    if (0 < declared < 2**62 and decoded < TRUNCATED_FRACTION * declared
+        and self.states_length()):
       raise AudioError(f'truncated file: decoded {decoded / rate:.2f} s of the '
                        f'{declared / rate:.2f} s its header declares')
 
 
 def open_audio(path: str | os.PathLike) -> AudioSource:
-  """Reads a file's header; AudioError (one line) if it is empty or not audio."""
-  path = os.fspath(path)
-  try:
-    size = os.path.getsize(path)
-  except OSError as e:
-    raise AudioError(f'unreadable path: {e.strerror or e}') from None
-  if size == 0:
-    raise AudioError('empty file (0 bytes)')
-  with _open_soundfile(path) as f:
-    if f.channels < 1:
-      raise AudioError('no audio samples')
-    return AudioSource(path, int(f.samplerate), int(f.channels), int(f.frames))
+  """Reads a file's header. AudioError (one line) for a path that must not be
+  opened (unreadable_reason), an empty or non-audio file, or an absurd sample
+  rate; a file name that is not UTF-8 is opened by its bytes."""
+  reason = unreadable_reason(path)
+  if reason:
+    raise AudioError(reason)
+  with _open_sound_file(path) as f:
+    rate, channels, frames = int(f.samplerate), int(f.channels), int(f.frames)
+  if channels < 1:
+    raise AudioError('no audio samples')
+  if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+    raise AudioError(f'absurd sample rate: {rate:,} Hz (expected {MIN_SAMPLE_RATE:,} to '
+                     f'{MAX_SAMPLE_RATE:,})')
+  return AudioSource(os.fspath(path), rate, channels, frames)
 
 
-def _open_soundfile(path: str) -> sf.SoundFile:
-  try:
-    return sf.SoundFile(path)
+def decoded_blocks(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE
+                   ) -> Iterator[np.ndarray]:
+  """The file as consecutive mono float32 blocks at ``sample_rate``
+  (``open_audio(path).blocks``), every error raised as the stream is read."""
+  yield from open_audio(path).blocks(sample_rate)
+
+
+def _block_frames(rate: int, channels: int, block_seconds: float | None) -> int:
+  """Frames per read: ``block_seconds`` of the file, else ~BLOCK_BYTES decoded;
+  a whole number of MPEG frames (1,152 samples), at least one. libsndfile's
+  MP3 decoder gives other samples when a read ends mid-frame; aligned reads
+  give the same samples whatever the block size."""
+  frames = (block_seconds * rate if block_seconds is not None
+            else BLOCK_BYTES / (4 * max(channels, 1)))
+  return max(1, int(frames) // MPEG_FRAME) * MPEG_FRAME
+
+
+def _open_sound_file(path: str | os.PathLike) -> sf.SoundFile:
+  try:  # as bytes: soundfile cannot encode a file name that is not UTF-8
+    return sf.SoundFile(os.fsencode(path))
   except Exception as e:  # noqa: BLE001  soundfile raises many types for corrupt input
-    raise _not_decodable(e) from None
+    raise AudioError(f'not decodable audio: {_decoder_message(e)}') from None
 
 
-def _not_decodable(e: Exception) -> AudioError:
+def _read_block(f: sf.SoundFile, frames: int) -> np.ndarray:
+  try:
+    return f.read(frames, dtype='float32', always_2d=True)
+  except Exception as e:  # noqa: BLE001
+    raise AudioError(f'not decodable audio: {_decoder_message(e)}') from None
+
+
+def _decoder_message(e: Exception) -> str:
   message = str(e).splitlines()[0] if str(e) else type(e).__name__
   if 'does not exist' in message or 'not recognised' in message.lower():
     # libsndfile's words for a file whose bytes it cannot identify.
     message = 'unrecognised format or corrupt data'
-  return AudioError(f'not decodable audio: {message[:200]}')
+  return message.split(': ', 1)[-1][:200] if message.startswith('Error opening') else message[:200]
+
+
+def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+  """The whole file, mono float32 at ``sample_rate`` (decoded_blocks joined).
+
+  Holds all of it: for a clip use ``load_clip``, for windows ``iter_windows``.
+  """
+  return np.concatenate(list(decoded_blocks(path, sample_rate)))
+
+
+def load_clip(path: str | os.PathLike, seconds: float = CLIP_SECONDS, position: str = 'start',
+              min_seconds: float = 0.0, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+  """``fixed_window(load_audio(path), ...)``, decoding no more than it needs.
+
+  'start' stops after the window, except for an MP3 that states its length,
+  which is decoded to its end (not kept) to catch truncation as load_audio
+  does. 'center' takes the middle from the length the header states, and
+  decodes once more if the file turns out to have another length.
+  """
+  if position not in ('start', 'center'):
+    raise ValueError(f"unknown window position {position!r}: use 'start' or 'center'")
+  source = open_audio(path)
+  n = clip_samples(seconds, sample_rate)
+  start = 0
+  if position == 'center':
+    start = max(0, (source.stated_samples(sample_rate) - n) // 2)
+  window, total = take_span(source.blocks(sample_rate), start, n,
+                            to_end=position == 'center' or source.states_length())
+  wanted = max(0, (total - n) // 2) if position == 'center' else 0
+  if wanted != start:  # the stated length was wrong: the middle is elsewhere
+    window, total = take_span(source.blocks(sample_rate), wanted, n, to_end=False)
+  return fixed_window(window[:total], seconds, 'start', min_seconds, sample_rate)
+
+
+def take_span(blocks: Iterator[np.ndarray], start: int, n: int, to_end: bool
+              ) -> tuple[np.ndarray, int]:
+  """(samples [start, start + n) of a decoded_blocks stream, zero where the
+  stream is shorter; samples seen). Stops reading after the span unless
+  ``to_end`` (then the count is the stream's length)."""
+  window = np.zeros(n, np.float32)
+  offset = 0
+  for block in blocks:
+    lo, hi = max(start, offset), min(start + n, offset + len(block))
+    if lo < hi:
+      window[lo - start:hi - start] = block[lo - offset:hi - offset]
+    offset += len(block)
+    if offset >= start + n and not to_end:
+      blocks.close()  # type: ignore[attr-defined]
+      break
+  return window, offset
+
+
+def iter_windows(path: str | os.PathLike, seconds: float = CLIP_SECONDS,
+                 min_seconds: float = 0.0, sample_rate: int = SAMPLE_RATE
+                 ) -> Iterator[np.ndarray]:
+  """``sliding_windows(load_audio(path), ...)`` decoding as it goes: memory
+  holds one window and one block, so an hour-long file costs what a short one does."""
+  for _, window in stream_windows(decoded_blocks(path, sample_rate), seconds, min_seconds,
+                                  sample_rate):
+    yield window
 
 
 def _mp3_declares_length(path: str) -> bool:
@@ -230,7 +352,7 @@ def stream_windows(blocks: Iterable[np.ndarray], seconds: float = CLIP_SECONDS,
     pending.append(np.asarray(block, np.float32))
     buffered += len(block)
     while buffered >= n:
-      joined = np.concatenate(pending)
+      joined = pending[0] if len(pending) == 1 else np.concatenate(pending)
       yield emitted * seconds, joined[:n]
       emitted += 1
       pending, buffered = [joined[n:]], buffered - n

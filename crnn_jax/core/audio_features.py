@@ -138,24 +138,85 @@ def num_sections(features: np.ndarray, frames_per_second: float) -> int:
 
 def _rms(y: np.ndarray, chunk: int = 1 << 20) -> float:
   """RMS in float64, a chunk at a time: no float64 copy of a long signal."""
-  if not len(y):
-    return 0.0
-  total = 0.0
-  for i in range(0, len(y), chunk):
-    c = y[i:i + chunk].astype(np.float64)
-    total += float(np.dot(c, c))
-  return float(np.sqrt(total / len(y)))
+  squares = _SumOfSquares(chunk)
+  squares.add(y)
+  return squares.rms()
+
+
+class _SumOfSquares:
+  """Sum of squares of a signal given in pieces, added up in float64 chunks
+  of a fixed size from its start: the same number however it is cut."""
+
+  def __init__(self, chunk: int = 1 << 20):
+    self.chunk, self.total, self.count = chunk, 0.0, 0
+    self._pending: list[np.ndarray] = []
+    self._held = 0
+
+  def add(self, piece: np.ndarray) -> None:
+    self.count += len(piece)
+    pos = 0
+    if self._held:  # complete the chunk begun by earlier pieces
+      pos = min(self.chunk - self._held, len(piece))
+      self._pending.append(piece[:pos])
+      self._held += pos
+      if self._held < self.chunk:
+        return
+      self._add_chunk(np.concatenate(self._pending))
+      self._pending, self._held = [], 0
+    for start in range(pos, len(piece) - self.chunk + 1, self.chunk):
+      self._add_chunk(piece[start:start + self.chunk])
+      pos = start + self.chunk
+    if pos < len(piece):
+      self._pending, self._held = [piece[pos:]], len(piece) - pos
+
+  def _add_chunk(self, c: np.ndarray) -> None:
+    c = c.astype(np.float64)
+    self.total += float(np.dot(c, c))
+
+  def rms(self) -> float:
+    if self._held:
+      self._add_chunk(np.concatenate(self._pending))
+      self._pending, self._held = [], 0
+    return float(np.sqrt(self.total / self.count)) if self.count else 0.0
 
 
 def estimate(y: np.ndarray, sample_rate: int = audio.SAMPLE_RATE) -> dict[str, float]:
   """All ESTIMATED features of a mono signal, in Spotify's conventions."""
   y = np.asarray(y, np.float32)
-  out: dict[str, float] = {'duration_ms': 1000.0 * len(y) / sample_rate}
-  out['loudness'] = float(20.0 * np.log10(max(_rms(y), 1e-6)))  # floor at -120 dB
   limit = int(MAX_ANALYSIS_SECONDS * sample_rate)
+  centre = y
   if len(y) > limit:  # the rest from the centre only (module docstring)
     start = (len(y) - limit) // 2
-    y = y[start:start + limit]
+    centre = y[start:start + limit]
+  return {**_duration_and_loudness(len(y), _rms(y), sample_rate), **_analyse(centre, sample_rate)}
+
+
+def estimate_file(path: str) -> dict[str, float]:
+  """``estimate(audio.load_audio(path))`` holding at most MAX_ANALYSIS_SECONDS
+  of the file: duration and loudness stream over all of it; a longer file's
+  centre is decoded again for the rest. AudioError for an unusable file."""
+  sr = audio.SAMPLE_RATE
+  limit = int(MAX_ANALYSIS_SECONDS * sr)
+  squares, head = _SumOfSquares(), []
+  for block in audio.decoded_blocks(path):
+    if squares.count < limit:  # all of a short file, analysed as estimate() would
+      head.append(block[:limit - squares.count])
+    squares.add(block)
+  if squares.count <= limit:
+    return estimate(np.concatenate(head), sr)
+  centre, _ = audio.take_span(audio.decoded_blocks(path), (squares.count - limit) // 2, limit,
+                              to_end=False)
+  return {**_duration_and_loudness(squares.count, squares.rms(), sr), **_analyse(centre, sr)}
+
+
+def _duration_and_loudness(samples: int, rms: float, sample_rate: int) -> dict[str, float]:
+  return {'duration_ms': 1000.0 * samples / sample_rate,
+          'loudness': float(20.0 * np.log10(max(rms, 1e-6)))}  # floor at -120 dB
+
+
+def _analyse(y: np.ndarray, sample_rate: int) -> dict[str, float]:
+  """Tempo, meter, key, mode and sections of (the analysed part of) a signal."""
+  out: dict[str, float] = {}
   hop = audio.HOP_LENGTH
   spec = np.abs(librosa.stft(y, n_fft=audio.N_FFT, hop_length=hop)) ** 2
   mel = librosa.feature.melspectrogram(S=spec, sr=sample_rate, n_mels=audio.N_MELS)

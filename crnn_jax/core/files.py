@@ -6,16 +6,83 @@ temporary file beside the target, which replaces the target only when
 complete. A reader therefore sees the old file or the new one, never a torn
 one, and a failed write (ENOSPC, an exception, Ctrl-C) leaves the old file
 as it was.
+
+Storage that refuses a write (full, over quota, read-only, no permission) is
+a :class:`StorageError`: one line naming the file and what to do, raised by
+``atomic_write`` and by :func:`raise_if_storage_error` for the writers this
+module does not own (orbax, TFDS).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
 import threading
 from collections.abc import Iterator
 from typing import IO, Any
+
+from crnn_jax.core.errors import UserError
+
+# errno values that mean "the storage refuses", with what to tell the user.
+STORAGE_ERRNOS = {
+    errno.ENOSPC: ('disk full', 'free some space'),
+    errno.EDQUOT: ('disk quota exceeded', 'free some space or raise the quota'),
+    errno.EROFS: ('read-only file system', 'write somewhere else'),
+    errno.EACCES: ('permission denied', 'fix the permissions or write somewhere else'),
+    errno.EPERM: ('operation not permitted', 'fix the permissions or write somewhere else'),
+}
+# Only writing can fail with these, so they are storage errors wherever raised.
+_WRITE_ONLY_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+# tensorstore (orbax) and absl-status texts carry the errno as text.
+_STATUS_ERRNO = re.compile(r"os_error_code='?(\d+)")
+_STATUS_TEXTS = {'No space left on device': errno.ENOSPC, 'Disk quota exceeded': errno.EDQUOT,
+                 'Read-only file system': errno.EROFS}
+
+
+class StorageError(UserError, OSError):
+  """A write the storage refused. ``str()`` is one line: what, where, what to do.
+
+  An OSError (``errno``, ``filename``) as well as a UserError, so the entry
+  points print it as one line and code catching OSError still does.
+  """
+
+  def __str__(self) -> str:
+    what, fix = STORAGE_ERRNOS.get(self.errno, (self.strerror or 'write failed', 'fix it'))
+    where = f' writing {self.filename!r}' if self.filename else ''
+    return (f'{what}{where}: nothing written before was damaged; {fix}, then rerun the same '
+            'command to continue')
+
+
+def storage_errno(exc: BaseException) -> int | None:
+  """The errno of a storage refusal behind ``exc`` (its cause chain, or the
+  text of a tensorstore / absl status error), else None."""
+  seen = set()
+  e: BaseException | None = exc
+  while e is not None and id(e) not in seen:
+    seen.add(id(e))
+    if isinstance(e, OSError) and e.errno in _WRITE_ONLY_ERRNOS:
+      return e.errno
+    text = str(e)
+    match = _STATUS_ERRNO.search(text)
+    if match and int(match.group(1)) in STORAGE_ERRNOS:
+      return int(match.group(1))
+    for phrase, code in _STATUS_TEXTS.items():
+      if phrase in text:
+        return code
+    e = e.__cause__ or e.__context__
+  return None
+
+
+def raise_if_storage_error(exc: BaseException, path: str | os.PathLike) -> None:
+  """Raises a StorageError for ``path`` when ``exc`` is a storage refusal."""
+  if isinstance(exc, StorageError):
+    raise exc
+  code = storage_errno(exc)
+  if code is not None:
+    raise StorageError(code, os.strerror(code), os.fspath(path)) from exc
 
 
 def _temporary_name(path: str) -> str:
@@ -30,21 +97,40 @@ def atomic_write(path: str | os.PathLike, mode: str = 'w', fsync: bool = False,
 
   If the block raises, the temporary file is removed and ``path`` is left as
   it was. ``fsync`` flushes the data to the device before the rename (for
-  files that must survive a power cut, not only a killed process).
+  files that must survive a power cut, not only a killed process). A full,
+  read-only or forbidden destination raises StorageError.
   """
   path = os.fspath(path)
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   tmp = _temporary_name(path)
   try:
-    with open(tmp, mode, **open_kwargs) as f:
+    with _refused_as_storage_error(path, every_errno=True):
+      os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+      f = open(tmp, mode, **open_kwargs)  # noqa: SIM115  closed by the block below
+    with _refused_as_storage_error(path), f:
       yield f
       if fsync:
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with _refused_as_storage_error(path, every_errno=True):
+      os.replace(tmp, path)
   except BaseException:
     with contextlib.suppress(OSError):
       os.remove(tmp)
+    raise
+
+
+@contextlib.contextmanager
+def _refused_as_storage_error(path: str, every_errno: bool = False) -> Iterator[None]:
+  """OSErrors of the storage as StorageError. Permission errors only where
+  ``every_errno`` (our own open/rename): inside a block they may come from
+  reading some other file."""
+  try:
+    yield
+  except StorageError:
+    raise
+  except OSError as e:
+    if e.errno in _WRITE_ONLY_ERRNOS or (every_errno and e.errno in STORAGE_ERRNOS):
+      raise StorageError(e.errno, e.strerror, path) from e
     raise
 
 

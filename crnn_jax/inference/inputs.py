@@ -34,6 +34,13 @@ def one_line(text: object) -> str:
   return ' '.join(str(text).split())
 
 
+FOLDER_NAMED_LIKE_AUDIO = 'a folder, not an audio file (its contents are read as usual)'
+
+
+def _audio_name(name: str) -> bool:
+  return os.path.splitext(name)[1].lower() in audio.AUDIO_EXTENSIONS
+
+
 def expand_inputs(inputs: Iterable[str | os.PathLike]) -> list[tuple[str, str | None]]:
   """Files and folders -> [(path, error or None)], folders searched recursively.
 
@@ -45,13 +52,14 @@ def expand_inputs(inputs: Iterable[str | os.PathLike]) -> list[tuple[str, str | 
   for item in inputs:
     path = os.fspath(item)
     if os.path.isdir(path):
-      found = []
+      found: list[tuple[str, str | None]] = []
       for dirpath, dirnames, filenames in os.walk(path):
         dirnames.sort()
-        found += [os.path.join(dirpath, f) for f in sorted(filenames)
-                  if os.path.splitext(f)[1].lower() in audio.AUDIO_EXTENSIONS]
+        found += [(os.path.join(dirpath, d), FOLDER_NAMED_LIKE_AUDIO)
+                  for d in dirnames if _audio_name(d)]
+        found += [(os.path.join(dirpath, f), None) for f in sorted(filenames) if _audio_name(f)]
       if found:
-        out += [(p, None) for p in found]
+        out += found
       else:
         out.append((path, f'no audio files ({", ".join(audio.AUDIO_EXTENSIONS)}) in this folder'))
     elif os.path.exists(path):
@@ -59,6 +67,17 @@ def expand_inputs(inputs: Iterable[str | os.PathLike]) -> list[tuple[str, str | 
     else:
       out.append((path, 'no such file or folder'))
   return out
+
+
+def _read_columns(path: str, wanted: set[str]) -> tuple[list[str], list[dict[str, str]]]:
+  """(header, rows holding only the ``wanted`` columns): a CSV with a million
+  columns costs one row of cells at a time, not a million-key dict per row."""
+  with open(path, newline='', encoding='utf-8-sig') as f:
+    reader = csv.reader(f)
+    header = [h.strip() for h in next(reader, [])]
+    keep = [(i, h) for i, h in enumerate(header) if h in wanted]
+    rows = [{h: cells[i] if i < len(cells) else '' for i, h in keep} for cells in reader]
+  return header, rows
 
 
 class TabularTable:
@@ -74,10 +93,7 @@ class TabularTable:
     self.path = path
     self.names = list(names)
     try:
-      with open(path, newline='', encoding='utf-8-sig') as f:
-        reader = csv.DictReader(f)
-        header = [h.strip() for h in (reader.fieldnames or [])]
-        rows = [{(k or '').strip(): (v or '') for k, v in row.items()} for row in reader]
+      header, rows = _read_columns(path, set(ID_COLUMNS) | set(self.names))
     except (OSError, UnicodeDecodeError, csv.Error) as e:
       raise UserError(f'--tabular_csv {path!r} cannot be read: '
                       f'{one_line(getattr(e, "strerror", None) or e)}') from None
@@ -123,7 +139,12 @@ def estimate_tabular(y: np.ndarray, names: Sequence[str], metadata: Mapping[str,
   """Raw tabular values from the audio (crnn_jax.core.audio_features, the same
   estimates preparation stores); what it cannot estimate gets the training
   mean (categorical: code 1)."""
-  features = audio_features.estimate(y)
+  return tabular_from_features(audio_features.estimate(y), names, metadata)
+
+
+def tabular_from_features(features: Mapping[str, float], names: Sequence[str],
+                          metadata: Mapping[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
+  """estimate_tabular from features already estimated (e.g. estimate_file's)."""
   mean = list(metadata.get('tabular_mean') or [0.0] * len(names))
   categorical = dict(metadata.get('tabular_categorical') or {})
   raw, estimated, imputed = [], [], []

@@ -20,8 +20,9 @@ entry {'file', 'error'} with a one-line reason; the others are still scored.
 
 Files are decoded a block at a time (audio.AudioSource.blocks) and cut into
 windows as they come, so a long file costs one block of its own samples plus
-its windows' uint8 images, never its whole decoded signal; only a model with
-tabular inputs estimated from the audio needs the whole mono 22,050 Hz track.
+its windows' uint8 images, never its whole decoded signal; a model with
+tabular inputs estimated from the audio streams over the file once more
+(audio_features.estimate_file, at most its centre 5 minutes held).
 With ``details`` each result also carries a WindowDetails: every window's
 start, probabilities, embedding (the classifier layer's input) and image, for
 embeddings (embeddings.py), the web page and anything else per window.
@@ -33,12 +34,12 @@ import collections
 import concurrent.futures
 import dataclasses
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
-from crnn_jax.core import audio, tabular
+from crnn_jax.core import audio, audio_features, tabular
 from crnn_jax.core.errors import UserError
 from crnn_jax.inference import embeddings as embeddings_lib
 from crnn_jax.inference import inputs
@@ -92,14 +93,17 @@ class Predictor:
                     tabular_info: dict[str, Any] | None = None) -> PreparedFile:
     """A decoded mono 22,050 Hz signal -> its audible windows' spectrogram images."""
     y = np.asarray(y, np.float32)
-    if self.model.num_tabular and tabular_raw is None:
-      tabular_raw, tabular_info = inputs.estimate_tabular(y, self.model.tabular_names,
-                                                          self.model.metadata)
-    return self._prepare_blocks([y], path, tabular_raw, tabular_info,
-                                {'channels': 1, 'sample_rate': audio.SAMPLE_RATE})
+    return self._prepare([y], path, tabular_raw, tabular_info,
+                         {'channels': 1, 'sample_rate': audio.SAMPLE_RATE},
+                         lambda: audio_features.estimate(y))
 
   def prepare_file(self, path: str, table: inputs.TabularTable | None = None) -> PreparedFile:
-    """Decode + windows (+ tabular). AudioError / ValueError carry the reason."""
+    """Decode + windows (+ tabular). AudioError / ValueError carry the reason.
+
+    The file is decoded a block at a time (audio.AudioSource.blocks) and cut
+    into windows as they come: a long file costs one block plus its windows'
+    images (~165 kB each, 20 MB an hour at 30 s), never the whole decoded signal.
+    """
     tabular_raw, tabular_info = None, None
     if self.model.num_tabular and table is not None:  # before decoding: a missing row is cheap
       try:
@@ -107,20 +111,16 @@ class Predictor:
       except KeyError as e:
         raise ValueError(e.args[0]) from None
       tabular_raw, tabular_info = inputs.tabular_from_row(row, key, self.model.tabular_names)
-    source = audio.open_audio(path)
-    blocks: Iterable[np.ndarray] = source.blocks()
-    if self.model.num_tabular and tabular_raw is None:
-      y = np.concatenate(list(blocks))  # estimates need the whole track (duration, loudness)
-      blocks = [y]
-      tabular_raw, tabular_info = inputs.estimate_tabular(y, self.model.tabular_names,
-                                                          self.model.metadata)
-    return self._prepare_blocks(blocks, path, tabular_raw, tabular_info,
-                                {'channels': source.channels, 'sample_rate': source.sample_rate})
+    source = audio.open_audio(path)  # paths that must not be opened are refused here
+    return self._prepare(source.blocks(), path, tabular_raw, tabular_info,
+                         {'channels': source.channels, 'sample_rate': source.sample_rate},
+                         lambda: audio_features.estimate_file(path))
 
-  def _prepare_blocks(self, blocks: Iterable[np.ndarray], path: str,
-                      tabular_raw: np.ndarray | None, tabular_info: dict[str, Any] | None,
-                      audio_info: dict[str, Any]) -> PreparedFile:
-    """Windows of a signal given in blocks -> images of the audible ones (+ encoded tabular)."""
+  def _prepare(self, blocks: Iterable[np.ndarray], path: str, tabular_raw: np.ndarray | None,
+               tabular_info: dict[str, Any] | None, audio_info: dict[str, Any],
+               features: Callable[[], dict[str, float]]) -> PreparedFile:
+    """Windows of a signal given in blocks -> images of the audible ones; tabular
+    inputs from the row, else estimated from ``features()``."""
     clip = self.model.clip
     samples = [0]
 
@@ -138,6 +138,9 @@ class Predictor:
       raise audio.AudioError('silent clip (peak below -80 dBFS)')
     encoded = None
     if self.model.num_tabular:
+      if tabular_raw is None:
+        tabular_raw, tabular_info = inputs.tabular_from_features(
+            features(), self.model.tabular_names, self.model.metadata)
       try:
         encoded = tabular.encode(np.asarray(tabular_raw, np.float32), self.model.metadata,
                                  self.model.info.categorical_encoding)
@@ -184,10 +187,20 @@ class Predictor:
                    ) -> Iterator[dict[str, Any]]:
     """One result dict per file, in input order, as soon as it is scored.
 
-    Windows of consecutive files are packed into the same batches; a file's
-    result comes out once its last window has been through the model. With
-    ``details``, a scored file's result also holds 'details': WindowDetails.
+    Folders are searched recursively (inputs.expand_inputs). Windows of
+    consecutive files are packed into the same batches; a file's result comes
+    out once its last window has been through the model. With ``details``, a
+    scored file's result also holds 'details': WindowDetails.
     """
+    return self.iter_predict_entries(inputs.expand_inputs(paths), tabular_csv, top_k,
+                                     num_workers, details)
+
+  def iter_predict_entries(self, entries: Sequence[tuple[str, str | None]],
+                           tabular_csv: str | None = None, top_k: int = 5,
+                           num_workers: int | None = None, details: bool = False
+                           ) -> Iterator[dict[str, Any]]:
+    """``iter_predict`` of inputs already expanded: (path, why it cannot be
+    scored or None), as inputs.expand_inputs gives them."""
     if int(top_k) < 1:
       raise UserError(f'--top_k must be at least 1, got {top_k}')
     table = (inputs.TabularTable(tabular_csv, self.model.tabular_names)
@@ -195,7 +208,7 @@ class Predictor:
     workers = int(num_workers if num_workers is not None else min(4, os.cpu_count() or 1))
     order: collections.deque[_Pending] = collections.deque()
     queue: list[tuple[_Pending, int]] = []  # (file, window index)
-    for path, prepared in self._prepared(inputs.expand_inputs(paths), table, workers):
+    for path, prepared in self._prepared(entries, table, workers):
       if isinstance(prepared, str):
         order.append(_Pending(path, result={'file': path, 'error': prepared}))
       else:

@@ -49,6 +49,7 @@ from crnn_jax.evaluate import plots
 from crnn_jax.train import setup, steps
 from crnn_jax.train.state import TrainState
 from crnn_jax.train.writers import log
+from crnn_jax.workdir.lock import holds_workdir
 
 DEFAULT_START_LR = 1e-7
 DEFAULT_END_LR = 10.0
@@ -203,6 +204,7 @@ def min_loss_lr(lrs: Sequence[float], losses: Sequence[float], skip_start: int =
 # --------------------------------------------------------------------------
 # The test on a run
 # --------------------------------------------------------------------------
+@holds_workdir('the learning-rate range test')
 def lr_range_test(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """--mode=lr_find: fastai's learning-rate range test on the train split.
 

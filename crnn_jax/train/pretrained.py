@@ -14,8 +14,10 @@ import ml_collections
 from crnn_jax.data.info import DataInfo
 from crnn_jax.train import state as state_lib
 from crnn_jax.workdir import checkpoints, files
+from crnn_jax.workdir.lock import holds_workdir
 
 
+@holds_workdir('an import of finished weights')
 def save_pretrained(workdir: str, config: ml_collections.ConfigDict, variables: Mapping[str, Any],
                     data_info: Mapping[str, Any]) -> None:
   """Writes config.json, data_info.json and a step-0 checkpoint of ``variables``."""

@@ -33,6 +33,7 @@ from crnn_jax.train.state import TrainState
 from crnn_jax.train.stopping import Interrupted, StopRequest, TrainingDiverged
 from crnn_jax.train.writers import MetricWriters, log
 from crnn_jax.workdir import checkpoints, files
+from crnn_jax.workdir.lock import holds_workdir
 
 
 @dataclasses.dataclass
@@ -129,6 +130,7 @@ def _evaluate(run: Run, state: TrainState, eval_fn: Callable,
 # --------------------------------------------------------------------------
 # Training
 # --------------------------------------------------------------------------
+@holds_workdir('training')
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains (resuming if the workdir has a checkpoint), then evaluates on test."""
   # ---------------------------------------------------------------- set-up
@@ -152,7 +154,7 @@ def _resume(run: Run, mgr: ocp.CheckpointManager, state: TrainState
             ) -> tuple[TrainState, Progress]:
   """The latest checkpoint, or the fresh state; then the run's config is recorded."""
   progress = Progress()
-  restored = checkpoints.restore(mgr, state)
+  restored = checkpoints.restore(mgr, state, run.config)
   if restored is not None:
     state, meta = restored
     state, progress = run.parallel.replicate(state), Progress.from_meta(meta)
@@ -255,7 +257,7 @@ def evaluate_only(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
   state = run.fresh_state(state_lib.make_optimizer(config, 1))
   mgr = checkpoints.manager(run.workdir)
   try:
-    restored = checkpoints.restore(mgr, state)
+    restored = checkpoints.restore(mgr, state, run.config)
   finally:
     mgr.close()
   if restored is None:

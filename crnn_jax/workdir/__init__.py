@@ -5,8 +5,13 @@
                     evaluation and prediction work without the data set
   results.json      the last evaluation (written by crnn_jax.evaluate)
   checkpoints/N/    orbax: 'state' (params, batch stats, optimiser, step) and
-                    'meta' (epoch, position within the epoch, history)
+                    'meta' (epoch, position within the epoch, history), plus
+                    crnn_jax_manifest.json (each file's size and SHA-256)
+  checkpoints_damaged/N-TIME/   a checkpoint found damaged, moved aside, with
+                    DAMAGED.txt saying which file and what failed
+  run.lock          while a run writes the workdir: who (host, pid, since)
 
 ``files.py`` reads and writes the JSON files, ``checkpoints.py`` the orbax
-checkpoints. Neither knows how a train state is built: callers pass one.
+checkpoints (``integrity.py``: manifests and damage), ``lock.py`` the lock.
+None knows how a train state is built: callers pass one.
 """

@@ -47,6 +47,29 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(_tuples(files.read_json(path)))
 
 
+def config_differences(workdir: str, config: ml_collections.ConfigDict, limit: int = 4
+                       ) -> list[str]:
+  """Fields where the workdir's config.json differs from ``config``, as
+  'model.gru_features: 64 in config.json, 32 now' (none: no config.json)."""
+  try:
+    saved = _flat(files.read_json(os.path.join(workdir, CONFIG_FILE)))
+  except (OSError, ValueError):
+    return []
+  now = _flat(json.loads(config.to_json_best_effort()))
+  keys = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
+  return [f'{k}: {saved.get(k, "(absent)")!r} in config.json, {now.get(k, "(absent)")!r} now'
+          for k in keys[:limit]] + ([f'{len(keys) - limit} more'] if len(keys) > limit else [])
+
+
+def _flat(tree: Any, prefix: str = '') -> dict[str, Any]:
+  if not isinstance(tree, dict):
+    return {prefix: tree}
+  out: dict[str, Any] = {}
+  for k, v in tree.items():
+    out.update(_flat(v, f'{prefix}.{k}' if prefix else k))
+  return out
+
+
 def _tuples(x: Any) -> Any:
   """JSON lists back to tuples, as the configs write them (hashable, static)."""
   if isinstance(x, dict):

@@ -1,0 +1,337 @@
+"""A full disk or unwritable storage: one line, nothing already written
+damaged, and the same command continues once there is space.
+
+Two kinds of test keep each promise:
+  * on a really small file system: a size-limited tmpfs mounted for the test
+    (needs root, or CAP_SYS_ADMIN, as in this project's containers; elsewhere
+    these skip, saying why);
+  * by injecting ENOSPC (OSError errno 28) at the write calls, which runs
+    everywhere: the cache, the data set and JSON/CSV/PNG writes raise it where
+    the operating system would, a checkpoint save raises the error tensorstore
+    raises for it.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import ROOT
+
+from crnn_jax.core import audio, files
+from crnn_jax.core.files import StorageError
+from data_prep import build, decode, demo, writer
+
+CLIP = audio.ClipSettings(seconds=3.0, position='start', min_seconds=1.0)
+ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+class SmallDisk:
+  """A tmpfs of a given size at ``path``, with ballast to fill it."""
+
+  def __init__(self, path: str):
+    self.path = path
+    self.ballast = os.path.join(path, 'ballast')
+
+  def resize(self, kib: int) -> None:
+    subprocess.run(['mount', '-o', f'remount,size={kib}k', self.path], check=True)
+
+  def fill(self, leave_kib: int) -> None:
+    free = shutil.disk_usage(self.path).free
+    fd = os.open(self.ballast, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+      os.posix_fallocate(fd, 0, max(free - leave_kib * 1024, 4096))
+    finally:
+      os.close(fd)
+
+  def free_space(self) -> None:
+    os.remove(self.ballast)
+
+  def read_only(self, on: bool = True) -> None:
+    subprocess.run(['mount', '-o', 'remount,' + ('ro' if on else 'rw'), self.path], check=True)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+  path = str(tmp_path / 'small')
+  os.makedirs(path)
+  mounted = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', path],
+                           capture_output=True, text=True, check=False)
+  if mounted.returncode:
+    pytest.skip(f'cannot mount a tmpfs here ({mounted.stderr.strip() or "mount failed"}); '
+                'the *_injected tests keep the same promise')
+  try:
+    yield SmallDisk(path)
+  finally:
+    subprocess.run(['umount', '-l', path], check=False)
+
+
+def _env():
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  env.pop('XLA_FLAGS', None)
+  return env
+
+
+# ---------------------------------------------------------------- JSON, CSV, PNG
+
+def test_a_full_disk_leaves_the_old_file_whole(small_disk):
+  path = os.path.join(small_disk.path, 'results.json')
+  files.write_json(path, {'old': True})
+  small_disk.fill(leave_kib=8)
+  with pytest.raises(StorageError) as e:
+    files.write_json(path, {'new': 'x' * 100_000})
+  assert str(e.value).startswith(f'disk full writing {path!r}: nothing written before was '
+                                 'damaged; free some space, then rerun the same command')
+  assert files.read_json(path) == {'old': True}
+  assert sorted(os.listdir(small_disk.path)) == ['ballast', 'results.json']  # no temp file
+  small_disk.free_space()
+  files.write_json(path, {'new': 1})
+  assert files.read_json(path) == {'new': 1}
+
+
+def test_a_full_disk_leaves_the_old_file_whole_injected(tmp_path):
+  path = str(tmp_path / 'report.csv')
+  files.write_text(path, 'old\n')
+  with pytest.raises(StorageError, match='disk full writing'), files.atomic_write(path) as f:
+    f.write('new')
+    raise ENOSPC  # what the write or the flush at close raises on a full disk
+  with open(path) as f:
+    assert f.read() == 'old\n'
+  assert os.listdir(tmp_path) == ['report.csv']
+
+
+def test_read_only_storage_is_one_line(small_disk, tiny_data_dir):
+  small_disk.read_only()
+  with pytest.raises(StorageError, match='read-only file system writing'):
+    files.write_json(os.path.join(small_disk.path, 'x.json'), {})
+  out = subprocess.run(
+      [sys.executable, 'main.py', '--config=configs/default.py',
+       f'--workdir={small_disk.path}/w', '--config.data.name=tiny',
+       f'--config.data.data_dir={tiny_data_dir}'],
+      cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300, check=False)
+  assert out.returncode == 2
+  assert out.stderr.strip().splitlines() == [
+      (f"error: workdir '{small_disk.path}/w' is not writable (Read-only file system); choose "
+       'another --workdir')]
+
+
+# ---------------------------------------------------------------- checkpoints
+
+def _state(scale: float):
+  import jax.numpy as jnp
+  noise = np.random.default_rng(0).random((256, 256), np.float32)  # 256 KiB, incompressible
+  return {'w': jnp.asarray(noise + scale)}
+
+
+def _saved_steps(workdir: str) -> list[str]:
+  return sorted(os.listdir(os.path.join(workdir, 'checkpoints')))
+
+
+def test_a_checkpoint_save_on_a_full_disk_keeps_the_previous_one(small_disk, monkeypatch):
+  from crnn_jax.workdir import checkpoints
+  small_disk.resize(4096)
+  workdir = os.path.join(small_disk.path, 'w')
+  mgr = checkpoints.manager(workdir)
+  checkpoints.save(mgr, 1, _state(1.0), {'epoch': 1})
+  small_disk.fill(leave_kib=100)
+  with pytest.raises(StorageError, match=f"disk full writing '{workdir}/checkpoints'"):
+    checkpoints.save(mgr, 2, _state(2.0), {'epoch': 2})  # refused before writing
+  # A disk that fills during the save (another writer): orbax's own failure.
+  monkeypatch.setattr(checkpoints, '_check_free_space', lambda directory, state: None)
+  with pytest.raises(StorageError, match=f"disk full writing '{workdir}/checkpoints/2'"):
+    checkpoints.save(mgr, 2, _state(2.0), {'epoch': 2})
+  assert _saved_steps(workdir) == ['1']  # the unfinished save was removed
+  small_disk.free_space()
+  state, meta = checkpoints.restore(checkpoints.manager(workdir), _state(0.0))
+  assert meta == {'epoch': 1}
+  np.testing.assert_array_equal(state['w'], _state(1.0)['w'])
+  checkpoints.save(mgr, 2, _state(2.0), {'epoch': 2})  # the same save, now it fits
+  assert _saved_steps(workdir) == ['1', '2']
+  mgr.close()
+
+
+def test_a_checkpoint_save_on_a_full_disk_keeps_the_previous_one_injected(tmp_path, monkeypatch):
+  import orbax.checkpoint as ocp
+
+  from crnn_jax.workdir import checkpoints
+  workdir = str(tmp_path / 'w')
+  mgr = checkpoints.manager(workdir)
+  checkpoints.save(mgr, 1, _state(1.0), {'epoch': 1})
+  real_save = ocp.CheckpointManager.save
+
+  def full_disk(self, step, *args, **kwargs):
+    os.makedirs(os.path.join(workdir, 'checkpoints', f'{step}.orbax-checkpoint-tmp', 'state'))
+    raise ValueError('RESOURCE_EXHAUSTED: Error writing "w/0.0" in OCDBT database: Failed to '
+                     "write 262144 bytes to file 19: No space left on device [os_error_code='28']")
+
+  monkeypatch.setattr(ocp.CheckpointManager, 'save', full_disk)  # what tensorstore raises
+  with pytest.raises(StorageError, match=f"disk full writing '{workdir}/checkpoints/2'"):
+    checkpoints.save(mgr, 2, _state(2.0), {'epoch': 2})
+  assert _saved_steps(workdir) == ['1']
+  monkeypatch.setattr(ocp.CheckpointManager, 'save', real_save)
+  checkpoints.save(mgr, 2, _state(2.0), {'epoch': 2})
+  assert _saved_steps(workdir) == ['1', '2']
+  mgr.close()
+
+
+# ---------------------------------------------------------------- data_prep build
+
+def _library(root: str) -> str:
+  demo.generate_demo_library(root, seed=0, clips_per_class=10, seconds=CLIP.seconds)
+  return root
+
+
+def _dataset(data_dir: str, name: str) -> dict:
+  import tensorflow_datasets as tfds
+  out = {}
+  for split, src in tfds.data_source(name, data_dir=data_dir).items():
+    for i in range(len(src)):
+      r = src[i]
+      out[r['track_id']] = (split, int(r['label']), r['spectrogram'].tobytes())
+  return out
+
+
+def _build_cli(library: str, data_dir: str) -> subprocess.CompletedProcess:
+  return subprocess.run(
+      [sys.executable, '-m', 'data_prep', 'build', f'--input={library}',
+       f'--data_dir={data_dir}', '--name=songs', f'--clip_seconds={CLIP.seconds}',
+       f'--min_seconds={CLIP.min_seconds}', '--workers=1', '--no_progress'],
+      cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600, check=False)
+
+
+@pytest.mark.slow
+def test_a_build_on_a_full_disk_continues_once_space_is_freed(small_disk, tmp_path):
+  library = _library(str(tmp_path / 'lib'))
+  reference = str(tmp_path / 'reference')
+  assert _build_cli(library, reference).returncode == 0
+  data_dir = os.path.join(small_disk.path, 'data')
+  small_disk.resize(400)  # the decode cache does not fit
+  first = _build_cli(library, data_dir)
+  assert first.returncode == 2
+  assert first.stderr.strip().splitlines()[-1].startswith(f"error: disk full writing '{data_dir}/")
+  cached = len(os.listdir(os.path.join(data_dir, 'songs_cache')))
+  small_disk.resize(1100)  # the cache fits, the data set does not
+  second = _build_cli(library, data_dir)
+  assert second.returncode == 2, second.stderr
+  assert second.stderr.strip().splitlines()[-1].startswith(
+      f"error: disk full writing '{data_dir}/songs/1.0.0'")
+  assert len(os.listdir(os.path.join(data_dir, 'songs_cache'))) >= cached  # kept
+  small_disk.resize(4096)
+  third = _build_cli(library, data_dir)
+  assert third.returncode == 0, third.stderr
+  assert '40 from the cache' in third.stdout  # nothing decoded twice
+  assert _dataset(data_dir, 'songs') == _dataset(reference, 'songs')
+
+
+def test_a_build_on_a_full_disk_continues_once_space_is_freed_injected(tmp_path, monkeypatch):
+  library = _library(str(tmp_path / 'lib'))
+  options = {'clip': CLIP, 'workers': 1, 'progress': False, 'verbose': False}
+  build.build_dataset(library, str(tmp_path / 'reference'), 'songs', **options)
+  data_dir = str(tmp_path / 'data')
+  real_savez, saved = np.savez, []
+
+  def savez_until_full(f, **arrays):
+    if len(saved) == 15:
+      raise ENOSPC
+    saved.append(1)
+    real_savez(f, **arrays)
+
+  monkeypatch.setattr(decode.np, 'savez', savez_until_full)
+  with pytest.raises(StorageError, match=f"disk full writing '{data_dir}/songs_cache/"):
+    build.build_dataset(library, data_dir, 'songs', **options)
+  monkeypatch.setattr(decode.np, 'savez', real_savez)
+  real_example, written = writer.make_example, []
+
+  def example_until_full(item):
+    if len(written) == 20:
+      raise ENOSPC
+    written.append(1)
+    return real_example(item)
+
+  monkeypatch.setattr(writer, 'make_example', example_until_full)
+  with pytest.raises(StorageError, match=f"disk full writing '{data_dir}/songs/1.0.0'"):
+    build.build_dataset(library, data_dir, 'songs', **options)
+  monkeypatch.setattr(writer, 'make_example', real_example)
+  summary = build.build_dataset(library, data_dir, 'songs', **options)
+  assert (summary['decoded'], summary['from_cache']) == (0, 40)
+  assert _dataset(data_dir, 'songs') == _dataset(str(tmp_path / 'reference'), 'songs')
+
+
+def test_a_failed_rebuild_gives_the_previous_data_set_back_injected(tmp_path, monkeypatch):
+  library = _library(str(tmp_path / 'lib'))
+  options = {'clip': CLIP, 'workers': 1, 'progress': False, 'verbose': False}
+  data_dir = str(tmp_path / 'data')
+  build.build_dataset(library, data_dir, 'songs', **options)
+  before = _dataset(data_dir, 'songs')
+  monkeypatch.setattr(writer, 'make_example', lambda item: (_ for _ in ()).throw(ENOSPC))
+  with pytest.raises(StorageError):  # another split: a different data set, which fails
+    build.build_dataset(library, data_dir, 'songs', **options, seed=7)
+  assert _dataset(data_dir, 'songs') == before
+  assert sorted(os.listdir(os.path.join(data_dir, 'songs'))) == ['1.0.0']
+
+
+# ---------------------------------------------------------------- training and results
+
+def _train_args(data_dir: str, workdir: str, epochs: int, mode: str = 'train') -> list[str]:
+  return [sys.executable, 'main.py', '--config=configs/default.py', f'--workdir={workdir}',
+          '--config.data.name=tiny', f'--config.data.data_dir={data_dir}',
+          '--config.train.batch_size=16', '--config.train.eval_batch_size=16',
+          f'--config.train.num_epochs={epochs}', '--config.train.max_lr=3e-3', f'--mode={mode}']
+
+
+def _main(*args) -> subprocess.CompletedProcess:
+  return subprocess.run(_train_args(*args), cwd=ROOT, env=_env(), capture_output=True,
+                        text=True, timeout=600, check=False)
+
+
+def _checkpoint_bytes(data_dir: str) -> int:
+  """What the tiny model's train state holds (params, batch statistics, Adam's moments)."""
+  import jax
+  from conftest import tiny_config
+
+  from crnn_jax.data import source
+  from crnn_jax.train import state as state_lib
+  config = tiny_config(data_dir)
+  state = jax.eval_shape(lambda: state_lib.create_train_state(
+      config, source.load_info(config), jax.random.key(0), state_lib.make_optimizer(config, 8)))
+  return sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(state))
+
+
+@pytest.mark.slow
+def test_training_on_a_full_disk_resumes_with_the_same_results(small_disk, tiny_data_dir,
+                                                               tmp_path):
+  """The disk has room for the first checkpoint, not the second: the run stops
+  at the second save; the same command, after space is freed, resumes."""
+  straight = str(tmp_path / 'straight')
+  assert _main(tiny_data_dir, straight, 2).returncode == 0
+  small_disk.resize((int(_checkpoint_bytes(tiny_data_dir) * 1.6) >> 10) + 1024)
+  workdir = os.path.join(small_disk.path, 'w')
+  full = _main(tiny_data_dir, workdir, 2)
+  assert full.returncode == 2, full.stderr
+  assert full.stderr.strip().splitlines()[-1] == (
+      f"error: disk full writing '{workdir}/checkpoints': nothing written before was damaged; "
+      'free some space, then rerun the same command to continue')
+  assert 'Traceback' not in full.stderr
+  assert _saved_steps(workdir) == ['4']
+  small_disk.resize(20 * 1024)
+  resumed = _main(tiny_data_dir, workdir, 2)
+  assert resumed.returncode == 0, resumed.stderr
+  assert 'Resuming from' in resumed.stdout
+  with open(os.path.join(straight, 'results.json')) as a, \
+       open(os.path.join(workdir, 'results.json')) as b:
+    assert json.load(a) == json.load(b)
+  # Writing results: evaluation on a full disk leaves results.json as it was.
+  with open(os.path.join(workdir, 'results.json'), 'rb') as f:
+    results = f.read()
+  small_disk.fill(leave_kib=16)
+  evaluated = _main(tiny_data_dir, workdir, 2, 'eval')
+  assert evaluated.returncode == 2
+  assert evaluated.stderr.strip().splitlines()[-1].startswith('error: disk full writing ')
+  with open(os.path.join(workdir, 'results.json'), 'rb') as f:
+    assert f.read() == results
