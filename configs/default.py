@@ -29,6 +29,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.gru_features = 64
   config.model.gru_layers = 2
   config.model.gru_hidden_bias_rz = True  # torch's split GRU biases (211,722 params)
+  # Time steps per iteration of the GRU's loop (True: all); any value gives the same
+  # outputs. 1 is fastest on CPU (benchmarks/RESULTS.md); try 4 or True on GPUs.
+  config.model.gru_unroll = 1
   config.model.readout = 'flatten'  # 'flatten' (reference) | 'last' | 'mean'
   config.model.tabular_features = (32, 32)
   config.model.audio_fc_features = 64  # metal head: width of audio_fc (GRU readout -> 64) before fusion
