@@ -17,8 +17,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.class_names = ()  # optional: must equal the data set's, in order
   config.data.num_tabular = -1  # tabular columns expected in the data set; -1: any
   config.data.categorical_encoding = 'raw'  # tabular key/mode/explicit: 'raw' codes (reference) | 'onehot'
-  config.data.num_workers = 0  # grain worker processes; 0 reads in the main process (threads)
-  config.data.num_threads = 4  # reader threads
+  # grain worker processes; 0 reads in the main process (threads); -1: none on a CPU-only
+  # host, one per core beyond two (at most 16) on a GPU/TPU host (crnn_jax/data/pipeline.py)
+  config.data.num_workers = -1
+  config.data.num_threads = 4  # reader threads (per worker process)
   config.data.prefetch_batches = 4  # batches read ahead: bounds the loader's memory
   config.data.demo = False  # True: generate and build the built-in demo set if missing
 

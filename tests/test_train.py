@@ -108,6 +108,19 @@ def test_epoch_order_is_seeded_and_balanced_sampling_balances():
   assert 0.45 < frac < 0.55
 
 
+def test_loader_workers_default_to_none_on_cpu_and_explicit_counts_stay(monkeypatch):
+  config = tiny_config('')
+  config.data.num_workers = -1
+  assert pipeline.num_workers(config) == 0  # this host runs JAX on CPU
+  monkeypatch.setattr(pipeline.jax, 'default_backend', lambda: 'gpu')
+  monkeypatch.setattr(pipeline.os, 'sched_getaffinity', lambda _: set(range(32)))
+  assert pipeline.num_workers(config) == 16
+  monkeypatch.setattr(pipeline.os, 'sched_getaffinity', lambda _: {0, 1})
+  assert pipeline.num_workers(config) == 1
+  config.data.num_workers = 3
+  assert pipeline.num_workers(config) == 3
+
+
 def test_inverse_frequency_class_weights():
   config = tiny_config('')
   config.train.class_weighting = 'inverse_frequency'
