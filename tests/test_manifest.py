@@ -299,3 +299,14 @@ def test_artist_names_grouped_without_case_spaces_or_featured_artists(tmp_path):
   md = tfds.builder('noartist', data_dir=out).info.metadata
   assert md['split']['grouped_by'] == summary['grouped_by'] == 'track (no artist information)'
   assert 'warning: split grouped by track' in build.format_summary(summary)
+
+
+def test_remote_audio_paths_and_root_stay_remote(tmp_path):
+  """gs:// paths (a Beam build on a cluster) are neither joined to the CSV's
+  folder nor made absolute."""
+  csv_path = tmp_path / 'm.csv'
+  csv_path.write_text('path,label\ngs://bucket/a/1.mp3,rock\nb/2.mp3,jazz\n')
+  tracks = manifest.read_manifest(str(csv_path)).tracks
+  assert [t.path for t in tracks] == ['gs://bucket/a/1.mp3', str(tmp_path / 'b' / '2.mp3')]
+  tracks = manifest.read_manifest(str(csv_path), audio_root='gs://bucket/audio').tracks
+  assert [t.path for t in tracks] == ['gs://bucket/a/1.mp3', 'gs://bucket/audio/b/2.mp3']

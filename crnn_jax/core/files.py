@@ -18,6 +18,12 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 
+def is_remote(path: str | os.PathLike) -> bool:
+  """A path with a scheme (gs://, s3://, ...): read and written through
+  etils.epath or Beam's file systems, never with ``open``."""
+  return '://' in os.fspath(path)
+
+
 def _temporary_name(path: str) -> str:
   """Unique per process and thread: concurrent writers never share a temp file."""
   return f'{path}.{os.getpid()}.{threading.get_ident()}.tmp'
