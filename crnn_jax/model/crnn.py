@@ -22,8 +22,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from crnn_jax.model.layers import (GRU, Array, ConvBlock, GRUWeights, torch_kernel_init,
-                                   uniform_init)
+from crnn_jax.model.layers import GRU, Array, ConvBlock, GRUWeights, torch_kernel_init, uniform_init
 
 
 class CRNN(nn.Module):
