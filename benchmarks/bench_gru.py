@@ -11,7 +11,8 @@ steps, input (B, 20, 64), summed squares as the loss:
   hoisted uN    crnn_jax.model.layers.GRU: the input side of every step in one
                 matmul before the loop, ``unroll=N`` steps per loop iteration
   torch         ``torch.nn.GRU`` (cuDNN on a GPU), same shapes
-Median of --repeats windows of --steps calls each; compile time per variant.
+Median of --repeats windows of --steps calls each, the variants taking turns
+window by window; compile time per variant in brackets.
 """
 
 from __future__ import annotations
@@ -53,31 +54,18 @@ class Hoisted(nn.Module):
     return seq
 
 
-def median_seconds(fn: Callable[[], Any], steps: int, repeats: int) -> float:
-  times = []
-  for _ in range(repeats):
-    tic = time.perf_counter()
-    for _ in range(steps):
-      out = fn()
-    jax.block_until_ready(out)
-    times.append((time.perf_counter() - tic) / steps)
-  return statistics.median(times)
-
-
-def jax_variant(model: nn.Module, seq: np.ndarray, steps: int, repeats: int
-                ) -> tuple[float, float]:
-  """(seconds per forward + backward, compile seconds)."""
+def jax_variant(model: nn.Module, seq: np.ndarray) -> tuple[Callable[[], Any], float]:
+  """(one forward + backward, compile seconds)."""
   x = jax.device_put(seq)
   variables = model.init(jax.random.key(0), x)
   grad = jax.jit(jax.grad(lambda v, x: (model.apply(v, x) ** 2).sum(), argnums=(0, 1)))
   tic = time.perf_counter()
   compiled = grad.lower(variables, x).compile()
   compile_s = time.perf_counter() - tic
-  jax.block_until_ready(compiled(variables, x))
-  return median_seconds(lambda: compiled(variables, x), steps, repeats), compile_s
+  return lambda: compiled(variables, x), compile_s
 
 
-def torch_variant(seq: np.ndarray, steps: int, repeats: int) -> float | None:
+def torch_variant(seq: np.ndarray) -> Callable[[], Any] | None:
   try:
     import torch  # pylint: disable=import-outside-toplevel
   except ImportError:
@@ -91,16 +79,31 @@ def torch_variant(seq: np.ndarray, steps: int, repeats: int) -> float | None:
     (gru(x)[0] ** 2).sum().backward()
     return x.grad
 
-  step()
-  times = []
+  return step
+
+
+def _wait(out: Any) -> None:
+  if hasattr(out, 'device') and str(out.device).startswith('cuda'):
+    import torch  # pylint: disable=import-outside-toplevel
+    torch.cuda.synchronize()
+  else:
+    jax.block_until_ready(out)
+
+
+def interleaved_seconds(fns: list[Callable[[], Any]], steps: int, repeats: int) -> list[float]:
+  """Median seconds per call of each function; windows of ``steps`` calls taken in
+  turns, so load drifts hit all alike."""
+  for fn in fns:
+    _wait(fn())
+  times: list[list[float]] = [[] for _ in fns]
   for _ in range(repeats):
-    tic = time.perf_counter()
-    for _ in range(steps):
-      step()
-    if device == 'cuda':
-      torch.cuda.synchronize()
-    times.append((time.perf_counter() - tic) / steps)
-  return statistics.median(times)
+    for fn, out in zip(fns, times):
+      tic = time.perf_counter()
+      for _ in range(steps):
+        result = fn()
+      _wait(result)
+      out.append((time.perf_counter() - tic) / steps)
+  return [statistics.median(t) for t in times]
 
 
 def main() -> None:
@@ -120,13 +123,14 @@ def main() -> None:
   for batch in (int(b) for b in args.batch_sizes.split(',')):
     seq = np.random.default_rng(batch).standard_normal((batch, TIME_STEPS, FEATURES),
                                                        np.float32)
-    results = [jax_variant(PerStep(), seq, args.steps, args.repeats)]
-    results += [jax_variant(Hoisted(u), seq, args.steps, args.repeats) for u in unrolls]
-    torch_s = torch_variant(seq, args.steps, args.repeats)
-    cells = [f'{1e3 * t:.3f} ({c:.1f})' for t, c in results]
-    cells.append('-' if torch_s is None else f'{1e3 * torch_s:.3f}')
-    best = min(t for t, _ in results[1:])
-    print(f'| {batch} | ' + ' | '.join(cells) + f' | {results[0][0] / best:.2f}x |', flush=True)
+    variants = [jax_variant(PerStep(), seq)] + [jax_variant(Hoisted(u), seq) for u in unrolls]
+    torch_fn = torch_variant(seq)
+    fns = [fn for fn, _ in variants] + ([torch_fn] if torch_fn else [])
+    seconds = interleaved_seconds(fns, args.steps, args.repeats)
+    cells = [f'{1e3 * t:.3f} ({c:.1f})' for t, (_, c) in zip(seconds, variants)]
+    cells.append(f'{1e3 * seconds[-1]:.3f}' if torch_fn else '-')
+    best = min(seconds[1:len(variants)])
+    print(f'| {batch} | ' + ' | '.join(cells) + f' | {seconds[0] / best:.2f}x |', flush=True)
 
 
 if __name__ == '__main__':
