@@ -47,6 +47,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks import bench_scaling
+
 ROOT = Path(__file__).resolve().parents[1]
 TORCH_PIN = 'torch==2.13.0'
 SMOKE = {'batch_sizes': '2', 'frames': 128, 'steps': 1, 'repeats': 1, 'warmup': 0,
@@ -181,8 +183,6 @@ def run_child(args: argparse.Namespace, kind: str, dtype: str = 'float32') -> An
 
 
 def scaling_rows(args: argparse.Namespace, visible: int) -> list[dict[str, Any]]:
-  from benchmarks import bench_scaling  # pylint: disable=import-outside-toplevel
-
   counts = ([int(n) for n in args.scaling_devices.split(',')] if args.scaling_devices
             else [n for n in (1, 2, 4, 8, 16, 32) if n <= visible])
   platform_name = 'cpu' if args.smoke else 'gpu'
@@ -315,6 +315,20 @@ def measure_all(args: argparse.Namespace) -> dict[str, Any]:
 CHILDREN = {'info': environment, 'jax': jax_rows, 'torch': torch_rows}
 
 
+def _without_install(argv: list[str]) -> list[str]:
+  """The command line again, less --install and --wheelhouse[=]DIR (after installing)."""
+  rest, skip = [], False
+  for arg in argv:
+    if skip or arg == '--install' or arg.startswith('--wheelhouse='):
+      skip = False
+      continue
+    if arg == '--wheelhouse':
+      skip = True
+      continue
+    rest.append(arg)
+  return rest
+
+
 def main() -> None:
   args = parse_args()
   if args.child:
@@ -324,8 +338,8 @@ def main() -> None:
     return
   if args.install:
     install(args.wheelhouse)
-    rest = [a for a in sys.argv[1:] if a != '--install' and not a.startswith('--wheelhouse')]
-    os.execv(sys.executable, [sys.executable, '-m', 'benchmarks.bench_gpu', *rest])
+    os.execv(sys.executable, [sys.executable, '-m', 'benchmarks.bench_gpu',
+                              *_without_install(sys.argv[1:])])
   results = measure_all(args)
   print(table(results['rows'], results['scaling']))
   if args.json:

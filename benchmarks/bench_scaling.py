@@ -74,7 +74,9 @@ def run_device_count(devices: int, platform: str, batch: int, frames: int, warmu
     env['XLA_FLAGS'] = (env.get('XLA_FLAGS', '') +
                         f' --xla_force_host_platform_device_count={devices}').strip()
   else:
-    env['CUDA_VISIBLE_DEVICES'] = ','.join(str(i) for i in range(devices))
+    visible = os.environ.get('CUDA_VISIBLE_DEVICES', '')
+    ids = visible.split(',') if visible else [str(i) for i in range(devices)]
+    env['CUDA_VISIBLE_DEVICES'] = ','.join(ids[:devices])
     env.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
   out = subprocess.run([sys.executable, '-m', 'benchmarks.bench_scaling', f'--child={devices}',
                         f'--batch={batch}', f'--frames={frames}', f'--warmup={warmup}',

@@ -176,6 +176,7 @@ def main() -> None:
       'machine': f'{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs',
       'jax': jax.__version__, 'device': str(jax.devices()[0]),
       'allocator': allocator(), 'XLA_FLAGS': os.environ.get('XLA_FLAGS', ''),
+      'GLIBC_TUNABLES': os.environ.get('GLIBC_TUNABLES', ''),
   }
   if not args.no_torch:
     import torch  # pylint: disable=import-outside-toplevel

@@ -59,3 +59,8 @@ def test_gpu_benchmark_runs_on_cpu_with_tiny_shapes(tmp_path):
   frameworks = {r['framework'] for r in results['rows'] if r.get('clips_s', 0) > 0}
   assert frameworks == {'jax u1', 'jax u2', 'torch', 'torch CL'}
   assert not [r for r in results['rows'] if 'error' in r]
+
+
+def test_gpu_benchmark_restarts_without_the_install_flags():
+  argv = ['--install', '--wheelhouse', '/w', '--dtypes=float32', '--wheelhouse=/x', '--smoke']
+  assert bench_gpu._without_install(argv) == ['--dtypes=float32', '--smoke']  # pylint: disable=protected-access

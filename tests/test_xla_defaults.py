@@ -29,7 +29,7 @@ def test_main_adds_the_eigen_convolution_flag_and_keeps_user_flags():
 
 
 def test_too_late_once_jax_is_imported():
-  code = ('import jax, sys; sys.path.insert(0, "."); from crnn_jax import xla_defaults; '
+  code = ('import jax, sys; sys.path.insert(0, "."); from crnn_jax.core import xla_defaults; '
           'print(xla_defaults.apply())')
   out = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True,
                        timeout=120, check=True)
