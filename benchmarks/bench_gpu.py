@@ -298,6 +298,10 @@ def measure_all(args: argparse.Namespace) -> dict[str, Any]:
     sys.exit(f'error: JAX sees no GPU ({env["jax_platform"]}): install the CUDA builds '
              '(--install) or run --smoke on a CPU')
   with_torch = not args.no_torch and env.get('torch') is not None
+  if with_torch and not args.smoke and 'torch_device' not in env:
+    print(f'torch {env["torch"]} sees no GPU: crnn_jax only (--install gets the CUDA build)',
+          file=sys.stderr)
+    with_torch = False
   rows = []
   for dtype in args.dtypes.split(','):
     for kind in ('jax', 'torch') if with_torch else ('jax',):
