@@ -33,7 +33,6 @@ xla_defaults.apply()  # the XLA flags training runs with, before jax is imported
 
 import jax
 import numpy as np
-from absl import flags
 
 from benchmarks import contestants
 from configs import default
@@ -134,7 +133,6 @@ def main() -> None:
                       help='sustained GPU rate for the estimate without --gpu_json')
   parser.add_argument('--no_step', action='store_true', help='skip timing the CPU train step')
   args = parser.parse_args()
-  flags.FLAGS.mark_as_parsed()  # grain's worker processes read absl flags (main.py parses them)
   tmp = tempfile.mkdtemp(prefix='loader_bench_')
   try:
     write_synthetic(tmp, args.clips)

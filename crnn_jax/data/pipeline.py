@@ -22,6 +22,7 @@ import grain
 import jax
 import ml_collections
 import numpy as np
+from absl import flags
 
 from crnn_jax.core import tabular
 from crnn_jax.core.errors import UserError
@@ -111,6 +112,8 @@ def train_batches(source: Any, order: np.ndarray, info: DataInfo, global_batch: 
   iter_ds = ds.to_iter_dataset(_read_options(config))
   workers = num_workers(config)
   if workers > 0:
+    if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; main.py parses them,
+      flags.FLAGS.mark_as_parsed()  # a notebook or library caller does not
     iter_ds = iter_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
   return iter(iter_ds)
 
