@@ -173,7 +173,7 @@ def run_child(args: argparse.Namespace, kind: str, dtype: str = 'float32') -> An
   argv = [sys.executable, '-m', 'benchmarks.bench_gpu', f'--child={kind}', f'--dtype={dtype}',
           f'--batch_sizes={args.batch_sizes}', f'--frames={args.frames}',
           f'--steps={args.steps}', f'--repeats={args.repeats}', f'--warmup={args.warmup}',
-          f'--gru_unroll={args.gru_unroll}', '--gru_share' if args.gru_share else '--no_gru_share']
+          f'--gru_unroll={args.gru_unroll}', '--gru_share' if args.gru_share else '--no-gru_share']
   if args.smoke:
     argv.append('--smoke')
   out = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True, check=False)
@@ -302,18 +302,27 @@ def measure_all(args: argparse.Namespace) -> dict[str, Any]:
     print(f'torch {env["torch"]} sees no GPU: crnn_jax only (--install gets the CUDA build)',
           file=sys.stderr)
     with_torch = False
-  rows = []
+  results = {'env': env, 'args': vars(args), 'rows': [], 'scaling': []}
   for dtype in args.dtypes.split(','):
     for kind in ('jax', 'torch') if with_torch else ('jax',):
       tic = time.perf_counter()
-      rows += run_child(args, kind, dtype)
+      new = run_child(args, kind, dtype)
+      results['rows'] += new
       print(f'{kind} {dtype}: {time.perf_counter() - tic:.0f} s', file=sys.stderr, flush=True)
-  scaling = scaling_rows(args, len(env['jax_devices']))
-  for r in rows:
-    if 'error' in r:
-      print(f'{r["framework"]} B={r["batch"]} {r["dtype"]} {r["mode"]}: {r["error"]}',
-            file=sys.stderr)
-  return {'env': env, 'args': vars(args), 'rows': rows, 'scaling': scaling}
+      _progress(results, new, args.json)
+  results['scaling'] = scaling_rows(args, len(env['jax_devices']))
+  return results
+
+
+def _progress(results: dict[str, Any], new: list[dict[str, Any]], json_path: str) -> None:
+  """The new rows on stderr, and the JSON so far: a run cut short keeps them."""
+  for r in new:
+    figure = f'{r["clips_s"]:.1f} clips/s' if 'clips_s' in r else r['error']
+    print(f'  {r["framework"]}{" (no GRU)" if r["no_gru"] else ""} B={r["batch"]} {r["dtype"]} '
+          f'{r["mode"]}: {figure}', file=sys.stderr, flush=True)
+  if json_path:
+    with open(json_path, 'w', encoding='utf-8') as f:
+      json.dump(results, f, indent=2)
 
 
 CHILDREN = {'info': environment, 'jax': jax_rows, 'torch': torch_rows}
