@@ -1,10 +1,10 @@
 r"""Data-parallel scaling of the training step over devices.
 
   python -m benchmarks.bench_scaling                       # forced CPU devices 1, 2, 4
-  python -m benchmarks.bench_scaling --devices=1 --platform=gpu
+  python -m benchmarks.bench_scaling --devices=1,2,4,8 --platform=gpu --batch=512
 
 Each device count runs in its own process (XLA reads the forced CPU device
-count at start-up) through the training code itself: ``train.Parallel`` (a
+count at start-up; GPUs are limited with CUDA_VISIBLE_DEVICES) through the training code itself: ``train.Parallel`` (a
 Mesh over all devices, batch sharded on 'data', state replicated) and
 ``train.train_step``. The global batch is fixed, so perfect scaling keeps
 clips/s constant on shared cores and multiplies it on real devices. Prints a
@@ -25,7 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def measure(devices: int, batch: int, frames: int, warmup: int, steps: int) -> dict:
+def measure(devices: int, batch: int, frames: int, warmup: int, steps: int,
+            dtype: str = 'float32') -> dict:
   """Runs in the child process: times the sharded train step."""
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
@@ -37,6 +38,7 @@ def measure(devices: int, batch: int, frames: int, warmup: int, steps: int) -> d
 
   config = default.get_config()
   config.train.batch_size = config.train.eval_batch_size = batch
+  config.train.dtype = dtype
   info = DataInfo(name='bench', class_names=tuple(str(i) for i in range(10)),
                   num_tabular=0, categorical_encoding='raw',
                   split_sizes={'train': batch}, frames=frames, metadata={})
@@ -59,35 +61,50 @@ def measure(devices: int, batch: int, frames: int, warmup: int, steps: int) -> d
       times.append(time.perf_counter() - tic)
   median = statistics.median(times)
   return {'devices': jax.device_count(), 'platform': jax.devices()[0].platform,
-          'device_kind': jax.devices()[0].device_kind, 'batch': batch,
+          'device_kind': jax.devices()[0].device_kind, 'batch': batch, 'dtype': dtype,
           'step_s': median, 'clips_per_s': batch / median}
+
+
+def run_device_count(devices: int, platform: str, batch: int, frames: int, warmup: int,
+                     steps: int, dtype: str = 'float32') -> dict:
+  """``measure`` in a child process that sees ``devices`` devices of ``platform``."""
+  env = dict(os.environ)
+  if platform == 'cpu':
+    env['JAX_PLATFORMS'] = 'cpu'
+    env['XLA_FLAGS'] = (env.get('XLA_FLAGS', '') +
+                        f' --xla_force_host_platform_device_count={devices}').strip()
+  else:
+    visible = os.environ.get('CUDA_VISIBLE_DEVICES', '')
+    ids = visible.split(',') if visible else [str(i) for i in range(devices)]
+    env['CUDA_VISIBLE_DEVICES'] = ','.join(ids[:devices])
+    env.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
+  out = subprocess.run([sys.executable, '-m', 'benchmarks.bench_scaling', f'--child={devices}',
+                        f'--batch={batch}', f'--frames={frames}', f'--warmup={warmup}',
+                        f'--steps={steps}', f'--dtype={dtype}'], env=env, cwd=ROOT,
+                       capture_output=True, text=True, check=False)
+  if out.returncode:
+    raise RuntimeError(f'bench_scaling child with {devices} device(s) failed:\n{out.stderr[-3000:]}')
+  return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  parser.add_argument('--devices', default='1,2,4', help='forced CPU device counts')
+  parser.add_argument('--devices', default='1,2,4', help='device counts (forced CPU devices, or '
+                      'the first N GPUs)')
   parser.add_argument('--platform', default='cpu', choices=('cpu', 'gpu'))
   parser.add_argument('--batch', type=int, default=16, help='global batch')
   parser.add_argument('--frames', type=int, default=1292)
+  parser.add_argument('--dtype', default='float32', choices=('float32', 'bfloat16'))
   parser.add_argument('--warmup', type=int, default=2)
   parser.add_argument('--steps', type=int, default=5)
   parser.add_argument('--child', type=int, default=0, help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.child:
-    print(json.dumps(measure(args.child, args.batch, args.frames, args.warmup, args.steps)))
+    print(json.dumps(measure(args.child, args.batch, args.frames, args.warmup, args.steps,
+                             args.dtype)))
     return
-  rows = []
-  for n in [int(x) for x in args.devices.split(',')]:
-    env = dict(os.environ)
-    if args.platform == 'cpu':
-      env['JAX_PLATFORMS'] = 'cpu'
-      env['XLA_FLAGS'] = (env.get('XLA_FLAGS', '') +
-                          f' --xla_force_host_platform_device_count={n}').strip()
-    out = subprocess.run([sys.executable, '-m', 'benchmarks.bench_scaling', f'--child={n}', f'--batch={args.batch}',
-                          f'--frames={args.frames}', f'--warmup={args.warmup}',
-                          f'--steps={args.steps}'], env=env, capture_output=True, text=True,
-                         check=True)
-    rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+  rows = [run_device_count(int(n), args.platform, args.batch, args.frames, args.warmup,
+                           args.steps, args.dtype) for n in args.devices.split(',')]
   base = rows[0]['clips_per_s']
   print(f'| devices | platform | global batch | step s | clips/s | vs {rows[0]["devices"]} device |')
   print('|---|---|---|---|---|---|')

@@ -21,8 +21,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.num_tabular = -1
   config.data.summary_num_tabular = 0  # --mode=summary without a prepared set: inputs shown
   config.data.categorical_encoding = 'raw'  # tabular key/mode/explicit: 'raw' codes (reference) | 'onehot'
-  config.data.num_workers = 0  # grain worker processes; 0 reads in the main process (threads)
-  config.data.num_threads = 4  # reader threads
+  # grain worker processes; 0 reads in the main process (threads); -1: none on a CPU-only
+  # host, one per core beyond two (at most 16) on a GPU/TPU host (crnn_jax/data/pipeline.py)
+  config.data.num_workers = -1
+  config.data.num_threads = 4  # reader threads (per worker process)
   config.data.prefetch_batches = 4  # batches read ahead: bounds the loader's memory
   config.data.demo = False  # True: generate and build the built-in demo set if missing
 
@@ -33,6 +35,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.gru_features = 64
   config.model.gru_layers = 2
   config.model.gru_hidden_bias_rz = True  # torch's split GRU biases (211,722 params)
+  # Time steps per iteration of the GRU's loop (True: all); any value gives the same
+  # outputs. 1 is fastest on CPU (benchmarks/RESULTS.md); try 4 or True on GPUs.
+  config.model.gru_unroll = 1
   config.model.readout = 'flatten'  # 'flatten' (reference) | 'last' | 'mean'
   config.model.tabular_features = (32, 32)
   config.model.audio_fc_features = 64  # metal head: width of audio_fc (GRU readout -> 64) before fusion

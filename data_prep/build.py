@@ -34,16 +34,16 @@ import collections
 import contextlib
 import csv
 import dataclasses
-import glob
 import hashlib
+import io
 import json
 import os
-import shutil
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from etils import epath
 from tensorflow_datasets.core.utils import tqdm_utils
 
 from crnn_jax.core import audio, audio_features, files, locks, tabular
@@ -78,7 +78,9 @@ class Options:
   manifest_options: read_manifest's keyword arguments (preset, audio_root, ...).
   beam_runner / beam_options: decode and write through Apache Beam instead of
     local processes (e.g. 'DirectRunner'; on a cluster, its runner and
-    options, with data_dir and the audio on storage all workers see).
+    options). Results flow as pipeline elements, not through the local cache;
+    data_dir and the audio paths may be remote (gs://..., read through
+    etils.epath and Beam's file systems) and must be reachable by the workers.
   """
   clip: audio.ClipSettings = dataclasses.field(default_factory=audio.ClipSettings)
   split: Sequence[float] = (0.64, 0.16, 0.20)
@@ -138,7 +140,8 @@ def build_dataset(input_path: str, data_dir: str, name: str, options: Options | 
   """
   t0 = time.time()
   opts = dataclasses.replace(options or Options(), **overrides)
-  data_dir = os.path.abspath(data_dir)
+  if not files.is_remote(data_dir):
+    data_dir = os.path.abspath(data_dir)
   schema.check_name(name)  # fail fast on a bad name
   if opts.tabular not in TABULAR_MODES:
     raise ValueError(f"tabular must be 'auto', 'none', 'source' or 'audio', got {opts.tabular!r}")
@@ -241,13 +244,21 @@ def decode_tracks(tracks: Sequence[Track], data_dir: str, name: str, estimate: b
     jobs.append(decode.Job(t.track_id, t.path, cache_file if key else '', opts.clip, estimate))
   workers = int(opts.workers or decode.available_cores())
   t0 = time.time()
+  if opts.uses_beam:  # results flow through the pipeline; no local cache on a cluster
+    jobs = [dataclasses.replace(j, cache_file='') for j in jobs]
+    results = decode.run_jobs_beam(jobs, opts.beam_runner, opts.beam_options,
+                                   beam_work_dir(data_dir, name))
   from_cache = sum(1 for j in jobs if j.cache_file and os.path.exists(j.cache_file))
-  if opts.uses_beam:
-    results = decode.run_jobs_beam(jobs, opts.beam_runner, opts.beam_options)
-  else:
+  if not opts.uses_beam:
     results = decode.run_jobs(jobs, workers, opts.progress)
   used = workers if workers > 1 and len(jobs) - from_cache >= decode.MIN_POOL_JOBS else 1
   return Decoded(results, cache_files, len(jobs), from_cache, used, time.time() - t0)
+
+
+def beam_work_dir(data_dir: str, name: str) -> str:
+  """Where a Beam build's decode pipeline leaves its outcomes for the write
+  (beside the data set, so as remote as it; removed after the write)."""
+  return os.fspath(epath.Path(data_dir) / f'{name}_beam_work')
 
 
 # ---------------------------------------------------------------- rows
@@ -347,36 +358,38 @@ def dataset_metadata(chosen: Split, tab_names: list[str], decoded: Decoded, sour
 def write(chosen: Split, decoded: Decoded, metadata: dict[str, Any], data_dir: str, name: str,
           description: str, opts: Options) -> bool:
   """Writes the TFDS set unless an identical build exists; True when reused."""
-  version_dir = os.path.join(data_dir, name, schema.VERSION)
+  version_dir = epath.Path(data_dir) / name / schema.VERSION  # local or remote
   if _existing_fingerprint(version_dir) == metadata['fingerprint']:
     return True
-  for leftover in glob.glob(os.path.join(data_dir, name, f'incomplete.*{schema.VERSION}')):
-    shutil.rmtree(leftover, ignore_errors=True)  # a write killed midway (SIGKILL)
+  for leftover in version_dir.parent.glob(f'incomplete.*{schema.VERSION}'):
+    leftover.rmtree(missing_ok=True)  # a write killed midway (SIGKILL)
   with _previous_kept_until_replaced(version_dir, opts.verbose):
     _write_examples(chosen, decoded, metadata, data_dir, name, description, opts)
+  if opts.uses_beam:
+    epath.Path(beam_work_dir(data_dir, name)).rmtree(missing_ok=True)
   return False
 
 
 @contextlib.contextmanager
-def _previous_kept_until_replaced(version_dir: str, verbose: bool) -> Iterator[None]:
+def _previous_kept_until_replaced(version_dir: epath.Path, verbose: bool) -> Iterator[None]:
   """A different earlier build stays (set aside as VERSION.previous) until the
   new one is complete: a failed write (a full disk) or a kill gives it back."""
-  previous = version_dir + '.previous'
-  if os.path.isdir(previous) and not os.path.isdir(version_dir):
-    os.replace(previous, version_dir)  # a replacement killed midway
-  if os.path.isdir(version_dir):
+  previous = version_dir.parent / (version_dir.name + '.previous')
+  if previous.is_dir() and not version_dir.is_dir():
+    previous.rename(version_dir)  # a replacement killed midway
+  if version_dir.is_dir():
     if verbose:
       print(f'replacing {version_dir}: its inputs or settings differ from this build')
-    shutil.rmtree(previous, ignore_errors=True)
-    os.replace(version_dir, previous)
+    previous.rmtree(missing_ok=True)
+    version_dir.rename(previous)
   try:
     yield
   except BaseException as e:
-    if os.path.isdir(previous) and not os.path.isdir(version_dir):
-      os.replace(previous, version_dir)
-    files.raise_if_storage_error(e, version_dir)
+    if previous.is_dir() and not version_dir.is_dir():
+      previous.rename(version_dir)
+    files.raise_if_storage_error(e, os.fspath(version_dir))
     raise
-  shutil.rmtree(previous, ignore_errors=True)
+  previous.rmtree(missing_ok=True)
 
 
 def _write_examples(chosen: Split, decoded: Decoded, metadata: dict[str, Any], data_dir: str,
@@ -390,10 +403,12 @@ def _write_examples(chosen: Split, decoded: Decoded, metadata: dict[str, Any], d
         'num_classes': len(chosen.class_names), 'track_id': t.track_id,
         'artist_id': t.artist_id}))
   if opts.uses_beam:
-    split_examples = {s: (lambda s=s, it=it: writer.beam_examples(s, it))
+    images = decode.images_pattern(beam_work_dir(data_dir, name))
+    split_examples = {s: (lambda s=s, it=it: writer.beam_examples(s, it, images))
                       for s, it in by_split.items()}
   else:
-    split_examples = {s: (lambda it=it: map(writer.make_example, it)) for s, it in by_split.items()}
+    split_examples = {s: (lambda it=it: map(writer.cached_example, it))
+                      for s, it in by_split.items()}
   bars_were_on = tqdm_utils._active  # pylint: disable=protected-access
   tqdm_utils.display_progress_bar(bars_were_on and opts.progress)
   try:
@@ -405,19 +420,25 @@ def _write_examples(chosen: Split, decoded: Decoded, metadata: dict[str, Any], d
     tqdm_utils.display_progress_bar(bars_were_on)
 
 
-def _existing_fingerprint(version_dir: str) -> str | None:
+def _existing_fingerprint(version_dir: epath.Path) -> str | None:
   try:
-    return files.read_json(os.path.join(version_dir, 'metadata.json')).get('fingerprint')
+    return json.loads((version_dir / 'metadata.json').read_text()).get('fingerprint')
   except (OSError, ValueError):
     return None
 
 
 def write_report(path: str, problems: Sequence[Problem]) -> None:
-  with files.atomic_write(path, newline='', encoding='utf-8', errors='backslashreplace') as f:
-    w = csv.writer(f)  # (file names that are not UTF-8 are written as \xNN)
-    w.writerow(['origin', 'track_id', 'reason'])
-    for p in problems:
-      w.writerow([p.origin, p.track_id, p.reason])
+  text = io.StringIO(newline='')
+  w = csv.writer(text)
+  w.writerow(['origin', 'track_id', 'reason'])
+  for p in problems:
+    w.writerow([p.origin, p.track_id, p.reason])
+  # File names that are not UTF-8 are written as \xNN.
+  if files.is_remote(path):
+    epath.Path(path).write_bytes(text.getvalue().encode('utf-8', 'backslashreplace'))
+  else:
+    with files.atomic_write(path, newline='', encoding='utf-8', errors='backslashreplace') as f:
+      f.write(text.getvalue())
 
 
 # ---------------------------------------------------------------- summary

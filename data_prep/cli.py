@@ -78,7 +78,8 @@ def add_build_command(commands: Any) -> None:
                  help='with --preset=fma: keep only this FMA subset\'s tracks')
   p.add_argument('--beam_runner', default='', help="decode and write through Apache Beam "
                  "(pip install apache-beam): 'DirectRunner' locally, or a cluster's runner "
-                 '(data_dir and the audio must then be on storage all workers see)')
+                 '(results flow as pipeline elements; --data_dir and the audio may be remote, '
+                 'e.g. gs://, and must be reachable by the workers)')
   p.add_argument('--beam_options', default='', help='extra Beam pipeline options, '
                  "space-separated, e.g. '--direct_num_workers=4 --direct_running_mode=multi_processing'")
   p.add_argument('--no_progress', action='store_true', help='no progress bar')

@@ -1,32 +1,44 @@
 """The per-track work of a build: decode -> clip window -> spectrogram (+ audio
-features), cached per track and run over worker processes.
+features), run over local worker processes (cached per track) or as an Apache
+Beam pipeline (results as pipeline elements, no shared file system needed).
 
-Every result, including a decode failure of an unchanged file, is cached as
+Single-machine builds: every result, including a decode failure of an unchanged file, is cached as
 an ``.npz`` keyed by the file's path, size, mtime and the settings, so a
 crashed or interrupted build, rerun, redoes no finished work. A file whose
 decoding kills its process (decoder segfault, OOM kill) is retried once in a
 process of its own, then reported and cached as 'worker crashed while
 decoding', so a rerun does not die on it again.
+
+Beam builds (``run_jobs_beam``): workers read the audio through ``etils.epath``
+(local or remote paths, e.g. gs://), and each track's outcome flows on as an
+element: the small part (error, features) to JSON lines this process reads
+back for the split, the spectrogram to text files that the TFDS write
+pipeline reads (data_prep.writer.beam_examples), both in a work folder that
+may be remote too. No local cache is involved.
 """
 
 from __future__ import annotations
 
+import base64
 import collections
 import concurrent.futures
 import contextlib
 import dataclasses
 import hashlib
+import io
 import json
 import multiprocessing
 import os
 import signal
 import sys
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import connection
 from typing import Any
 
 import numpy as np
+from etils import epath
 from tqdm import tqdm
 
 from crnn_jax.core import audio, audio_features, files
@@ -52,10 +64,15 @@ class Job:
 def cache_key(path: str, clip: audio.ClipSettings, estimate_features: bool) -> str | None:
   """Identifies one track's work product; None when the file cannot be stat'ed."""
   try:
-    st = os.stat(path)
-  except OSError:
+    if files.is_remote(path):
+      st = epath.Path(path).stat()
+      size, mtime_ns, path = st.length, int(st.mtime * 1e9), os.fspath(path)
+    else:
+      st = os.stat(path)
+      size, mtime_ns, path = st.st_size, st.st_mtime_ns, os.path.abspath(path)
+  except (OSError, ValueError):
     return None
-  key = {'path': os.path.abspath(path), 'size': st.st_size, 'mtime_ns': st.st_mtime_ns,
+  key = {'path': path, 'size': size, 'mtime_ns': mtime_ns,
          'clip': dataclasses.asdict(clip), 'features': estimate_features, 'version': CACHE_VERSION}
   if estimate_features:  # estimates of longer files depend on how much is analysed
     key['analysis_seconds'] = audio_features.MAX_ANALYSIS_SECONDS
@@ -77,18 +94,67 @@ def compute_track(path: str, clip: audio.ClipSettings, estimate_features: bool
   Decodes only what the clip needs (audio.load_clip), so memory does not grow
   with the file's length; feature estimates stream over it too.
   """
-  window = audio.load_clip(path, clip.seconds, clip.position, clip.min_seconds)
-  if audio.is_silent(window):
-    raise audio.AudioError('silent clip (peak below -80 dBFS)')
-  image = audio.spectrogram_image(window, clip.seconds)
-  features: dict[str, float] = {}
-  if estimate_features:
-    features = audio_features.estimate_file(path)
+  with _local_file(path) as local:
+    window = audio.load_clip(local, clip.seconds, clip.position, clip.min_seconds)
+    if audio.is_silent(window):
+      raise audio.AudioError('silent clip (peak below -80 dBFS)')
+    image = audio.spectrogram_image(window, clip.seconds)
+    features = audio_features.estimate_file(local) if estimate_features else {}
   return image, features
 
 
+@contextlib.contextmanager
+def _local_file(path: str) -> Iterator[str]:
+  """``path`` itself, or a remote file's bytes in a local temporary file (the
+  decoders take file names); same suffix, so formats are recognised alike."""
+  if not files.is_remote(path):
+    yield path
+    return
+  with tempfile.NamedTemporaryFile(suffix=os.path.splitext(path)[1]) as tmp:
+    tmp.write(epath.Path(path).read_bytes())
+    tmp.flush()
+    yield tmp.name
+
+
+def _unreadable(path: str) -> str | None:
+  """Why ``path`` cannot be read, or None."""
+  if files.is_remote(path):
+    try:
+      return None if epath.Path(path).is_file() else 'unreadable path: no such file'
+    except Exception as e:  # noqa: BLE001  remote file systems raise their own types
+      return f'unreadable path: {type(e).__name__}: {str(e)[:160]}'
+  reason = audio.unreadable_reason(path)  # an empty file is a cacheable AudioError
+  return reason if reason and reason.startswith('unreadable path') else None
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+  """One track's result. ``cacheable``: the same file would give it again
+  (decoded, or undecodable audio), unlike a missing file or an odd error."""
+  track_id: str
+  error: str | None
+  features: dict[str, float]
+  image: np.ndarray | None
+  cacheable: bool
+
+
+def decode_job(job: Job) -> Outcome:
+  """The work of one track, without any cache."""
+  reason = _unreadable(job.path)
+  if reason:
+    return Outcome(job.track_id, reason, {}, None, False)
+  try:
+    image, features = compute_track(job.path, job.clip, job.estimate_features)
+  except audio.AudioError as e:
+    return Outcome(job.track_id, str(e), {}, None, True)
+  except Exception as e:  # noqa: BLE001  never fatal; not cached (may be transient)
+    return Outcome(job.track_id, f'unexpected error: {type(e).__name__}: {str(e)[:200]}', {},
+                   None, False)
+  return Outcome(job.track_id, None, features, image, True)
+
+
 def run_job(job: Job) -> tuple[str, str | None, dict[str, float]]:
-  """Worker entry point: (track_id, error reason or None, features).
+  """Worker entry point of local builds: (track_id, error reason or None, features).
 
   Results, including decode failures of an unchanged file, are cached, so a
   rerun neither decodes again nor re-tries a known-bad file.
@@ -98,20 +164,15 @@ def run_job(job: Job) -> tuple[str, str | None, dict[str, float]]:
       return read_cached(job.track_id, job.cache_file)
     except Exception:  # noqa: BLE001, S110  a damaged cache file is recomputed
       pass
-  reason = audio.unreadable_reason(job.path)
-  if reason and reason.startswith('unreadable path'):
-    return job.track_id, reason, {}  # not cached: may be fixed without touching the file
-  try:
-    image, features = compute_track(job.path, job.clip, job.estimate_features)
-  except audio.AudioError as e:
-    _atomic_savez(job.cache_file, error=np.array(str(e)))
-    return job.track_id, str(e), {}
-  except Exception as e:  # noqa: BLE001  never fatal; not cached (may be transient)
-    return job.track_id, f'unexpected error: {type(e).__name__}: {str(e)[:200]}', {}
-  names = sorted(features)
-  _atomic_savez(job.cache_file, image=image, feature_names=np.array(names, dtype=str),
-                feature_values=np.array([features[n] for n in names], dtype=np.float64))
-  return job.track_id, None, features
+  outcome = decode_job(job)
+  if outcome.cacheable and outcome.error:
+    _atomic_savez(job.cache_file, error=np.array(outcome.error))
+  elif outcome.cacheable:
+    names = sorted(outcome.features)
+    _atomic_savez(job.cache_file, image=outcome.image, feature_names=np.array(names, dtype=str),
+                  feature_values=np.array([outcome.features[n] for n in names],
+                                          dtype=np.float64))
+  return outcome.track_id, outcome.error, outcome.features
 
 
 def read_cached(track_id: str, cache_file: str) -> tuple[str, str | None, dict[str, float]]:
@@ -305,21 +366,64 @@ def _run_isolated(jobs: Sequence[Job], workers: int, ctx: Any,
       process.join()
 
 
-def run_jobs_beam(jobs: Sequence[Job], beam_runner: Any, beam_options: Any
+# --------------------------------------------------------------------------
+# Apache Beam: results as pipeline elements
+# --------------------------------------------------------------------------
+OUTCOMES = 'outcomes'  # JSON lines: track_id, error, features
+IMAGES = 'images'  # text lines: one encoded (track_id, spectrogram) per decoded track
+
+
+def image_record(track_id: str, image: np.ndarray) -> str:
+  """A decoded track's spectrogram as one line of text: a compressed .npz of
+  the image and its id, base64 (text files need no extra Beam dependency)."""
+  buffer = io.BytesIO()
+  np.savez_compressed(buffer, track_id=np.array(track_id), image=image)
+  return base64.b64encode(buffer.getvalue()).decode('ascii')
+
+
+def read_image_record(record: str) -> tuple[str, np.ndarray]:
+  with np.load(io.BytesIO(base64.b64decode(record))) as z:
+    return str(z['track_id']), np.asarray(z['image'], dtype=np.uint8)
+
+
+def images_pattern(work_dir: str) -> str:
+  """The files ``run_jobs_beam`` writes the spectrograms to."""
+  return os.fspath(epath.Path(work_dir) / f'{IMAGES}*')
+
+
+def _outcome_line(outcome: Outcome) -> str:
+  return json.dumps({'track_id': outcome.track_id, 'error': outcome.error,
+                     'features': outcome.features})
+
+
+def run_jobs_beam(jobs: Sequence[Job], beam_runner: Any, beam_options: Any, work_dir: str
                   ) -> Results:
   """The decode phase as an Apache Beam pipeline (one element per track).
 
-  Workers write their results to the per-track cache, which therefore must be
-  on storage every worker and this process see (a shared file system on a
-  cluster); this process then reads the results from it. Outcomes that are not
-  cached (unreadable paths, unexpected errors) are redone here, cheaply.
+  Outcomes flow as elements into two sinks under ``work_dir`` (any path
+  Beam's file systems and etils.epath take, e.g. gs://): JSON lines of
+  (track_id, error, features), which this process reads back, and text
+  files of the spectrograms (``image_record``), which the TFDS write reads
+  (``images_pattern``).
   """
-  import apache_beam as beam  # pylint: disable=import-outside-toplevel
+  import apache_beam as beam  # pylint: disable=import-outside-toplevel  # optional extra
+  work = epath.Path(work_dir)
+  if work.exists():  # a previous, unfinished build's files
+    work.rmtree()
+  work.mkdir(parents=True)
   with beam.Pipeline(runner=beam_runner, options=beam_options) as pipeline:
-    _ = (pipeline | 'Tracks' >> beam.Create(list(jobs))
-         | 'DecodeSpectrogram' >> beam.Map(run_job))
-  results = {}
-  for job in jobs:
-    track_id, error, features = run_job(job)  # cache hits: no decoding
-    results[track_id] = (error, features)
+    outcomes = (pipeline | 'Tracks' >> beam.Create(list(jobs))
+                | 'DecodeSpectrogram' >> beam.Map(decode_job))
+    _ = (outcomes | 'Summaries' >> beam.Map(_outcome_line)
+         | 'WriteSummaries' >> beam.io.WriteToText(os.fspath(work / OUTCOMES),
+                                                   file_name_suffix='.jsonl'))
+    _ = (outcomes | 'Decoded' >> beam.Filter(lambda o: o.image is not None)
+         | 'EncodeImages' >> beam.Map(lambda o: image_record(o.track_id, o.image))
+         | 'WriteImages' >> beam.io.WriteToText(os.fspath(work / IMAGES)))
+  results: Results = {}
+  for path in sorted(work.glob(f'{OUTCOMES}*')):
+    for line in path.read_text().splitlines():
+      if line.strip():
+        d = json.loads(line)
+        results[d['track_id']] = (d['error'], d['features'])
   return results

@@ -10,19 +10,18 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from crnn_jax.data import schema
-from data_prep.decode import load_image
+from data_prep.decode import load_image, read_image_record
 
 Example = Mapping[str, Any]
 
 
-def make_example(item: tuple[str, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
-  """(key, small picklable description) -> (key, TFDS example); the image is
-  read from the cache here, in the writer (a Beam worker on a cluster)."""
-  key, d = item
+def make_example(key: str, d: Mapping[str, Any], image: np.ndarray
+                 ) -> tuple[str, dict[str, Any]]:
+  """(key, small picklable description, spectrogram) -> (key, TFDS example)."""
   label_set = np.zeros(d['num_classes'], np.uint8)
   label_set[list(d['label_set'])] = 1
   return key, {
-      'spectrogram': load_image(d['cache_file']),
+      'spectrogram': image,
       'tabular': np.asarray(d['tabular'], np.float32),
       'label': int(d['label']),
       'label_set': label_set,
@@ -31,10 +30,23 @@ def make_example(item: tuple[str, dict[str, Any]]) -> tuple[str, dict[str, Any]]
   }
 
 
-def beam_examples(split: str, items: list[tuple[str, dict[str, Any]]]) -> Any:
+def cached_example(item: tuple[str, Mapping[str, Any]]) -> tuple[str, dict[str, Any]]:
+  """A single-machine build's example: the image from the local per-track cache."""
+  key, d = item
+  return make_example(key, d, load_image(d['cache_file']))
+
+
+def beam_examples(split: str, items: list[tuple[str, Mapping[str, Any]]], images: str) -> Any:
+  """A Beam build's examples of one split: the spectrograms flow in as elements
+  from the decode pipeline's files (``images``: a file pattern, local
+  or remote), joined by track id with the split's descriptions."""
   import apache_beam as beam  # pylint: disable=import-outside-toplevel  # optional extra
-  return (f'Create_{split}' >> beam.Create(items)
-          | f'Example_{split}' >> beam.Map(make_example))
+  wanted = dict(items)
+  return (f'ReadImages_{split}' >> beam.io.ReadFromText(images)
+          | f'DecodeImages_{split}' >> beam.Map(read_image_record)
+          | f'Select_{split}' >> beam.Filter(lambda kv: kv[0] in wanted)
+          | f'Example_{split}' >> beam.MapTuple(lambda key, image: make_example(
+              key, wanted[key], image)))
 
 
 def write_dataset(

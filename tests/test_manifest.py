@@ -386,3 +386,14 @@ def test_mtg_jamendo_split_folder_with_official_splits(tmp_path):
                                                              'audio_root': str(tmp_path / 'audio')})
   with pytest.raises(ValueError, match='not an MTG-Jamendo split folder'):
     manifest.read_manifest(str(tmp_path), 'mtg_jamendo')
+
+
+def test_remote_audio_paths_and_root_stay_remote(tmp_path):
+  """gs:// paths (a Beam build on a cluster) are neither joined to the CSV's
+  folder nor made absolute."""
+  csv_path = tmp_path / 'm.csv'
+  csv_path.write_text('path,label\ngs://bucket/a/1.mp3,rock\nb/2.mp3,jazz\n')
+  tracks = manifest.read_manifest(str(csv_path)).tracks
+  assert [t.path for t in tracks] == ['gs://bucket/a/1.mp3', str(tmp_path / 'b' / '2.mp3')]
+  tracks = manifest.read_manifest(str(csv_path), audio_root='gs://bucket/audio').tracks
+  assert [t.path for t in tracks] == ['gs://bucket/a/1.mp3', 'gs://bucket/audio/b/2.mp3']

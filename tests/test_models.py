@@ -103,3 +103,37 @@ def test_max_pool_matches_flax_values_and_gradients_with_ties(shape, window):
   np.testing.assert_array_equal(layers.max_pool_floor(x, window),
                                 nn.max_pool(x, window, strides=window, padding='VALID'))
   np.testing.assert_array_equal(jax.grad(ours)(x), jax.grad(ref)(x))
+
+
+@pytest.mark.parametrize('hidden_bias_rz', [True, False])
+def test_gru_unrolling_computes_the_same_function(hidden_bias_rz):
+  """Hoisted input projections + any unroll: same outputs and gradients."""
+  seq = jnp.asarray(np.random.default_rng(0).standard_normal((3, 7, 5), np.float32))
+
+  def run(unroll):
+    weights = layers.GRUWeights(4, hidden_bias_rz=hidden_bias_rz, name='gru')
+    gru = layers.GRU(weights, unroll=unroll)
+    variables = gru.init(jax.random.key(0), seq)
+    loss = lambda p, x: (gru.apply(p, x) ** 2).sum()
+    return gru.apply(variables, seq), jax.grad(loss, argnums=(0, 1))(variables, seq)
+
+  (out1, grads1), (out3, grads3), (out_all, grads_all) = run(1), run(3), run(True)
+  assert out1.shape == (3, 7, 4)
+  for out, grads in ((out3, grads3), (out_all, grads_all)):
+    np.testing.assert_allclose(out, out1, rtol=1e-6, atol=1e-6)
+    for a, b in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(grads1)):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_gru_without_hidden_rz_biases_is_flax_gru_cell():
+  """Same parameters (names, shapes) and outputs as nn.RNN over Flax's nn.GRUCell."""
+  seq = jnp.asarray(np.random.default_rng(1).standard_normal((2, 6, 5), np.float32))
+  ours = layers.GRU(layers.GRUWeights(4, hidden_bias_rz=False))
+  flax_rnn = nn.RNN(nn.GRUCell(4))
+  params = ours.init(jax.random.key(0), seq)['params']['weights']
+  flax_params = flax_rnn.init(jax.random.key(0), seq)['params']['cell']
+  assert jax.tree_util.tree_map(jnp.shape, params) == jax.tree_util.tree_map(jnp.shape,
+                                                                            flax_params)
+  np.testing.assert_allclose(ours.apply({'params': {'weights': params}}, seq),
+                             flax_rnn.apply({'params': {'cell': params}}, seq),
+                             rtol=1e-6, atol=1e-6)

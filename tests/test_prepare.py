@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -319,9 +320,13 @@ def test_cli_build_help_and_error():
     assert out.returncode == 0 and option in out.stdout, out.stderr
 
 
-def test_beam_direct_runner_writes_the_same_dataset(tmp_path, monkeypatch):
-  """TFDS's Beam path (decode + write as Beam pipelines) on the DirectRunner."""
+def test_beam_multi_process_runner_without_the_cache_writes_the_same_dataset(tmp_path,
+                                                                           monkeypatch):
+  """Decode and write as Beam pipelines on the DirectRunner's worker processes,
+  with the build's local cache folder unusable (a file stands in its place):
+  results must flow as pipeline elements. Same data set as a local build."""
   pytest.importorskip('apache_beam')
+  from apache_beam.options.pipeline_options import PipelineOptions
   root = str(tmp_path / 'lib')
   for label in ('a', 'b'):
     os.makedirs(os.path.join(root, label))
@@ -330,19 +335,30 @@ def test_beam_direct_runner_writes_the_same_dataset(tmp_path, monkeypatch):
   with open(os.path.join(root, 'a', 'bad.wav'), 'wb') as f:
     f.write(b'not audio')
   local = build.build_dataset(root, str(tmp_path / 'o1'), 'bm', clip=CLIP, workers=1,
-                                progress=False)
+                              progress=False)
+
   def no_local_pool(*args, **kwargs):
     raise AssertionError('decoded by the local process pool, not by Beam')
 
   monkeypatch.setattr(decode, 'run_jobs', no_local_pool)
+  os.makedirs(tmp_path / 'o2')
+  (tmp_path / 'o2' / 'bm_cache').write_text('not a folder: no worker can use a cache here')
+  options = PipelineOptions(['--direct_running_mode=multi_processing', '--direct_num_workers=2'])
   beam = build.build_dataset(root, str(tmp_path / 'o2'), 'bm', clip=CLIP, progress=False,
-                               beam_runner='DirectRunner')
+                             beam_runner='DirectRunner', beam_options=options)
   assert beam['clips'] == local['clips'] and beam['skipped'] == local['skipped'] == 1
+  assert beam['from_cache'] == 0 and not (tmp_path / 'o2' / 'bm_beam_work').exists()
   a, b = read_split(str(tmp_path / 'o1'), 'bm'), read_split(str(tmp_path / 'o2'), 'bm')
   assert set(a) == set(b) == {f'{l}/{k}' for l in 'ab' for k in range(3)}
   for tid in a:
-    assert a[tid]['split'] == b[tid]['split']
-    np.testing.assert_array_equal(a[tid]['spectrogram'], b[tid]['spectrogram'])
+    assert a[tid].keys() == b[tid].keys()
+    for key in a[tid]:
+      np.testing.assert_array_equal(a[tid][key], b[tid][key], err_msg=f'{tid} {key}')
+  meta = [json.loads((tmp_path / o / 'bm' / '1.0.0' / 'metadata.json').read_text())
+          for o in ('o1', 'o2')]
+  assert meta[0]['fingerprint'] == meta[1]['fingerprint']
+  report = read_report(str(tmp_path / 'o2' / 'bm_report.csv'))
+  assert [r['track_id'] for r in report] == ['a/bad']
 
 
 def _small_library(root: str, per_label: int = 4, seconds: float = 1.2) -> None:

@@ -108,6 +108,34 @@ def test_epoch_order_is_seeded_and_balanced_sampling_balances():
   assert 0.45 < frac < 0.55
 
 
+def test_loader_workers_default_to_none_on_cpu_and_explicit_counts_stay(monkeypatch):
+  config = tiny_config('')
+  config.data.num_workers = -1
+  assert pipeline.num_workers(config) == 0  # this host runs JAX on CPU
+  monkeypatch.setattr(pipeline.jax, 'default_backend', lambda: 'gpu')
+  monkeypatch.setattr(pipeline.os, 'sched_getaffinity', lambda _: set(range(32)))
+  assert pipeline.num_workers(config) == 16
+  monkeypatch.setattr(pipeline.os, 'sched_getaffinity', lambda _: {0, 1})
+  assert pipeline.num_workers(config) == 1
+  config.data.num_workers = 3
+  assert pipeline.num_workers(config) == 3
+
+
+def test_worker_processes_read_the_same_batches_in_the_same_order(tiny_data_dir):
+  config = tiny_config(tiny_data_dir)
+  config.data.num_workers = 0
+  info = source.load_info(config)
+  train_source = source.open_sources(config)['train']
+  order = pipeline.epoch_order(np.zeros(len(train_source), np.int64), 0, 0)
+  in_process = list(pipeline.train_batches(train_source, order, info, 4, 1, config))
+  config.data.num_workers = 1  # absl flags not parsed here, as in a notebook
+  in_worker = list(pipeline.train_batches(train_source, order, info, 4, 1, config))
+  assert len(in_worker) == len(in_process) > 1
+  for a, b in zip(in_process, in_worker):
+    for key in a:
+      np.testing.assert_array_equal(a[key], b[key])
+
+
 def test_inverse_frequency_class_weights():
   config = tiny_config('')
   config.train.class_weighting = 'inverse_frequency'

@@ -85,6 +85,12 @@ def raise_if_storage_error(exc: BaseException, path: str | os.PathLike) -> None:
     raise StorageError(code, os.strerror(code), os.fspath(path)) from exc
 
 
+def is_remote(path: str | os.PathLike) -> bool:
+  """A path with a scheme (gs://, s3://, ...): read and written through
+  etils.epath or Beam's file systems, never with ``open``."""
+  return '://' in os.fspath(path)
+
+
 def _temporary_name(path: str) -> str:
   """Unique per process and thread: concurrent writers never share a temp file."""
   return f'{path}.{os.getpid()}.{threading.get_ident()}.tmp'

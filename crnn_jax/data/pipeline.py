@@ -1,7 +1,10 @@
 """Input pipeline: grain batches from the random-access TFDS sources.
 
-grain does the mapping, batching and prefetching in threads (or worker
-processes with ``config.data.num_workers``).
+grain does the mapping, batching and prefetching in threads, and in worker
+processes with ``config.data.num_workers`` (default -1: none on a CPU-only
+host, where a train step eats a few clips/s; on a GPU/TPU host one per core
+beyond two, at most 16: benchmarks/bench_loader.py measures a few hundred
+clips/s per worker, and a GPU's step eats thousands).
 
 Determinism and exact resumption: each epoch's example order is a pure
 function of (seed, epoch) computed up front, so a run resumed at batch k of
@@ -11,12 +14,15 @@ several processes, each reads only its own slice of every global batch.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import grain
+import jax
 import ml_collections
 import numpy as np
+from absl import flags
 
 from crnn_jax.core import tabular
 from crnn_jax.core.errors import UserError
@@ -70,6 +76,20 @@ def _read_options(config: ml_collections.ConfigDict) -> grain.ReadOptions:
                            prefetch_buffer_size=max(1, int(config.data.get('prefetch_batches', 4))))
 
 
+def num_workers(config: ml_collections.ConfigDict) -> int:
+  """config.data.num_workers, with -1 resolved for this host (module docstring)."""
+  workers = int(config.data.num_workers)
+  if workers >= 0:
+    return workers
+  if jax.default_backend() == 'cpu':
+    return 0
+  try:
+    cores = len(os.sched_getaffinity(0))
+  except AttributeError:  # not on Linux
+    cores = os.cpu_count() or 1
+  return max(1, min(16, cores - 2))
+
+
 def train_batches(source: Any, order: np.ndarray, info: DataInfo, global_batch: int,
                   start_batch: int, config: ml_collections.ConfigDict,
                   process_index: int = 0, process_count: int = 1,
@@ -90,8 +110,11 @@ def train_batches(source: Any, order: np.ndarray, info: DataInfo, global_batch: 
         .batch(local, drop_remainder=True))
   ds = ds[start_batch:]
   iter_ds = ds.to_iter_dataset(_read_options(config))
-  if config.data.num_workers > 0:
-    iter_ds = iter_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=config.data.num_workers))
+  workers = num_workers(config)
+  if workers > 0:
+    if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; main.py parses them,
+      flags.FLAGS.mark_as_parsed()  # a notebook or library caller does not
+    iter_ds = iter_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
   return iter(iter_ds)
 
 

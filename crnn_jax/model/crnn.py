@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from crnn_jax.model.layers import Array, ConvBlock, TorchGRUCell, torch_kernel_init, uniform_init
+from crnn_jax.model.layers import GRU, Array, ConvBlock, GRUWeights, torch_kernel_init, uniform_init
 
 
 class CRNN(nn.Module):
@@ -40,6 +40,7 @@ class CRNN(nn.Module):
   gru_features: int = 64
   gru_layers: int = 2
   gru_hidden_bias_rz: bool = True
+  gru_unroll: int | bool = 1  # time steps per scan iteration (True: all); same outputs
   readout: str = 'flatten'  # 'flatten' (reference) | 'last' | 'mean'
   num_tabular: int = 0
   tabular_features: Sequence[int] = (32, 32)
@@ -91,10 +92,10 @@ class CRNN(nn.Module):
       gru_inits = {'kernel_init': uniform_init(bound),
                        'recurrent_kernel_init': uniform_init(bound),
                        'bias_init': uniform_init(bound)}
-    for layer in range(self.gru_layers):
-      cell = TorchGRUCell(self.gru_features, hidden_bias_rz=self.gru_hidden_bias_rz,
-                          dtype=self.dtype, name=f'gru_l{layer}', **gru_inits)
-      seq = nn.RNN(cell, name=f'rnn_l{layer}')(seq)
+    for layer in range(self.gru_layers):  # parameters in gru_l{k}, outputs from rnn_l{k}
+      weights = GRUWeights(self.gru_features, hidden_bias_rz=self.gru_hidden_bias_rz,
+                           name=f'gru_l{layer}', **gru_inits)
+      seq = GRU(weights, unroll=self.gru_unroll, dtype=self.dtype, name=f'rnn_l{layer}')(seq)
 
     if self.readout == 'flatten':  # time-major: index t * features + c
       feats = seq.reshape(b, -1)
@@ -150,6 +151,7 @@ def create_model(model_config: ml_collections.ConfigDict, num_classes: int,
       gru_features=m.gru_features,
       gru_layers=m.gru_layers,
       gru_hidden_bias_rz=m.gru_hidden_bias_rz,
+      gru_unroll=m.get('gru_unroll', 1),  # workdirs saved before the field: no unroll
       readout=m.readout,
       num_tabular=num_tabular,
       tabular_features=tuple(m.tabular_features),

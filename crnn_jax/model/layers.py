@@ -1,5 +1,6 @@
 """The CRNN's building blocks: PyTorch-default initialisers, a max pool that is
-fast on XLA:CPU, PyTorch's GRU cell and batch-norm update, and the conv block.
+fast on XLA:CPU, PyTorch's GRU (input projections hoisted out of the recurrence)
+and batch-norm update, and the conv block.
 """
 
 from __future__ import annotations
@@ -83,32 +84,95 @@ max_pool_floor.defvjp(_max_pool_fwd, _max_pool_bwd)
 # --------------------------------------------------------------------------
 # Layers
 # --------------------------------------------------------------------------
-class TorchGRUCell(nn.GRUCell):
-  """``nn.GRUCell`` with PyTorch's hidden-side biases on the r and z gates.
+class _AffineParams(nn.Module):
+  """The ``kernel`` (in, out) and ``bias`` (out) of an ``nn.Dense``, by the same
+  names, initialisers and random streams, handed out instead of applied."""
 
-  Flax's cell folds those two biases into the input side (the sums are the
-  same function), which is 2 x 64 parameters fewer per layer than the
-  reference's 211,722. With ``hidden_bias_rz`` the parameters map one to one
-  onto torch's ``bias_hh``; without it the cell is exactly ``nn.GRUCell``.
-  """
-
-  hidden_bias_rz: bool = True
+  features: int
+  use_bias: bool
+  kernel_init: Initializer
+  bias_init: Initializer
+  param_dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, carry: Array, inputs: Array) -> tuple[Array, Array]:
-    if not self.hidden_bias_rz:
-      return super().__call__(carry, inputs)
-    h = carry
-    dense = functools.partial(
-        nn.Dense, features=h.shape[-1], dtype=self.dtype,
-        param_dtype=self.param_dtype, bias_init=self.bias_init)
-    dense_i = functools.partial(dense, kernel_init=self.kernel_init)
-    dense_h = functools.partial(dense, kernel_init=self.recurrent_kernel_init)
-    r = self.gate_fn(dense_i(name='ir')(inputs) + dense_h(name='hr')(h))
-    z = self.gate_fn(dense_i(name='iz')(inputs) + dense_h(name='hz')(h))
-    n = self.activation_fn(dense_i(name='in')(inputs) + r * dense_h(name='hn')(h))
-    new_h = (1.0 - z) * n + z * h
-    return new_h, new_h
+  def __call__(self, in_features: int) -> tuple[Array, Array | None]:
+    kernel = self.param('kernel', self.kernel_init, (in_features, self.features),
+                        self.param_dtype)
+    bias = (self.param('bias', self.bias_init, (self.features,), self.param_dtype)
+            if self.use_bias else None)
+    return kernel, bias
+
+
+class GRUWeights(nn.Module):
+  """One GRU layer's parameters, named as PyTorch's split gates: ``ir, iz, in``
+  (input side) and ``hr, hz, hn`` (hidden side), each ``{kernel, bias}``.
+
+  Returns them fused for the fast recurrence in :class:`GRU`: input kernels
+  (in, 3H) and biases (3H), hidden kernels (H, 3H) and biases (3H), gates in
+  the order r, z, n. With ``hidden_bias_rz`` the biases map one to one onto
+  torch's ``bias_hh`` (the reference's 211,722 parameters); without it ``hr``
+  and ``hz`` have none, as in ``nn.GRUCell`` (the sums are the same function).
+  The defaults of the initialisers are ``nn.GRUCell``'s.
+  """
+
+  features: int
+  hidden_bias_rz: bool = True
+  param_dtype: Any = jnp.float32
+  kernel_init: Initializer = nn.initializers.lecun_normal()
+  recurrent_kernel_init: Initializer = nn.initializers.orthogonal()
+  bias_init: Initializer = nn.initializers.zeros_init()
+
+  @nn.compact
+  def __call__(self, in_features: int) -> tuple[Array, Array, Array, Array]:
+    h = self.features
+
+    def affine(name, fan_in, kernel_init, use_bias=True):
+      return _AffineParams(h, use_bias, kernel_init, self.bias_init, self.param_dtype,
+                           name=name)(fan_in)
+
+    inputs = [affine(g, in_features, self.kernel_init) for g in ('ir', 'iz', 'in')]
+    hidden = [affine(g, h, self.recurrent_kernel_init, use_bias)
+              for g, use_bias in (('hr', self.hidden_bias_rz), ('hz', self.hidden_bias_rz),
+                                  ('hn', True))]
+    zeros = jnp.zeros((h,), self.param_dtype)
+    fused = lambda ps, i: jnp.concatenate([zeros if p[i] is None else p[i] for p in ps], -1)
+    return fused(inputs, 0), fused(inputs, 1), fused(hidden, 0), fused(hidden, 1)
+
+
+class GRU(nn.Module):
+  """PyTorch's GRU over a batch-major sequence (B, T, in) -> (B, T, H), zero
+  initial state.
+
+  The input side of every time step is one matmul before the recurrence, so
+  the scan carries only the hidden-side (B, H) x (H, 3H) matmul and the gates.
+  ``unroll`` time steps go into each loop iteration (``jax.lax.scan``; ``True``:
+  the whole sequence), which lets XLA fuse across steps; any value computes
+  the same function. Computes in ``dtype`` like ``nn.Dense``; the hidden state
+  is carried in the parameters' dtype, as ``nn.RNN`` over ``nn.GRUCell`` did.
+  """
+
+  weights: GRUWeights
+  unroll: int | bool = 1
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, seq: Array) -> Array:
+    w_i, b_i, w_h, b_h = (p.astype(self.dtype) for p in self.weights(seq.shape[-1]))
+    h = self.weights.features
+    # (B, T, in) -> time-major (T, B, 3H): one matmul for every step's input gates.
+    x_gates = jnp.einsum('bti,ig->tbg', seq.astype(self.dtype), w_i) + b_i
+
+    def step(carry: Array, x_t: Array) -> tuple[Array, Array]:
+      h_gates = carry.astype(self.dtype) @ w_h + b_h
+      r = jax.nn.sigmoid(x_t[:, :h] + h_gates[:, :h])
+      z = jax.nn.sigmoid(x_t[:, h:2 * h] + h_gates[:, h:2 * h])
+      n = jnp.tanh(x_t[:, 2 * h:] + r * h_gates[:, 2 * h:])
+      new = (1.0 - z) * n + z * carry
+      return new, new
+
+    carry = jnp.zeros((seq.shape[0], h), self.weights.param_dtype)
+    _, out = jax.lax.scan(step, carry, x_gates, unroll=self.unroll)
+    return out.transpose(1, 0, 2)
 
 
 class BatchNorm(nn.BatchNorm):
