@@ -40,6 +40,9 @@ WORKER_CRASHED = 'worker crashed while decoding'
 Results = dict[str, tuple[str | None, dict[str, float]]]  # track id -> (error, features)
 
 
+SINGLE = '1'  # --windows: one window per track, at the clip position (the reference)
+
+
 @dataclasses.dataclass(frozen=True)
 class Job:
   track_id: str
@@ -47,9 +50,20 @@ class Job:
   cache_file: str
   clip: audio.ClipSettings
   estimate_features: bool
+  windows: str = SINGLE  # '1', 'all' (every full non-overlapping window) or N spread over the track
 
 
-def cache_key(path: str, clip: audio.ClipSettings, estimate_features: bool) -> str | None:
+def check_windows(windows: str | int) -> str:
+  """The --windows setting, normalised: '1', 'all' or a count >= 2; ValueError otherwise."""
+  text = str(windows).strip().lower()
+  if text == 'all' or (text.isdigit() and int(text) >= 1):
+    return text if text == 'all' else str(int(text))
+  raise ValueError(f"--windows {windows!r}: use 'all' (every non-overlapping window of a track) "
+                   'or a number of windows spread over each track (1: one window, the default)')
+
+
+def cache_key(path: str, clip: audio.ClipSettings, estimate_features: bool,
+              windows: str = SINGLE) -> str | None:
   """Identifies one track's work product; None when the file cannot be stat'ed."""
   try:
     st = os.stat(path)
@@ -57,6 +71,8 @@ def cache_key(path: str, clip: audio.ClipSettings, estimate_features: bool) -> s
     return None
   key = {'path': os.path.abspath(path), 'size': st.st_size, 'mtime_ns': st.st_mtime_ns,
          'clip': dataclasses.asdict(clip), 'features': estimate_features, 'version': CACHE_VERSION}
+  if windows != SINGLE:  # one window keeps the keys (and caches) of earlier builds
+    key['windows'] = windows
   if estimate_features:  # estimates of longer files depend on how much is analysed
     key['analysis_seconds'] = audio_features.MAX_ANALYSIS_SECONDS
   blob = json.dumps(key, sort_keys=True)
@@ -70,14 +86,28 @@ def _atomic_savez(path: str, **arrays: Any) -> None:
     np.savez(f, **arrays)
 
 
-def compute_track(path: str, clip: audio.ClipSettings, estimate_features: bool
-                  ) -> tuple[np.ndarray, dict[str, float]]:
-  """Decode + window + spectrogram (+ audio features). Raises AudioError."""
-  y = audio.load_audio(path)  # also rejects truncated MP3s
-  window = audio.fixed_window(y, clip.seconds, clip.position, clip.min_seconds)
-  if audio.is_silent(window):
+def track_windows(y: np.ndarray, clip: audio.ClipSettings, windows: str = SINGLE
+                  ) -> list[np.ndarray]:
+  """The audible windows a data set stores of one decoded track."""
+  if windows == SINGLE:
+    found = [audio.fixed_window(y, clip.seconds, clip.position, clip.min_seconds)]
+  elif windows == 'all':
+    found = list(audio.sliding_windows(y, clip.seconds, clip.min_seconds))
+  else:
+    found = audio.spread_windows(y, int(windows), clip.seconds, clip.min_seconds)
+  audible = [w for w in found if not audio.is_silent(w)]
+  if not audible:
     raise audio.AudioError('silent clip (peak below -80 dBFS)')
-  image = audio.spectrogram_image(window, clip.seconds)
+  return audible
+
+
+def compute_track(path: str, clip: audio.ClipSettings, estimate_features: bool,
+                  windows: str = SINGLE) -> tuple[np.ndarray, dict[str, float]]:
+  """Decode + window(s) + spectrogram(s) (+ audio features). Raises AudioError.
+  The image is (128, frames) for one window, (windows, 128, frames) otherwise."""
+  y = audio.load_audio(path)  # also rejects truncated MP3s
+  images = [audio.spectrogram_image(w, clip.seconds) for w in track_windows(y, clip, windows)]
+  image = images[0] if windows == SINGLE else np.stack(images)
   features: dict[str, float] = {}
   if estimate_features:
     features = audio_features.estimate(y)
@@ -100,7 +130,7 @@ def run_job(job: Job) -> tuple[str, str | None, dict[str, float]]:
                                     else 'permission denied or broken link')
     return job.track_id, reason, {}  # not cached: may be fixed without touching the file
   try:
-    image, features = compute_track(job.path, job.clip, job.estimate_features)
+    image, features = compute_track(job.path, job.clip, job.estimate_features, job.windows)
   except audio.AudioError as e:
     _atomic_savez(job.cache_file, error=np.array(str(e)))
     return job.track_id, str(e), {}
@@ -120,9 +150,18 @@ def read_cached(track_id: str, cache_file: str) -> tuple[str, str | None, dict[s
     return track_id, None, dict(zip(names, (float(v) for v in z['feature_values'])))
 
 
-def load_image(cache_file: str) -> np.ndarray:
+def load_image(cache_file: str, window: int = 0) -> np.ndarray:
+  """One stored window's (128, frames) image."""
   with np.load(cache_file) as z:
-    return np.asarray(z['image'], dtype=np.uint8)
+    image = np.asarray(z['image'], dtype=np.uint8)
+  return image[window] if image.ndim == 3 else image
+
+
+def window_count(cache_file: str) -> int:
+  """How many windows a track's cache file holds."""
+  with np.load(cache_file) as z:
+    shape = z['image'].shape
+  return shape[0] if len(shape) == 3 else 1
 
 
 

@@ -16,13 +16,14 @@ Example = Mapping[str, Any]
 
 
 def make_example(item: tuple[str, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
-  """(key, small picklable description) -> (key, TFDS example); the image is
-  read from the cache here, in the writer (a Beam worker on a cluster)."""
+  """(key, small picklable description) -> (key, TFDS example); the image (one
+  window of the track) is read from the cache here, in the writer (a Beam
+  worker on a cluster)."""
   key, d = item
   label_set = np.zeros(d['num_classes'], np.uint8)
   label_set[list(d['label_set'])] = 1
   return key, {
-      'spectrogram': load_image(d['cache_file']),
+      'spectrogram': load_image(d['cache_file'], d.get('window', 0)),
       'tabular': np.asarray(d['tabular'], np.float32),
       'label': int(d['label']),
       'label_set': label_set,
