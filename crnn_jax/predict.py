@@ -58,7 +58,8 @@ def format_text(result: Mapping[str, Any]) -> str:
 def predict_main(workdir: str, inputs: Sequence[str], top_k: int = 5, fmt: str = 'text',
                  batch_size: int = DEFAULT_BATCH_SIZE, tabular_csv: str | None = None,
                  num_workers: int | None = None, out: TextIO | None = None,
-                 err: TextIO | None = None, predictor: Predictor | None = None) -> int:
+                 err: TextIO | None = None, predictor: Predictor | None = None,
+                 checkpoint: str = 'best') -> int:
   """The command without absl: returns the exit status (0 if any file was scored).
 
   ``predictor`` (else loaded from ``workdir``) lets a caller reuse a loaded model.
@@ -71,7 +72,8 @@ def predict_main(workdir: str, inputs: Sequence[str], top_k: int = 5, fmt: str =
     raise UserError('give at least one audio file or folder to score')
   if tabular_csv and not os.path.isfile(tabular_csv):
     raise UserError(f'--tabular_csv {tabular_csv!r} does not exist')
-  predictor = predictor or Predictor.from_workdir(workdir, batch_size=batch_size)
+  predictor = predictor or Predictor.from_workdir(workdir, batch_size=batch_size,
+                                                  checkpoint=checkpoint)
   model = predictor.model
   header = model.describe()
   if tabular_csv and not model.num_tabular:
@@ -147,6 +149,8 @@ def _define_flags() -> None:
                       'Models with tabular inputs: a CSV with a path/file/track_id/id column and '
                       'the model\'s tabular columns; else they are estimated from the audio.')
   flags.DEFINE_integer('num_workers', None, 'Decoding threads (default: up to 4).')
+  flags.DEFINE_enum('checkpoint', 'best', ['best', 'latest'],
+                    'best: the best epoch by validation where the run kept one, else the latest.')
 
 
 def run() -> None:
@@ -160,7 +164,7 @@ def run() -> None:
       with _without_decoder_chatter():
         status = predict_main(f.workdir, argv[1:], top_k=f.top_k, fmt=f.format,
                               batch_size=f.batch_size, tabular_csv=f.tabular_csv,
-                              num_workers=f.num_workers)
+                              num_workers=f.num_workers, checkpoint=f.checkpoint)
     except UserError as e:
       print(f'error: {one_line(e)}', file=sys.stderr)
       sys.exit(2)
