@@ -144,7 +144,8 @@ def test_best_checkpoint_is_kept_used_and_early_stopping_stops(tiny_data_dir, tm
   _scripted_validation(monkeypatch, [0.5, 0.9, 0.7, 0.8])
   workdir = str(tmp_path / 'w')
   results = train.train_and_evaluate(config, workdir)
-  rows = [json.loads(l) for l in open(os.path.join(workdir, 'metrics.jsonl'))]
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    rows = [json.loads(line) for line in f]
   assert [r['epoch'] for r in rows] == [1, 2, 3, 4]  # no new best in epochs 3 and 4
   assert results['checkpoint']['checkpoint'] == 'best'
   assert results['checkpoint']['epoch'] == 2 and results['step'] == 8
@@ -182,12 +183,12 @@ def test_bad_inputs_are_one_line_errors_with_the_fix(pretrained, tiny_data_dir, 
   no_checkpoint = tmp_path / 'no_checkpoint'
   no_checkpoint.mkdir()
   for name in ('config.json', 'data_info.json'):
-    (no_checkpoint / name).write_text(open(os.path.join(pretrained, name)).read())
+    shutil.copy(os.path.join(pretrained, name), no_checkpoint / name)
   cases.append((_config(tiny_data_dir, 'tiny', str(no_checkpoint)), 'no checkpoint in'))
   other = _config(tiny_data_dir, 'tiny', pretrained)
   other.model.pool_windows = ((2, 2), (2, 2), (2, 2), (2, 2), (8, 4))
-  cases.append((other, r'model.pool_windows=.*other spectrogram height.*set '
-                       r'--config.model.pool_windows'))
+  cases.append((other, (r'model.pool_windows=.*other spectrogram height.*set '
+                        r'--config.model.pool_windows')))
   readout = _config(tiny_data_dir, 'tiny', pretrained)
   readout.model.readout = 'mean'
   cases.append((readout, "head reads 64 features .*'flatten'.*--config.model.readout=flatten"))
