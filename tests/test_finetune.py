@@ -175,6 +175,12 @@ def test_short_schedule_warns_with_the_fix(tiny_data_dir):
   config.train.num_epochs = 11
   assert setup.short_schedule_warning(config, setup.plan_steps(
       config, source.load_info(config)), 64) is None
+  # The case: 171 clips, batch 64, 10 epochs -> 20 steps; batch 16 gives 100.
+  plan = setup.StepPlan(global_batch=64, accum=1, steps_per_epoch=2, num_epochs=10)
+  warning = setup.short_schedule_warning(config, plan, 171)
+  assert '--config.train.batch_size=32 (50 steps)' in warning
+  config.eval.recompute_bn = True
+  assert setup.short_schedule_warning(config, plan, 171) is None
 
 
 def test_bad_inputs_are_one_line_errors_with_the_fix(pretrained, tiny_data_dir, tmp_path):
