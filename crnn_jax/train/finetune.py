@@ -201,8 +201,9 @@ def _head(head: Flat, pre_head: Flat, classes: Sequence[str], pretrained: Pretra
     notes.append(f'head layers kept: {", ".join(sorted(kept_layers))}')
   kernel, bias = (logits, 'kernel'), (logits, 'bias')
   if not shared or kernel not in pre_head:
-    notes.append(f'head {logits} initialised fresh: no class of this data set is among the '
-                 f'pretrained classes {pre_classes}')
+    why = (f'no class of this data set is among the pretrained classes {pre_classes}'
+           if not shared else f'the pretrained model has no {logits} layer (another head)')
+    notes.append(f'head {logits} initialised fresh: {why}')
     return out, notes
   pre_readout = pretrained.config.model.get('readout')
   if pre_head[kernel].shape[0] != head[kernel].shape[0] or pre_readout != config.model.readout:
