@@ -9,7 +9,12 @@ import ml_collections
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
-  config.seed = 42  # drives initialisation and the data order
+  config.seed = 42  # drives initialisation, the data order and augmentation
+  # Fine-tuning: a crnn_jax workdir (trained here, or made by
+  # `python -m crnn_jax.import_reference`) whose conv + GRU weights and batch-norm
+  # statistics start this run; its head is kept for classes of the same name.
+  # '' trains from scratch. A workdir with a checkpoint of its own resumes instead.
+  config.init_from = ''
 
   config.data = ml_collections.ConfigDict()
   config.data.name = ''  # TFDS data set name (snake_case) under data_dir
@@ -67,6 +72,30 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.sampling = 'shuffle'  # 'shuffle' (reference) | 'balanced' (classes equally likely)
   config.train.dtype = 'float32'  # compute dtype: 'float32' (reference) | 'bfloat16'
   config.train.eval_batch_size = 64
+  # Keep the best checkpoint by this validation metric beside the latest ('' off,
+  # as the reference): 'val_accuracy' (ties: lower val_loss wins) | 'val_loss'.
+  config.train.best_metric = ''
+  config.train.early_stopping_patience = 0  # >0: stop after this many epochs without a new best
+
+  # What trains when starting from config.init_from (crnn_jax/train/finetune.py):
+  # 'all', or 'head' (a linear probe: conv + GRU frozen, batch norm on its running
+  # statistics). body_lr_scale < 1 gives the pretrained conv + GRU a lower learning rate.
+  config.finetune = ml_collections.ConfigDict()
+  config.finetune.trainable = 'all'
+  config.finetune.body_lr_scale = 1.0
+  # Head rows for classes named otherwise in the pretrained model: 'mine=theirs,...'
+  # (e.g. 'orchestral=classical'); classes of the same name need no entry.
+  config.finetune.class_map = ''
+
+  # Augmentation of training batches (crnn_jax/data/augment.py), all off in the
+  # reference; random draws are a function of (seed, step), so a resumed run is exact.
+  config.augment = ml_collections.ConfigDict()
+  config.augment.time_shift = 0.0  # max circular shift along time, as a fraction of the window
+  config.augment.freq_masks = 0  # SpecAugment: masks of up to freq_mask_bands mel bands
+  config.augment.freq_mask_bands = 16
+  config.augment.time_masks = 0  # SpecAugment: masks of up to time_mask_frames frames
+  config.augment.time_mask_frames = 64
+  config.augment.mixup_alpha = 0.0  # >0: mixup with Beta(alpha, alpha) weights (single-label)
 
   # Multi-label mode: targets are each track's label set, sigmoid outputs with
   # binary cross-entropy; metrics become mAP / ROC-AUC / example F1.
@@ -82,4 +111,12 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.eval = ml_collections.ConfigDict()
   config.eval.top_k = 5
+  # Which checkpoint evaluation uses: 'best' (config.train.best_metric; the latest
+  # where there is no best) | 'latest'.
+  config.eval.checkpoint = 'best'
+  # Recompute batch norm's statistics on training clips (the network in training
+  # mode, a plain average over batches) before each validation and evaluation;
+  # the checkpoints then hold them. Helps runs with few optimiser steps.
+  config.eval.recompute_bn = False
+  config.eval.recompute_bn_batches = 0  # at most this many training batches; 0: the whole split
   return config

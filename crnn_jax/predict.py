@@ -67,7 +67,7 @@ def predict_main(workdir: str, inputs: Sequence[str], top_k: int = 5, fmt: str =
                  batch_size: int = DEFAULT_BATCH_SIZE, tabular_csv: str | None = None,
                  num_workers: int | None = None, out: TextIO | None = None,
                  err: TextIO | None = None, predictor: Predictor | None = None,
-                 embeddings: str | None = None) -> int:
+                 embeddings: str | None = None, checkpoint: str = 'best') -> int:
   """The command without absl: returns the exit status (0 if any file was scored).
 
   ``predictor`` (else loaded from ``workdir``) lets a caller reuse a loaded model;
@@ -76,7 +76,8 @@ def predict_main(workdir: str, inputs: Sequence[str], top_k: int = 5, fmt: str =
   out = out or sys.stdout
   err = err or sys.stderr
   _check_usage(fmt, inputs, tabular_csv, embeddings)
-  predictor = predictor or Predictor.from_workdir(workdir, batch_size=batch_size)
+  predictor = predictor or Predictor.from_workdir(workdir, batch_size=batch_size,
+                                                  checkpoint=checkpoint)
   model = predictor.model
   header = model.describe()
   if tabular_csv and not model.num_tabular:
@@ -204,6 +205,8 @@ def _define_flags() -> None:
   flags.DEFINE_string('embeddings', None,
                       'Also write each file\'s window and track embeddings (the classifier '
                       'layer\'s input) to this .npz or .parquet file.')
+  flags.DEFINE_enum('checkpoint', 'best', ['best', 'latest'],
+                    'best: the best epoch by validation where the run kept one, else the latest.')
 
 
 def run() -> None:
@@ -219,7 +222,8 @@ def run() -> None:
       with _without_decoder_chatter():
         status = predict_main(f.workdir, argv[1:], top_k=f.top_k, fmt=f.format,
                               batch_size=f.batch_size, tabular_csv=f.tabular_csv,
-                              num_workers=f.num_workers, embeddings=f.embeddings)
+                              num_workers=f.num_workers, embeddings=f.embeddings,
+                              checkpoint=f.checkpoint)
     except UserError as e:
       print(f'error: {one_line(e)}', file=sys.stderr)
       sys.exit(2)

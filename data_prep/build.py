@@ -6,12 +6,15 @@ function below:
 
   labels    map raw labels onto classes, drop unknown ones and duplicates
   columns   which tabular columns the data set gets
-  decode    decode -> clip window -> the reference's spectrogram (+ tabular
+  decode    decode -> clip window(s) -> the reference's spectrogram (+ tabular
             features estimated from the audio), parallel and cached per track
             (data_prep.decode), so a rerun redoes no finished work
   rows      each decoded track's tabular values (source value, else estimate)
   split     64/16/20, stratified by label, whole artists per split
             (data_prep.split); the training split's tabular statistics
+  windows   how many windows each track stores (``windows``: one at the clip
+            position, every non-overlapping one, or N spread over the track);
+            a track's windows are examples of its split, never of two splits
   write     the TFDS data set (data_prep.writer), skipped when an identical
             build already exists
   summary   clips per split and class, skips by reason, time
@@ -61,6 +64,9 @@ class Options:
   """How a data set is built; ``build_dataset``'s keyword arguments.
 
   clip: window length/position and the minimum length worth padding.
+  windows: '1' (one window per track at clip.position), 'all' (every full
+    non-overlapping window) or 'N' (N windows spread over the track); each
+    window is an example, with the track's id and split.
   split: train, validation, test fractions. group_by_artist: no artist in two
     splits. stratify: each split has the label proportions (off with
     group_by_artist: the reference's per-track random split).
@@ -83,6 +89,7 @@ class Options:
     etils.epath and Beam's file systems) and must be reachable by the workers.
   """
   clip: audio.ClipSettings = dataclasses.field(default_factory=audio.ClipSettings)
+  windows: str = decode.SINGLE
   split: Sequence[float] = (0.64, 0.16, 0.20)
   group_by_artist: bool = True
   stratify: bool = True
@@ -112,6 +119,7 @@ class Decoded:
   from_cache: int
   workers: int
   seconds: float
+  windows: dict[str, int] = dataclasses.field(default_factory=dict)  # Beam: windows per track
 
 
 @dataclasses.dataclass
@@ -123,6 +131,7 @@ class Split:
   splits: list[str]
   rows: np.ndarray  # (tracks, columns) float32, raw stored values
   grouped_by: str
+  windows: list[int] = dataclasses.field(default_factory=list)  # stored windows per track
 
 
 def lock_path(data_dir: str, name: str) -> str:
@@ -140,6 +149,7 @@ def build_dataset(input_path: str, data_dir: str, name: str, options: Options | 
   """
   t0 = time.time()
   opts = dataclasses.replace(options or Options(), **overrides)
+  opts = dataclasses.replace(opts, windows=decode.check_windows(opts.windows))
   if not files.is_remote(data_dir):
     data_dir = os.path.abspath(data_dir)
   schema.check_name(name)  # fail fast on a bad name
@@ -157,6 +167,7 @@ def build_dataset(input_path: str, data_dir: str, name: str, options: Options | 
     raise ValueError(f'no usable tracks in {input_path!r} ({len(problems)} skipped); '
                      f'see {report_path}')
   chosen = split_tracks(good, rows, len(columns.names), opts)
+  chosen.windows = stored_windows(chosen.tracks, decoded, opts)
   problems.sort(key=lambda p: (p.origin, p.track_id, p.reason))
   write_report(report_path, problems)
   metadata = dataset_metadata(chosen, columns.names, decoded, source, report_path, opts)
@@ -237,22 +248,25 @@ def decode_tracks(tracks: Sequence[Track], data_dir: str, name: str, estimate: b
   jobs: list[decode.Job] = []
   cache_files: dict[str, str] = {}
   for t in tracks:
-    key = decode.cache_key(t.path, opts.clip, estimate)
+    key = decode.cache_key(t.path, opts.clip, estimate, opts.windows)
     cache_file = (os.path.join(cache_dir, key[:2], key + '.npz') if key
                   else os.path.join(cache_dir, 'unstattable.npz'))
     cache_files[t.track_id] = cache_file
-    jobs.append(decode.Job(t.track_id, t.path, cache_file if key else '', opts.clip, estimate))
+    jobs.append(decode.Job(t.track_id, t.path, cache_file if key else '', opts.clip, estimate,
+                           opts.windows))
   workers = int(opts.workers or decode.available_cores())
   t0 = time.time()
+  windows: dict[str, int] = {}
   if opts.uses_beam:  # results flow through the pipeline; no local cache on a cluster
     jobs = [dataclasses.replace(j, cache_file='') for j in jobs]
-    results = decode.run_jobs_beam(jobs, opts.beam_runner, opts.beam_options,
-                                   beam_work_dir(data_dir, name))
-  from_cache = sum(1 for j in jobs if j.cache_file and os.path.exists(j.cache_file))
-  if not opts.uses_beam:
+    from_cache = 0
+    results, windows = decode.run_jobs_beam(jobs, opts.beam_runner, opts.beam_options,
+                                            beam_work_dir(data_dir, name))
+  else:
+    from_cache = sum(1 for j in jobs if j.cache_file and os.path.exists(j.cache_file))
     results = decode.run_jobs(jobs, workers, opts.progress)
   used = workers if workers > 1 and len(jobs) - from_cache >= decode.MIN_POOL_JOBS else 1
-  return Decoded(results, cache_files, len(jobs), from_cache, used, time.time() - t0)
+  return Decoded(results, cache_files, len(jobs), from_cache, used, time.time() - t0, windows)
 
 
 def beam_work_dir(data_dir: str, name: str) -> str:
@@ -322,6 +336,17 @@ def split_tracks(good: list[Track], rows: list[list[float]], num_columns: int,
                np.asarray(rows, dtype=np.float32).reshape(len(good), num_columns), grouped_by)
 
 
+# ---------------------------------------------------------------- windows
+
+def stored_windows(tracks: Sequence[Track], decoded: Decoded, opts: Options) -> list[int]:
+  """Windows each track stores (with several: from its cache file, or as the
+  Beam pipeline counted them)."""
+  if opts.windows == decode.SINGLE:
+    return [1] * len(tracks)
+  return [decoded.windows.get(t.track_id) or decode.window_count(decoded.cache_files[t.track_id])
+          for t in tracks]
+
+
 # ---------------------------------------------------------------- write
 
 def dataset_metadata(chosen: Split, tab_names: list[str], decoded: Decoded, source: Source,
@@ -337,6 +362,7 @@ def dataset_metadata(chosen: Split, tab_names: list[str], decoded: Decoded, sour
       'tabular_mean': mean,
       'tabular_std': std,
       'clip': dataclasses.asdict(opts.clip),
+      'windows': opts.windows,
       'source': source.description,
       'report': report_path,
       'split': {'fractions': [float(f) for f in opts.split],
@@ -346,9 +372,9 @@ def dataset_metadata(chosen: Split, tab_names: list[str], decoded: Decoded, sour
       'label_map': dict(opts.label_map or {}),
   }
   items = [[t.track_id, os.path.basename(decoded.cache_files[t.track_id]), s, t.label,
-            list(t.labels), t.artist_id, [float(v) for v in r]]
-           for t, s, r in sorted(zip(chosen.tracks, chosen.splits, chosen.rows.tolist()),
-                                 key=lambda x: x[0].track_id)]
+            list(t.labels), t.artist_id, [float(v) for v in r], w]
+           for t, s, r, w in sorted(zip(chosen.tracks, chosen.splits, chosen.rows.tolist(),
+                                        chosen.windows), key=lambda x: x[0].track_id)]
   metadata['fingerprint'] = hashlib.sha256(json.dumps(
       [items, {k: v for k, v in metadata.items() if k not in ('report', 'source')}],
       sort_keys=True).encode()).hexdigest()
@@ -394,14 +420,15 @@ def _previous_kept_until_replaced(version_dir: epath.Path, verbose: bool) -> Ite
 
 def _write_examples(chosen: Split, decoded: Decoded, metadata: dict[str, Any], data_dir: str,
                     name: str, description: str, opts: Options) -> None:
-  by_split: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
-  for i, (t, s) in enumerate(zip(chosen.tracks, chosen.splits)):
-    by_split[s].append((t.track_id, {
-        'cache_file': decoded.cache_files[t.track_id], 'tabular': chosen.rows[i].tolist(),
-        'label': chosen.label_index[i],
-        'label_set': sorted(chosen.class_names.index(x) for x in t.labels),
-        'num_classes': len(chosen.class_names), 'track_id': t.track_id,
-        'artist_id': t.artist_id}))
+  by_split: dict[str, list[tuple[str, dict[str, Any]]]] = {s: [] for s in SPLITS}
+  for i, (t, s, count) in enumerate(zip(chosen.tracks, chosen.splits, chosen.windows)):
+    for w in range(count):  # one window keeps the track id as its key, as before
+      by_split[s].append((t.track_id if count == 1 else f'{t.track_id}#{w}', {
+          'cache_file': decoded.cache_files[t.track_id], 'window': w,
+          'tabular': chosen.rows[i].tolist(), 'label': chosen.label_index[i],
+          'label_set': sorted(chosen.class_names.index(x) for x in t.labels),
+          'num_classes': len(chosen.class_names), 'track_id': t.track_id,
+          'artist_id': t.artist_id}))
   if opts.uses_beam:
     images = decode.images_pattern(beam_work_dir(data_dir, name))
     split_examples = {s: (lambda s=s, it=it: writer.beam_examples(s, it, images))
@@ -447,8 +474,9 @@ def summarise(chosen: Split, problems: Sequence[Problem], decoded: Decoded, data
               name: str, report_path: str, reused: bool, columns: Columns, seconds: float,
               opts: Options) -> dict[str, Any]:
   counts = {s: collections.Counter() for s in SPLITS}
-  for t, s in zip(chosen.tracks, chosen.splits):
-    counts[s][t.label] += 1
+  tracks = collections.Counter(chosen.splits)
+  for t, s, w in zip(chosen.tracks, chosen.splits, chosen.windows):
+    counts[s][t.label] += w
   names = chosen.class_names
   return {
       'dataset': os.path.join(data_dir, name),
@@ -456,6 +484,8 @@ def summarise(chosen: Split, problems: Sequence[Problem], decoded: Decoded, data
       'classes': names,
       'clips': {s: {c: counts[s][c] for c in names} for s in SPLITS},
       'clips_per_split': {s: sum(counts[s].values()) for s in SPLITS},
+      'tracks_per_split': {s: tracks[s] for s in SPLITS},
+      'windows': opts.windows,
       'skipped': len(problems),
       'skipped_by_reason': dict(sorted(collections.Counter(p.kind for p in problems).items())),
       'report': report_path,
@@ -483,6 +513,10 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     lines.append(f'{c:<{width}}  ' + '  '.join(f"{summary['clips'][s][c]:>10}" for s in SPLITS))
   lines.append(f"{'total':<{width}}  " + '  '.join(
       f"{summary['clips_per_split'][s]:>10}" for s in SPLITS))
+  if summary.get('windows', decode.SINGLE) != decode.SINGLE:
+    lines.append(f"{'tracks':<{width}}  " + '  '.join(
+        f"{summary['tracks_per_split'][s]:>10}" for s in SPLITS)
+        + f"  (windows per track: {summary['windows']})")
   lines.append(f"skipped {summary['skipped']} input(s)" + (
       ': ' + ', '.join(f'{k} {v}' for k, v in summary['skipped_by_reason'].items())
       if summary['skipped'] else '') + f"; report: {summary['report']}")

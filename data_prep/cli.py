@@ -46,6 +46,10 @@ def add_build_command(commands: Any) -> None:
   p.add_argument('--clip_position', choices=('start', 'center'), default='start',
                  help="'start': the first seconds (previews, as the reference); 'center': the "
                  'middle of a longer track')
+  p.add_argument('--windows', default='1',
+                 help="30-s windows stored per track: 1 (default: one, at --clip_position), "
+                 "'all' (every non-overlapping window) or N (N spread over the track); a "
+                 "track's windows stay in one split, and evaluation also scores whole tracks")
   p.add_argument('--min_seconds', type=float, default=5.0,
                  help='shorter clips are skipped, longer ones zero-padded (default 5)')
   p.add_argument('--split', type=_fractions, default=(0.64, 0.16, 0.20),
@@ -106,7 +110,7 @@ def run_build(args: argparse.Namespace) -> int:
     build.build_dataset(
         args.input, args.data_dir, args.name,
         clip=audio.ClipSettings(seconds=args.clip_seconds, position=args.clip_position,
-                                min_seconds=args.min_seconds),
+                                min_seconds=args.min_seconds), windows=args.windows,
         split=args.split, group_by_artist=args.split_by == 'artist',
         stratify=args.split_by != 'reference', source_split=args.split_by == 'source',
         seed=args.seed, workers=args.workers or None,

@@ -52,6 +52,9 @@ WORKER_CRASHED = 'worker crashed while decoding'
 Results = dict[str, tuple[str | None, dict[str, float]]]  # track id -> (error, features)
 
 
+SINGLE = '1'  # --windows: one window per track, at the clip position (the reference)
+
+
 @dataclasses.dataclass(frozen=True)
 class Job:
   track_id: str
@@ -59,9 +62,20 @@ class Job:
   cache_file: str
   clip: audio.ClipSettings
   estimate_features: bool
+  windows: str = SINGLE  # '1', 'all' (every full non-overlapping window) or N spread over the track
 
 
-def cache_key(path: str, clip: audio.ClipSettings, estimate_features: bool) -> str | None:
+def check_windows(windows: str | int) -> str:
+  """The --windows setting, normalised: '1', 'all' or a count >= 2; ValueError otherwise."""
+  text = str(windows).strip().lower()
+  if text == 'all' or (text.isdigit() and int(text) >= 1):
+    return text if text == 'all' else str(int(text))
+  raise ValueError(f"--windows {windows!r}: use 'all' (every non-overlapping window of a track) "
+                   'or a number of windows spread over each track (1: one window, the default)')
+
+
+def cache_key(path: str, clip: audio.ClipSettings, estimate_features: bool,
+              windows: str = SINGLE) -> str | None:
   """Identifies one track's work product; None when the file cannot be stat'ed."""
   try:
     if files.is_remote(path):
@@ -74,6 +88,8 @@ def cache_key(path: str, clip: audio.ClipSettings, estimate_features: bool) -> s
     return None
   key = {'path': path, 'size': size, 'mtime_ns': mtime_ns,
          'clip': dataclasses.asdict(clip), 'features': estimate_features, 'version': CACHE_VERSION}
+  if windows != SINGLE:  # one window keeps the keys (and caches) of earlier builds
+    key['windows'] = windows
   if estimate_features:  # estimates of longer files depend on how much is analysed
     key['analysis_seconds'] = audio_features.MAX_ANALYSIS_SECONDS
   blob = json.dumps(key, sort_keys=True)
@@ -87,20 +103,33 @@ def _atomic_savez(path: str, **arrays: Any) -> None:
     np.savez(f, **arrays)
 
 
-def compute_track(path: str, clip: audio.ClipSettings, estimate_features: bool
-                  ) -> tuple[np.ndarray, dict[str, float]]:
-  """Decode + window + spectrogram (+ audio features). Raises AudioError.
+def track_windows(y: np.ndarray, clip: audio.ClipSettings, windows: str) -> list[np.ndarray]:
+  """The windows a data set stores of one decoded track (several: 'all' or N)."""
+  if windows == 'all':
+    return list(audio.sliding_windows(y, clip.seconds, clip.min_seconds))
+  return audio.spread_windows(y, int(windows), clip.seconds, clip.min_seconds)
 
-  Decodes only what the clip needs (audio.load_clip), so memory does not grow
-  with the file's length; feature estimates stream over it too.
+
+def compute_track(path: str, clip: audio.ClipSettings, estimate_features: bool,
+                  windows: str = SINGLE) -> tuple[np.ndarray, dict[str, float]]:
+  """Decode + window(s) + spectrogram(s) (+ audio features). Raises AudioError.
+
+  The image is (128, frames) for one window, (windows, 128, frames) otherwise;
+  silent windows are left out. One window decodes only what the clip needs
+  (audio.load_clip), so memory does not grow with the file's length; several
+  need the whole track. Feature estimates stream over the file.
   """
   with _local_file(path) as local:
-    window = audio.load_clip(local, clip.seconds, clip.position, clip.min_seconds)
-    if audio.is_silent(window):
+    if windows == SINGLE:
+      found = [audio.load_clip(local, clip.seconds, clip.position, clip.min_seconds)]
+    else:
+      found = track_windows(audio.load_audio(local), clip, windows)
+    audible = [w for w in found if not audio.is_silent(w)]
+    if not audible:
       raise audio.AudioError('silent clip (peak below -80 dBFS)')
-    image = audio.spectrogram_image(window, clip.seconds)
     features = audio_features.estimate_file(local) if estimate_features else {}
-  return image, features
+  images = [audio.spectrogram_image(w, clip.seconds) for w in audible]
+  return (images[0] if windows == SINGLE else np.stack(images)), features
 
 
 @contextlib.contextmanager
@@ -144,7 +173,7 @@ def decode_job(job: Job) -> Outcome:
   if reason:
     return Outcome(job.track_id, reason, {}, None, False)
   try:
-    image, features = compute_track(job.path, job.clip, job.estimate_features)
+    image, features = compute_track(job.path, job.clip, job.estimate_features, job.windows)
   except audio.AudioError as e:
     return Outcome(job.track_id, str(e), {}, None, True)
   except Exception as e:  # noqa: BLE001  never fatal; not cached (may be transient)
@@ -183,9 +212,18 @@ def read_cached(track_id: str, cache_file: str) -> tuple[str, str | None, dict[s
     return track_id, None, dict(zip(names, (float(v) for v in z['feature_values'])))
 
 
-def load_image(cache_file: str) -> np.ndarray:
+def load_image(cache_file: str, window: int = 0) -> np.ndarray:
+  """One stored window's (128, frames) image."""
   with np.load(cache_file) as z:
-    return np.asarray(z['image'], dtype=np.uint8)
+    image = np.asarray(z['image'], dtype=np.uint8)
+  return image[window] if image.ndim == 3 else image
+
+
+def window_count(cache_file: str) -> int:
+  """How many windows a track's cache file holds."""
+  with np.load(cache_file) as z:
+    shape = z['image'].shape
+  return shape[0] if len(shape) == 3 else 1
 
 
 
@@ -392,19 +430,22 @@ def images_pattern(work_dir: str) -> str:
 
 
 def _outcome_line(outcome: Outcome) -> str:
+  image = outcome.image
+  windows = 0 if image is None else (len(image) if image.ndim == 3 else 1)
   return json.dumps({'track_id': outcome.track_id, 'error': outcome.error,
-                     'features': outcome.features})
+                     'features': outcome.features, 'windows': windows})
 
 
 def run_jobs_beam(jobs: Sequence[Job], beam_runner: Any, beam_options: Any, work_dir: str
-                  ) -> Results:
+                  ) -> tuple[Results, dict[str, int]]:
   """The decode phase as an Apache Beam pipeline (one element per track).
 
   Outcomes flow as elements into two sinks under ``work_dir`` (any path
   Beam's file systems and etils.epath take, e.g. gs://): JSON lines of
   (track_id, error, features), which this process reads back, and text
   files of the spectrograms (``image_record``), which the TFDS write reads
-  (``images_pattern``).
+  (``images_pattern``). Returns the results and each decoded track's count
+  of stored windows.
   """
   import apache_beam as beam  # pylint: disable=import-outside-toplevel  # optional extra
   work = epath.Path(work_dir)
@@ -421,9 +462,11 @@ def run_jobs_beam(jobs: Sequence[Job], beam_runner: Any, beam_options: Any, work
          | 'EncodeImages' >> beam.Map(lambda o: image_record(o.track_id, o.image))
          | 'WriteImages' >> beam.io.WriteToText(os.fspath(work / IMAGES)))
   results: Results = {}
+  windows: dict[str, int] = {}
   for path in sorted(work.glob(f'{OUTCOMES}*')):
     for line in path.read_text().splitlines():
       if line.strip():
         d = json.loads(line)
         results[d['track_id']] = (d['error'], d['features'])
-  return results
+        windows[d['track_id']] = d['windows']
+  return results, windows

@@ -33,20 +33,26 @@ def make_example(key: str, d: Mapping[str, Any], image: np.ndarray
 def cached_example(item: tuple[str, Mapping[str, Any]]) -> tuple[str, dict[str, Any]]:
   """A single-machine build's example: the image from the local per-track cache."""
   key, d = item
-  return make_example(key, d, load_image(d['cache_file']))
+  return make_example(key, d, load_image(d['cache_file'], d.get('window', 0)))
 
 
 def beam_examples(split: str, items: list[tuple[str, Mapping[str, Any]]], images: str) -> Any:
   """A Beam build's examples of one split: the spectrograms flow in as elements
   from the decode pipeline's files (``images``: a file pattern, local
-  or remote), joined by track id with the split's descriptions."""
+  or remote), joined by track id with the split's descriptions (a track of
+  several windows: one example per window)."""
   import apache_beam as beam  # pylint: disable=import-outside-toplevel  # optional extra
-  wanted = dict(items)
+  by_track: dict[str, list[tuple[str, Mapping[str, Any]]]] = {}
+  for key, d in items:
+    by_track.setdefault(d['track_id'], []).append((key, d))
+
+  def examples(track_id: str, image: np.ndarray) -> list[tuple[str, dict[str, Any]]]:
+    return [make_example(key, d, image[d.get('window', 0)] if image.ndim == 3 else image)
+            for key, d in by_track.get(track_id, [])]
+
   return (f'ReadImages_{split}' >> beam.io.ReadFromText(images)
           | f'DecodeImages_{split}' >> beam.Map(read_image_record)
-          | f'Select_{split}' >> beam.Filter(lambda kv: kv[0] in wanted)
-          | f'Example_{split}' >> beam.MapTuple(lambda key, image: make_example(
-              key, wanted[key], image)))
+          | f'Examples_{split}' >> beam.FlatMapTuple(examples))
 
 
 def write_dataset(

@@ -12,15 +12,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
-TINY_FRAMES = 64
+TINY_FRAMES = 64  # audio.num_frames(1.47), the clip length in the metadata
 
 
-def _tiny_examples(split: str, n: int, seed: int, num_tabular: int):
+def _tiny_examples(split: str, n: int, seed: int, num_tabular: int, windows: int = 1):
   rng = np.random.default_rng(seed)
 
   def make():
     for i in range(n):
-      label = i % 2
+      label = (i // windows) % 2
       img = rng.integers(0, 60, size=(128, TINY_FRAMES)).astype(np.uint8)
       band = slice(0, 40) if label == 0 else slice(88, 128)
       img[band] += np.uint8(150)
@@ -30,23 +30,26 @@ def _tiny_examples(split: str, n: int, seed: int, num_tabular: int):
       label_set = np.zeros(2, np.uint8)
       label_set[label] = 1
       yield f'{split}-{i}', {'spectrogram': img, 'tabular': tab, 'label': label, 'label_set': label_set,
-                                 'track_id': f'{split}{i}', 'artist_id': f'artist{i}'}
+                                 'track_id': f'{split}{i // windows}', 'artist_id': f'artist{i}'}
   return make
 
 
 def write_tiny(data_dir: str, name: str = 'tiny', num_tabular: int = 0,
-               sizes=(64, 16, 16)) -> str:
+               sizes=(64, 16, 16), class_names=('low', 'high'), windows: int = 1,
+               splits=('train', 'validation', 'test')) -> str:
+  """Two classes told apart by a bright band (low or high mel bands); with
+  ``windows`` > 1, that many consecutive examples share a track id."""
   from data_prep.writer import write_dataset
   tab_names = [f'f{i}' for i in range(num_tabular)]
   metadata = {
-      'class_names': ['low', 'high'], 'tabular_names': tab_names,
+      'class_names': list(class_names), 'tabular_names': tab_names,
       'tabular_categorical': {'f0': 2} if num_tabular else {},
       'tabular_mean': [0.0] * num_tabular, 'tabular_std': [1.0] * num_tabular,
-      'clip': {'seconds': 1.5, 'position': 'start', 'min_seconds': 0.5}, 'source': 'synthetic',
+      'clip': {'seconds': 1.47, 'position': 'start', 'min_seconds': 0.5}, 'source': 'synthetic',
   }
-  splits = {s: _tiny_examples(s, n, k, num_tabular)
-            for k, (s, n) in enumerate(zip(('train', 'validation', 'test'), sizes))}
-  write_dataset(name, data_dir, ['low', 'high'], num_tabular, splits, metadata,
+  splits = {s: _tiny_examples(s, n, k, num_tabular, windows)
+            for k, (s, n) in enumerate(zip(('train', 'validation', 'test'), sizes)) if s in splits}
+  write_dataset(name, data_dir, list(class_names), num_tabular, splits, metadata,
                 frames=TINY_FRAMES)
   return data_dir
 

@@ -7,9 +7,11 @@ import os
 import ml_collections
 import numpy as np
 import pytest
-from conftest import tiny_config
+from conftest import tiny_config, write_tiny
 from PIL import Image
+from scipy.special import softmax
 
+from crnn_jax.evaluate import report
 from crnn_jax.train import lr_find
 from crnn_jax.train import trainer as train
 
@@ -70,3 +72,32 @@ def test_lr_range_test_plots_and_touches_no_checkpoint(tiny_data_dir, tmp_path):
   assert np.all(np.diff(result['lrs']) > 0)  # an exponential sweep
   assert (tmp_path / 'lr_find.png').stat().st_size > 10_000
   assert not (tmp_path / 'checkpoints').exists()
+
+
+def test_track_level_metrics_average_window_probabilities():
+  logits = np.log(np.array([[0.9, 0.1], [0.2, 0.8], [0.3, 0.7], [0.6, 0.4], [0.45, 0.55]]))
+  pred = {'logits': logits, 'loss': np.zeros(5), 'label': np.array([0, 0, 1, 1, 1]),
+          'label_set': np.eye(2)[[0, 0, 1, 1, 1]], 'track_id': np.array(['a', 'a', 'b', 'b', 'c'])}
+  tracks = report.track_predictions(pred, multilabel=False)
+  np.testing.assert_allclose(softmax(tracks['logits'], axis=-1),
+                             [[0.55, 0.45], [0.45, 0.55], [0.45, 0.55]], rtol=1e-9)
+  assert tracks['label'].tolist() == [0, 1, 1]
+  np.testing.assert_allclose(tracks['loss'], -np.log([0.55, 0.55, 0.55]), rtol=1e-9)
+  config = tiny_config('')
+  info = ml_collections.ConfigDict({'class_names': ('x', 'y')})
+  both = report.split_metrics(pred, info, config)
+  assert both['count'] == 5 and both['top1'] == pytest.approx(0.6)  # clips: 3 of 5 right
+  assert both['track']['count'] == 3 and both['track']['top1'] == pytest.approx(1.0)
+  table = report.clip_and_track_table(both, config)
+  assert table.splitlines()[2].split()[:3] == ['tracks', '3', '1.0000']
+
+
+def test_windows_of_a_track_are_scored_together(tmp_path):
+  data_dir = write_tiny(str(tmp_path / 'tfds'), name='tiny_windows', windows=4)
+  config = tiny_config(data_dir, 'tiny_windows')
+  config.train.num_epochs = 1
+  results = _run(config, tmp_path / 'w')
+  assert results['test']['count'] == 16 and results['test']['track']['count'] == 4
+  assert results['validation']['track']['count'] == 4
+  report_text = (tmp_path / 'w' / 'report_test.txt').read_text()
+  assert 'tracks        4' in report_text and 'clips        16' in report_text

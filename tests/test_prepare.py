@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 import soundfile as sf
+import tensorflow_datasets as tfds
 
 from crnn_jax.core import audio, tabular
 from crnn_jax.data.schema import SPLITS
@@ -494,3 +495,43 @@ def test_cli_unexpected_runtime_error_is_one_line(monkeypatch, capsys):
   assert entry.main(['build', '--input=x', '--data_dir=y', '--name=abc']) == 1
   err = capsys.readouterr().err
   assert err.startswith('error: BrokenProcessPool: A child process') and err.count('\n') == 1
+
+
+def test_several_windows_per_track_stay_in_the_track_split(tmp_path):
+  root, out = str(tmp_path / 'lib'), str(tmp_path / 'out')
+  seconds = {}
+  for li, label in enumerate(('low', 'high')):
+    os.makedirs(os.path.join(root, label))
+    for k in range(4):
+      seconds[f'{label}/t{k}'] = 4.5 + 2 * k  # 2, 3, 4, 5 full 2-s windows
+      sf.write(os.path.join(root, label, f't{k}.wav'),
+               _tone(150 + 800 * li + 20 * k, seconds[f'{label}/t{k}'], seed=k), SR)
+  every = build.build_dataset(root, out, 'win_all', clip=CLIP, windows='all', workers=1,
+                              progress=False, verbose=False)
+  by_track: dict[str, set[str]] = {}
+  count: dict[str, int] = {}
+  for split, src in tfds.data_source('win_all', data_dir=out).items():
+    for i in range(len(src)):
+      tid = src[i]['track_id']
+      tid = tid.decode() if isinstance(tid, bytes) else tid
+      by_track.setdefault(tid, set()).add(split)
+      count[tid] = count.get(tid, 0) + 1
+  assert all(len(s) == 1 for s in by_track.values())  # no track in two splits
+  assert count == {t: int(s // 2) for t, s in seconds.items()}
+  assert sum(every['clips_per_split'].values()) == sum(count.values()) == 28
+  assert sum(every['tracks_per_split'].values()) == 8
+  assert 'windows per track: all' in build.format_summary(every)
+  spread = build.build_dataset(root, out, 'win_3', clip=CLIP, windows=3, workers=1,
+                               progress=False, verbose=False)
+  assert sum(spread['clips_per_split'].values()) == 24
+  with pytest.raises(ValueError, match="--windows 'often'"):
+    build.build_dataset(root, out, 'win_bad', clip=CLIP, windows='often', workers=1)
+
+
+def test_spread_windows_cover_the_track():
+  y = np.arange(int(7 * SR), dtype=np.float32)
+  windows = audio.spread_windows(y, 3, seconds=2.0)
+  n = audio.clip_samples(2.0)
+  assert [int(w[0]) for w in windows] == [0, (len(y) - n) // 2, len(y) - n]
+  assert all(len(w) == n for w in windows)
+  assert len(audio.spread_windows(y[:n // 2], 3, seconds=2.0)) == 1  # shorter: one padded

@@ -218,6 +218,45 @@ def test_interrupted_run_resumes_exactly(tiny_data_dir, tmp_path, monkeypatch):
   assert (tmp_path / 'resumed' / 'metrics.jsonl').read_text() == straight_rows
 
 
+def test_interrupted_run_with_augmentation_and_best_checkpoint_resumes_exactly(
+    tiny_data_dir, tmp_path, monkeypatch):
+  config = tiny_config(tiny_data_dir)
+  config.train.num_epochs = 3
+  config.train.best_metric = 'val_loss'
+  config.train.early_stopping_patience = 2
+  config.eval.recompute_bn = True
+  config.eval.recompute_bn_batches = 2
+  config.augment.time_shift = 0.3
+  config.augment.freq_masks = 1
+  config.augment.time_masks = 1
+  config.augment.time_mask_frames = 8
+  config.augment.mixup_alpha = 0.4
+  straight = train.train_and_evaluate(config, str(tmp_path / 'straight'))
+
+  real = pipeline.train_batches
+  calls = {'n': 0}
+
+  def interrupted_batches(*args, **kwargs):
+    for batch in real(*args, **kwargs):
+      calls['n'] += 1
+      if calls['n'] == 7:  # epoch 2 (batches of recomputing statistics count too)
+        signal.raise_signal(signal.SIGINT)
+      yield batch
+
+  monkeypatch.setattr(pipeline, 'train_batches', interrupted_batches)
+  workdir = str(tmp_path / 'resumed')
+  with pytest.raises(train.Interrupted, match='SIGINT: saved step'):
+    train.train_and_evaluate(config, workdir)
+  monkeypatch.setattr(pipeline, 'train_batches', real)
+  assert train.train_and_evaluate(config, workdir) == straight
+  for name in ('metrics.jsonl',):
+    assert (tmp_path / 'resumed' / name).read_text() == (tmp_path / 'straight' / name).read_text()
+  for which in ('best', 'latest'):
+    a = checkpoints.restore_variables(str(tmp_path / 'straight'), which)
+    b = checkpoints.restore_variables(workdir, which)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, a, b)
+
+
 def test_sigterm_during_validation_saves_the_epoch_and_resumes_exactly(tiny_data_dir, tmp_path,
                                                                       monkeypatch):
   config = tiny_config(tiny_data_dir)
@@ -243,8 +282,8 @@ def test_nan_loss_stops_with_a_clear_message(tiny_data_dir, tmp_path, monkeypatc
   config = tiny_config(tiny_data_dir)
   real = steps.train_step
 
-  def poisoned(state, batch, weights, multilabel):
-    state, m = real(state, batch, weights, multilabel)
+  def poisoned(state, batch, weights, multilabel, **options):
+    state, m = real(state, batch, weights, multilabel, **options)
     return state, dict(m, loss=m['loss'] * jnp.nan)
 
   monkeypatch.setattr(steps, 'train_step', poisoned)

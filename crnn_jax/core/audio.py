@@ -361,6 +361,18 @@ def stream_windows(blocks: Iterable[np.ndarray], seconds: float = CLIP_SECONDS,
     yield 0.0, fixed_window(rest, seconds, 'start', min_seconds, sample_rate)
 
 
+def spread_windows(y: np.ndarray, count: int, seconds: float = CLIP_SECONDS,
+                   min_seconds: float = 0.0, sample_rate: int = SAMPLE_RATE) -> list[np.ndarray]:
+  """``count`` full windows spread evenly over a track, the first at its start
+  and the last at its end (overlapping where it is shorter than ``count``
+  windows). A track shorter than one window gives one padded window."""
+  n = clip_samples(seconds, sample_rate)
+  if len(y) <= n:
+    return [fixed_window(y, seconds, 'start', min_seconds, sample_rate)]
+  starts = np.unique(np.round(np.linspace(0, len(y) - n, count)).astype(np.int64))
+  return [y[s:s + n] for s in starts]
+
+
 def is_silent(window: np.ndarray) -> bool:
   """Whether a window's peak stays below SILENCE_PEAK."""
   return float(np.max(np.abs(window))) < SILENCE_PEAK

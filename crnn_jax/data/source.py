@@ -54,11 +54,14 @@ def load_info(config: ml_collections.ConfigDict) -> DataInfo:
   split_sizes = {s: int(info.splits[s].num_examples) for s in info.splits}
   missing = [s for s in SPLITS if s not in split_sizes]
   if missing:
-    raise UserError(f'data set {config.data.name!r} lacks splits {missing}; rebuild it')
+    raise UserError(f'data set {config.data.name!r} has no {"/".join(missing)} examples; rebuild '
+                    'it with `python -m data_prep build` from more tracks, more windows per track '
+                    '(--windows=all) or other --split fractions')
   empty = [s for s in SPLITS if split_sizes[s] == 0]
   if empty:
     raise UserError(f'data set {config.data.name!r} has empty {"/".join(empty)} split(s); '
-                    'prepare it from more clips or with other --split fractions')
+                    'prepare it from more tracks, more windows per track (data_prep build '
+                    '--windows=all) or other --split fractions')
   metadata = dict(info.metadata or {})
   metadata.setdefault('tabular_names', [])
   encoding = config.data.categorical_encoding
@@ -97,3 +100,14 @@ def read_labels(source: Any) -> np.ndarray:
 
 def train_labels(config: ml_collections.ConfigDict) -> np.ndarray:
   return read_labels(open_sources(config, skip=('spectrogram',))['train'])
+
+
+def read_track_ids(config: ml_collections.ConfigDict, split: str) -> np.ndarray:
+  """The track of every example of a split, in order: the windows of one track
+  share it (track-level evaluation averages them)."""
+  src = open_sources(config, skip=('spectrogram',))[split]
+  return np.asarray([_text(src[i]['track_id']) for i in range(len(src))], dtype=object)
+
+
+def _text(value: Any) -> str:
+  return value.decode('utf-8') if isinstance(value, bytes) else str(value)

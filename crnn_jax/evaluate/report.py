@@ -5,6 +5,9 @@ with macro and weighted averages, the confusion matrix (PNG and CSV) and the
 most-confused pairs named from the data set's own class list. Multi-label:
 mAP, ROC-AUC, example-based F1 at a threshold chosen on validation, and top-k
 "hit" rates comparable with the single-label numbers.
+
+Every split is scored per clip and per track (``'track'``): a track's score is
+the mean of its windows' probabilities, as prediction scores a long file.
 """
 
 from __future__ import annotations
@@ -16,14 +19,15 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
-from scipy.special import expit
+from scipy.special import expit, log_softmax, softmax
 
 from crnn_jax.core import files, labels
 from crnn_jax.data.info import DataInfo
 from crnn_jax.evaluate import metrics, plots
 from crnn_jax.workdir.files import RESULTS_FILE
 
-Predictions = Mapping[str, np.ndarray]  # 'logits', 'loss', 'label', 'label_set' of a split
+# 'logits', 'loss', 'label', 'label_set' of a split's clips; optionally 'track_id'
+Predictions = Mapping[str, np.ndarray]
 
 
 def multilabel_scores(pred: Predictions, ancestors: np.ndarray | None
@@ -37,10 +41,47 @@ def multilabel_scores(pred: Predictions, ancestors: np.ndarray | None
   return targets, scores
 
 
+def track_predictions(pred: Predictions, multilabel: bool) -> dict[str, np.ndarray]:
+  """One row per track (in order of first appearance): scores from the mean of
+  its windows' probabilities, as logits (log p; multi-label: log-odds) so the
+  clip-level metrics apply unchanged; the loss is that of the mean."""
+  tracks, first, inverse = np.unique(pred['track_id'], return_index=True, return_inverse=True)
+  del tracks
+  order = np.argsort(first)
+  rank = np.empty_like(order)
+  rank[order] = np.arange(len(order))
+  group = rank[inverse.reshape(-1)]
+  counts = np.bincount(group)[:, None]
+  logits = np.asarray(pred['logits'], np.float64)
+  probs = expit(logits) if multilabel else softmax(logits, axis=-1)
+  mean = np.zeros((len(order), probs.shape[1]))
+  np.add.at(mean, group, probs)
+  mean = np.clip(mean / counts, 1e-12, 1 - 1e-12 if multilabel else 1.0)
+  rows = first[order]
+  label, label_set = pred['label'][rows], pred['label_set'][rows]
+  if multilabel:
+    scores = np.log(mean) - np.log1p(-mean)
+    loss = -(label_set * np.log(mean) + (1 - label_set) * np.log1p(-mean)).mean(axis=-1)
+  else:
+    scores = np.log(mean)
+    loss = -log_softmax(scores, axis=-1)[np.arange(len(rows)), label]
+  return {'logits': scores, 'loss': loss, 'label': label, 'label_set': label_set}
+
+
 def split_metrics(pred: Predictions, info: DataInfo, config: ml_collections.ConfigDict,
                   ancestors: np.ndarray | None = None, threshold: float | None = None
                   ) -> dict[str, Any]:
-  """Every metric of one split; 'loss', 'top1' and f'top{k}' always present."""
+  """Every metric of one split; 'loss', 'top1' and f'top{k}' always present;
+  with track ids, the same per track under 'track'."""
+  report = _clip_metrics(pred, info, config, ancestors, threshold)
+  if 'track_id' in pred and len(pred['label']):
+    tracks = track_predictions(pred, bool(config.multilabel))
+    report['track'] = _clip_metrics(tracks, info, config, ancestors, report.get('threshold'))
+  return report
+
+
+def _clip_metrics(pred: Predictions, info: DataInfo, config: ml_collections.ConfigDict,
+                  ancestors: np.ndarray | None, threshold: float | None) -> dict[str, Any]:
   k = config.eval.top_k
   if len(pred['label']) == 0:
     return {'loss': float('nan'), 'top1': float('nan'), f'top{k}': float('nan'), 'count': 0}
@@ -60,9 +101,11 @@ def evaluate_and_report(predict: Callable[[str], Predictions], info: DataInfo,
                         config: ml_collections.ConfigDict, workdir: str, *, num_params: int,
                         step: int, history: Sequence[Mapping[str, Any]],
                         lr_schedule: Sequence[float] | None, steps_per_epoch: int | None,
-                        ancestors: np.ndarray | None) -> dict[str, Any]:
+                        ancestors: np.ndarray | None,
+                        checkpoint: Mapping[str, Any] | None = None) -> dict[str, Any]:
   """Evaluates validation then test; writes results.json, report_test.txt,
-  confusion_matrix_test.{png,csv} and training_curves.png."""
+  confusion_matrix_test.{png,csv} and training_curves.png. ``checkpoint``
+  says which checkpoint was evaluated (best or latest, its epoch)."""
   results: dict[str, Any] = {
       'classes': list(info.class_names),
       'num_params': num_params,
@@ -70,6 +113,7 @@ def evaluate_and_report(predict: Callable[[str], Predictions], info: DataInfo,
       'multilabel': bool(config.multilabel),
       'data_set': info.name,
       'step': step,
+      'checkpoint': dict(checkpoint or {}),
   }
   results['validation'] = split_metrics(predict('validation'), info, config, ancestors)
   # Multi-label: the test split is thresholded where validation was best.
@@ -102,5 +146,26 @@ def _write_test_report(test: Mapping[str, Any], info: DataInfo,
                                 title=f'{info.name}: test confusion matrix')
     files.write_text(os.path.join(workdir, 'confusion_matrix_test.csv'),
                      metrics.confusion_csv(cm, info.class_names))
+  track = test.get('track')
+  if track and track['count'] < test['count']:  # several windows per track
+    text += '\n' + clip_and_track_table(test, config)
   files.write_text(os.path.join(workdir, 'report_test.txt'), text + '\n')
   print(text, flush=True)
+
+
+def clip_and_track_table(split: Mapping[str, Any], config: ml_collections.ConfigDict) -> str:
+  """Clip- and track-level metrics of a split side by side."""
+  keys = (('top1', 'top-1'), ('map_macro', 'mAP macro'), ('example_f1', 'example F1')) \
+      if config.multilabel else (('top1', 'top-1'), ('f1_macro', 'macro F1'),
+                                 ('balanced_accuracy', 'balanced accuracy'))
+  rows = [('clips', split), ('tracks', split['track'])]
+  lines = [f'{"":<8}{"count":>7}' + ''.join(f'{label:>19}' for _, label in keys)]
+  for name, r in rows:
+    lines.append(f'{name:<8}{r["count"]:>7}' + ''.join(f'{_metric(r, k):>19.4f}' for k, _ in keys))
+  return '\n'.join(lines)
+
+
+def _metric(report: Mapping[str, Any], key: str) -> float:
+  if key == 'f1_macro':
+    return float(report['macro']['f1'])
+  return float(report[key])

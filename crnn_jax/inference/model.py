@@ -63,14 +63,16 @@ class InferenceModel:
                                              *self.dummy_inputs(1))[1].shape[-1])
 
   @classmethod
-  def from_workdir(cls, workdir: str, batch_size: int = DEFAULT_BATCH_SIZE) -> InferenceModel:
-    """The latest checkpoint; the multi-label threshold from results.json."""
+  def from_workdir(cls, workdir: str, batch_size: int = DEFAULT_BATCH_SIZE,
+                   checkpoint: str = 'best') -> InferenceModel:
+    """The best checkpoint where the run kept one (else the latest), or the
+    latest with ``checkpoint='latest'``; the multi-label threshold from results.json."""
     if not workdir:
       raise UserError('--workdir is required: a trained or imported model\'s folder')
     if not os.path.isdir(workdir):
       raise UserError(f'workdir {workdir!r} does not exist: train with main.py or import a '
                       'model first, or fix --workdir')
-    config, variables, data_info = checkpoints.load_pretrained(workdir)
+    config, variables, data_info = checkpoints.load_pretrained(workdir, checkpoint)
     threshold, source = files.validation_threshold(workdir)
     loaded = cls(config, variables, data_info, batch_size=batch_size, threshold=threshold,
                  threshold_source=source, workdir=workdir)

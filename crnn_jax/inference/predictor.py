@@ -84,8 +84,9 @@ class Predictor:
     self.model = model
 
   @classmethod
-  def from_workdir(cls, workdir: str, batch_size: int = DEFAULT_BATCH_SIZE) -> Predictor:
-    return cls(InferenceModel.from_workdir(workdir, batch_size))
+  def from_workdir(cls, workdir: str, batch_size: int = DEFAULT_BATCH_SIZE,
+                   checkpoint: str = 'best') -> Predictor:
+    return cls(InferenceModel.from_workdir(workdir, batch_size, checkpoint))
 
   # ---------------------------------------------------------------- audio
   def prepare_audio(self, y: np.ndarray, path: str = '<array>',

@@ -208,9 +208,10 @@ def min_loss_lr(lrs: Sequence[float], losses: Sequence[float], skip_start: int =
 def lr_range_test(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """--mode=lr_find: fastai's learning-rate range test on the train split.
 
-  A fresh model trains one batch per learning rate on an exponential sweep
-  (Adam, beta1 0.9 as fastai's default optimiser), stopping when the smoothed
-  loss diverges. Writes lr_find.png and lr_find.json; no checkpoint is read
+  A fresh model (config.init_from's weights where it names a workdir) trains
+  one batch per learning rate on an exponential sweep (Adam, beta1 0.9 as
+  fastai's default optimiser), stopping when the smoothed loss diverges.
+  Writes lr_find.png and lr_find.json; no checkpoint of the workdir is read
   or written, so it is safe in a training workdir.
   """
   run = setup.build_run(config, workdir)
@@ -219,6 +220,8 @@ def lr_range_test(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
                          num_it=int(lf.num_it))
   state = run.fresh_state(optax.inject_hyperparams(optax.adamw)(
       learning_rate=finder.start_lr, b1=0.9, b2=t.beta2, eps=t.eps, weight_decay=t.weight_decay))
+  if config.get('init_from'):
+    state, _ = run.from_pretrained(state)
   _sweep(run, state, finder)
   try:
     suggestion = suggest_lr(finder.lrs, finder.smoothed)

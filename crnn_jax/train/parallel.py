@@ -40,8 +40,10 @@ class Parallel:
   def replicate(self, tree: Any) -> Any:
     return jax.device_put(tree, self.replicated)
 
-  def jit_train_step(self, multilabel: bool) -> Callable:
-    return jax.jit(functools.partial(steps.train_step, multilabel=multilabel),
+  def jit_train_step(self, multilabel: bool, options: steps.TrainOptions | None = None
+                     ) -> Callable:
+    options = options or steps.TrainOptions()
+    return jax.jit(functools.partial(steps.train_step, multilabel=multilabel, options=options),
                    in_shardings=(self.replicated, self.data, self.replicated),
                    out_shardings=(self.replicated, self.replicated), donate_argnums=0)
 

@@ -17,6 +17,7 @@ from crnn_jax import model as model_lib
 from crnn_jax.core import audio
 from crnn_jax.core.errors import UserError
 from crnn_jax.data.info import DataInfo
+from crnn_jax.train import finetune
 
 
 class TrainState(train_state.TrainState):
@@ -57,14 +58,29 @@ def make_optimizer(config: ml_collections.ConfigDict, total_steps: int
   """AdamW with decoupled weight decay on every parameter, as fastai applied it.
 
   total_steps counts optimiser updates (global batches), not micro-batches.
+  Fine-tuning (crnn_jax/train/finetune.py) splits the parameters into body and
+  head: a frozen body gets no updates, a body_lr_scale < 1 a lower learning rate.
   """
   t = config.train
   lr, beta1 = schedules(config, total_steps)
-  adamw = optax.inject_hyperparams(optax.adamw)(
-      learning_rate=lr, b1=beta1, b2=t.beta2, eps=t.eps, weight_decay=t.weight_decay)
-  tx = adamw
+
+  def adamw(learning_rate: optax.Schedule) -> optax.GradientTransformation:
+    return optax.inject_hyperparams(optax.adamw)(
+        learning_rate=learning_rate, b1=beta1, b2=t.beta2, eps=t.eps,
+        weight_decay=t.weight_decay)
+
+  trainable, scale = finetune.check_settings(config)
+  if trainable == 'head':
+    tx = optax.multi_transform({finetune.HEAD: adamw(lr), finetune.BODY: optax.set_to_zero()},
+                               finetune.param_labels)
+  elif scale != 1.0:
+    tx = optax.multi_transform({finetune.HEAD: adamw(lr),
+                                finetune.BODY: adamw(lambda step: scale * lr(step))},
+                               finetune.param_labels)
+  else:
+    tx = adamw(lr)
   if t.grad_clip_norm:
-    tx = optax.chain(optax.clip_by_global_norm(t.grad_clip_norm), adamw)
+    tx = optax.chain(optax.clip_by_global_norm(t.grad_clip_norm), tx)
   if t.grad_accum_steps > 1:
     tx = optax.MultiSteps(tx, every_k_schedule=t.grad_accum_steps)
   return tx

@@ -3,8 +3,10 @@
 ``train_and_evaluate(config, workdir)`` trains the CRNN with the reference's
 recipe (AdamW, one-cycle lr and beta1, last batch dropped), data parallel over
 every device, checkpoints every epoch and on Ctrl-C / SIGTERM, resumes exactly
-from the latest checkpoint, then evaluates on validation and test.
-``evaluate_only`` is ``--mode=eval``: the latest checkpoint, evaluated.
+from the latest checkpoint, then evaluates on validation and test. A fresh run
+may start from another workdir's model (config.init_from), keep its best epoch
+beside the latest and stop early (config.train.best_metric).
+``evaluate_only`` is ``--mode=eval``: the best (else latest) checkpoint, evaluated.
 """
 
 from __future__ import annotations
@@ -26,10 +28,11 @@ from crnn_jax import model as model_lib
 from crnn_jax.core.errors import UserError
 from crnn_jax.data import pipeline
 from crnn_jax.evaluate import report
-from crnn_jax.train import setup
+from crnn_jax.train import bn_stats, selection, setup
 from crnn_jax.train import state as state_lib
 from crnn_jax.train.setup import Run, StepPlan
 from crnn_jax.train.state import TrainState
+from crnn_jax.train.steps import TrainOptions
 from crnn_jax.train.stopping import Interrupted, StopRequest, TrainingDiverged
 from crnn_jax.train.writers import MetricWriters, log
 from crnn_jax.workdir import checkpoints, files
@@ -39,11 +42,14 @@ from crnn_jax.workdir.lock import holds_workdir
 @dataclasses.dataclass
 class Progress:
   """Where training stands: each checkpoint's 'meta'. ``partial`` holds the
-  running sums of an epoch interrupted midway (loss_sum, correct, seen)."""
+  running sums of an epoch interrupted midway (loss_sum, correct, seen);
+  ``best`` the best epoch so far (crnn_jax/train/selection.py)."""
   epoch: int = 0
   batch_in_epoch: int = 0
   history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
   partial: dict[str, float] = dataclasses.field(default_factory=dict)
+  best: dict[str, Any] = dataclasses.field(default_factory=dict)
+  stopped_early: bool = False
 
   def to_meta(self) -> dict[str, Any]:
     return dataclasses.asdict(self)
@@ -51,7 +57,8 @@ class Progress:
   @classmethod
   def from_meta(cls, meta: Mapping[str, Any]) -> Progress:
     return cls(epoch=int(meta['epoch']), batch_in_epoch=int(meta['batch_in_epoch']),
-               history=list(meta.get('history', [])), partial=dict(meta.get('partial') or {}))
+               history=list(meta.get('history', [])), partial=dict(meta.get('partial') or {}),
+               best=dict(meta.get('best') or {}), stopped_early=bool(meta.get('stopped_early')))
 
 
 @dataclasses.dataclass
@@ -93,7 +100,7 @@ def class_weights_for(config: ml_collections.ConfigDict, train_labels: np.ndarra
 
 def predict_split(run: Run, state: TrainState, split: str, eval_fn: Callable
                   ) -> dict[str, np.ndarray]:
-  """Logits, losses, labels and label sets of every example of a split."""
+  """Logits, losses, labels, label sets and track ids of every example of a split."""
   outs: dict[str, list[np.ndarray]] = {'logits': [], 'loss': [], 'label': [], 'label_set': [],
                                        'mask': []}
   for batch in pipeline.eval_batches(
@@ -104,7 +111,7 @@ def predict_split(run: Run, state: TrainState, split: str, eval_fn: Callable
       v.append(np.asarray(out[k]))
   joined = {k: np.concatenate(v) for k, v in outs.items()}
   keep = joined.pop('mask') > 0
-  return {k: v[keep] for k, v in joined.items()}
+  return {**{k: v[keep] for k, v in joined.items()}, 'track_id': run.track_ids(split)}
 
 
 def lr_per_step(config: ml_collections.ConfigDict, history: list[dict[str, Any]]
@@ -117,14 +124,30 @@ def lr_per_step(config: ml_collections.ConfigDict, history: list[dict[str, Any]]
 
 
 def _evaluate(run: Run, state: TrainState, eval_fn: Callable,
-              history: list[dict[str, Any]]) -> dict[str, Any]:
+              history: list[dict[str, Any]], checkpoint: dict[str, Any]) -> dict[str, Any]:
   """Validation and test reports through crnn_jax.evaluate (which never sees the trainer)."""
   schedule, steps_per_epoch = lr_per_step(run.config, history) if history else (None, None)
   return report.evaluate_and_report(
       lambda split: predict_split(run, state, split, eval_fn), run.info, run.config, run.workdir,
       num_params=model_lib.count_params(jax.device_get(state.params)), step=int(state.step),
       history=history, lr_schedule=schedule, steps_per_epoch=steps_per_epoch,
-      ancestors=run.label_ancestors)
+      ancestors=run.label_ancestors, checkpoint=checkpoint)
+
+
+def _checkpoint_to_evaluate(run: Run, state: TrainState, meta: Mapping[str, Any]
+                            ) -> tuple[TrainState, dict[str, Any]]:
+  """The state evaluation uses (config.eval.checkpoint: the best where the run
+  kept one, else the latest = ``state``) and a description for results.json."""
+  directory = checkpoints.chosen_directory(run.workdir, run.config.eval.get('checkpoint', 'best'))
+  if directory == checkpoints.CHECKPOINT_DIR:
+    return state, {'checkpoint': 'latest', 'epoch': int(meta.get('epoch', 0))}
+  mgr = checkpoints.best_manager(run.workdir)
+  try:
+    best_state, best_meta = checkpoints.restore(mgr, state)
+  finally:
+    mgr.close()
+  best = dict(best_meta.get('best') or {})
+  return run.parallel.replicate(best_state), {'checkpoint': 'best', **best}
 
 
 # --------------------------------------------------------------------------
@@ -136,6 +159,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   # ---------------------------------------------------------------- set-up
   run = setup.build_run(config, workdir)
   plan = setup.plan_steps(config, run.info)
+  options = TrainOptions.from_config(config)  # bad settings fail before any work
+  selection.check(config)
+  warning = setup.short_schedule_warning(config, plan, run.info.split_sizes['train'])
+  if warning:
+    log(warning)
   state = run.fresh_state(state_lib.make_optimizer(config, plan.total_steps))
   mgr = checkpoints.manager(run.workdir)
   try:  # closed on every exit: a pending async save finishes first
@@ -143,16 +171,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     state, progress = _resume(run, mgr, state)
     # ----------------------------------------------------------------- train
     eval_fn = run.parallel.jit_eval_step(config.multilabel)
-    state, history = _train(run, plan, mgr, state, progress, eval_fn)
+    state, progress = _train(run, plan, mgr, state, progress, eval_fn, options)
     # -------------------------------------------------------------- evaluate
-    return _evaluate(run, state, eval_fn, history)
+    state, chosen = _checkpoint_to_evaluate(run, state, progress.to_meta())
+    return _evaluate(run, state, eval_fn, progress.history, chosen)
   finally:
     mgr.close()
 
 
 def _resume(run: Run, mgr: ocp.CheckpointManager, state: TrainState
             ) -> tuple[TrainState, Progress]:
-  """The latest checkpoint, or the fresh state; then the run's config is recorded."""
+  """The latest checkpoint, else the fresh state (with config.init_from's
+  weights); then the run's config is recorded."""
   progress = Progress()
   restored = checkpoints.restore(mgr, state, run.config)
   if restored is not None:
@@ -160,6 +190,10 @@ def _resume(run: Run, mgr: ocp.CheckpointManager, state: TrainState
     state, progress = run.parallel.replicate(state), Progress.from_meta(meta)
     log(f'Resuming from {mgr.directory}/{int(state.step)}: epoch {progress.epoch + 1}, '
         f'batch {progress.batch_in_epoch}')
+  elif run.config.get('init_from'):
+    state, notes = run.from_pretrained(state)
+    for note in notes:
+      log(f'init_from: {note}')
   if jax.process_index() == 0:  # only now: a refused resume leaves the workdir as it was
     files.save_config(run.workdir, run.config)
     files.save_data_info(run.workdir, run.info.to_json())
@@ -167,48 +201,81 @@ def _resume(run: Run, mgr: ocp.CheckpointManager, state: TrainState
 
 
 def _train(run: Run, plan: StepPlan, mgr: ocp.CheckpointManager, state: TrainState,
-           progress: Progress, eval_fn: Callable) -> tuple[TrainState, list[dict[str, Any]]]:
-  """The epochs left to train: train, validate, checkpoint, log."""
+           progress: Progress, eval_fn: Callable, options: TrainOptions
+           ) -> tuple[TrainState, Progress]:
+  """The epochs left to train: train, validate, checkpoint, log; stops early
+  when config.train.early_stopping_patience says so."""
   config = run.config
   train_labels = run.train_labels()
   weights = run.parallel.replicate(jnp.asarray(
       class_weights_for(config, train_labels, len(run.info.class_names))))
-  train_fn = run.parallel.jit_train_step(config.multilabel)
-  lr_fn, beta1_fn = state_lib.schedules(config, plan.total_steps)
-  history = list(progress.history)
+  train_fn = run.parallel.jit_train_step(config.multilabel, options)
   writers = MetricWriters(run.workdir)
-  writers.rewrite_jsonl(history)
+  writers.rewrite_jsonl(progress.history)
+  first = progress.epoch
+  epochs = range(0) if progress.stopped_early else range(first, plan.num_epochs)
   try:
     with StopRequest() as stop:
-      for epoch in range(progress.epoch, plan.num_epochs):
-        resumed = progress if epoch == progress.epoch and progress.batch_in_epoch else None
+      for epoch in epochs:
+        resumed = progress if epoch == first and progress.batch_in_epoch else None
         state, sums = _train_epoch(run, plan, mgr, state, epoch, resumed, train_fn, weights,
-                                   train_labels, stop, history)
-        val = report.split_metrics(predict_split(run, state, 'validation', eval_fn), run.info,
-                                   config, ancestors=run.label_ancestors)
-        updates = int(state.step) // plan.accum
-        history.append({
-            'epoch': epoch + 1, 'step': updates, 'train_loss': sums.loss,
-            'train_accuracy': sums.accuracy, 'val_loss': val['loss'], 'val_accuracy': val['top1'],
-            'learning_rate': float(lr_fn(updates - 1)), 'beta1': float(beta1_fn(updates - 1)),
-        })
-        checkpoints.save(mgr, int(state.step), state,
-                         Progress(epoch + 1, 0, history, {}).to_meta())
-        writers.epoch(history)
-        log(f'epoch {epoch + 1}: train loss {sums.loss:.4f} acc {sums.accuracy:.4f} | '
-            f'val loss {val["loss"]:.4f} acc {val["top1"]:.4f}')
+                                   train_labels, stop, progress)
+        state, progress = _end_epoch(run, plan, mgr, state, progress, epoch, sums, eval_fn)
+        writers.epoch(progress.history)
         if stop.should_stop():  # asked during validation or the save
           raise Interrupted(f'{stop.signal_name or "stopped"}: saved step {int(state.step)} (end '
                             f'of epoch {epoch + 1}) in {mgr.directory}; rerun the same command '
                             'to resume')
+        if progress.stopped_early:
+          break
   finally:
     writers.close()
-  return state, history
+  return state, progress
+
+
+def _end_epoch(run: Run, plan: StepPlan, mgr: ocp.CheckpointManager, state: TrainState,
+               progress: Progress, epoch: int, sums: EpochSums, eval_fn: Callable
+               ) -> tuple[TrainState, Progress]:
+  """Validation, the epoch's row, the best and latest checkpoints, the log line."""
+  config = run.config
+  if config.eval.get('recompute_bn'):
+    state = bn_stats.recompute(run, plan, state)
+  val = report.split_metrics(predict_split(run, state, 'validation', eval_fn), run.info,
+                             config, ancestors=run.label_ancestors)
+  lr_fn, beta1_fn = state_lib.schedules(config, plan.total_steps)
+  updates = int(state.step) // plan.accum
+  row = {'epoch': epoch + 1, 'step': updates, 'train_loss': sums.loss,
+         'train_accuracy': sums.accuracy, 'val_loss': val['loss'], 'val_accuracy': val['top1'],
+         'learning_rate': float(lr_fn(updates - 1)), 'beta1': float(beta1_fn(updates - 1))}
+  history = [*progress.history, row]
+  metric, patience = selection.check(config)
+  best, note = progress.best, ''
+  if metric and selection.improves(row, best, metric):
+    best, note = selection.summary(row), f' | new best {metric}'
+    # Saved before the latest: a kill in between redoes this epoch, and saves the same best.
+    _save_best(run, state, Progress(epoch + 1, 0, history, {}, best))
+  stopped = metric != '' and selection.patience_exhausted(epoch + 1, best, patience)
+  progress = Progress(epoch + 1, 0, history, {}, best, stopped)
+  checkpoints.save(mgr, int(state.step), state, progress.to_meta())
+  log(f'epoch {epoch + 1}: train loss {sums.loss:.4f} acc {sums.accuracy:.4f} | '
+      f'val loss {val["loss"]:.4f} acc {val["top1"]:.4f}{note}')
+  if stopped:
+    log(f'early stop: no better {metric} for {patience} epochs; the best is epoch '
+        f'{best["epoch"]} ({metric} {best[metric]:.4f})')
+  return state, progress
+
+
+def _save_best(run: Run, state: TrainState, progress: Progress) -> None:
+  mgr = checkpoints.best_manager(run.workdir)
+  try:
+    checkpoints.save(mgr, int(state.step), state, progress.to_meta())
+  finally:
+    mgr.close()
 
 
 def _train_epoch(run: Run, plan: StepPlan, mgr: ocp.CheckpointManager, state: TrainState,
                  epoch: int, resumed: Progress | None, train_fn: Callable, weights: jax.Array,
-                 train_labels: np.ndarray, stop: StopRequest, history: list[dict[str, Any]]
+                 train_labels: np.ndarray, stop: StopRequest, progress: Progress
                  ) -> tuple[TrainState, EpochSums]:
   """One epoch's batches, from where a resumed run stopped; saves and raises
   Interrupted at a step boundary when asked to stop."""
@@ -240,8 +307,9 @@ def _train_epoch(run: Run, plan: StepPlan, mgr: ocp.CheckpointManager, state: Tr
     bar.set_postfix(loss=f'{sums.loss:.4f}', clips_s=f'{rate:.1f}', refresh=False)
     if stop.should_stop():
       bar.close()
-      checkpoints.save(mgr, int(state.step), state,
-                       Progress(epoch, batch_index, history, dataclasses.asdict(sums)).to_meta())
+      checkpoints.save(mgr, int(state.step), state, dataclasses.replace(
+          progress, epoch=epoch, batch_in_epoch=batch_index,
+          partial=dataclasses.asdict(sums)).to_meta())
       raise Interrupted(f'{stop.signal_name or "stopped"}: saved step {int(state.step)} in '
                         f'{mgr.directory}; rerun the same command to resume')
   bar.close()
@@ -252,7 +320,9 @@ def _train_epoch(run: Run, plan: StepPlan, mgr: ocp.CheckpointManager, state: Tr
 # Evaluation of a finished workdir
 # --------------------------------------------------------------------------
 def evaluate_only(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """--mode=eval: the latest checkpoint on validation and test, with reports."""
+  """--mode=eval: the best (else latest; config.eval.checkpoint) checkpoint on
+  validation and test, with reports; batch-norm statistics recomputed first
+  with config.eval.recompute_bn."""
   run = setup.build_run(config, workdir)
   state = run.fresh_state(state_lib.make_optimizer(config, 1))
   mgr = checkpoints.manager(run.workdir)
@@ -264,6 +334,9 @@ def evaluate_only(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
     raise UserError(f'no checkpoint in {run.workdir!r}: train first (main.py without --mode) '
                     'or import a reference model')
   state, meta = restored
-  state = run.parallel.replicate(state)
+  state, chosen = _checkpoint_to_evaluate(run, run.parallel.replicate(state), meta)
+  if config.eval.get('recompute_bn'):
+    state = bn_stats.recompute(run, setup.plan_steps(config, run.info), state)
+    chosen['recomputed_bn'] = True
   history = list(meta.get('history', []))
-  return _evaluate(run, state, run.parallel.jit_eval_step(config.multilabel), history)
+  return _evaluate(run, state, run.parallel.jit_eval_step(config.multilabel), history, chosen)

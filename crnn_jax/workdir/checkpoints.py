@@ -1,6 +1,11 @@
 """Orbax checkpoints of a workdir: save, restore into a given state, or read
 only the model's variables (for prediction and export, which need no optimiser).
 
+``checkpoints/`` holds the latest steps (training resumes from them);
+``checkpoints_best/`` the best one by a validation metric, when the run keeps
+it (config.train.best_metric). Evaluation and prediction read the best where
+there is one (``checkpoint='best'``), else the latest.
+
 Orbax writes each checkpoint to a temporary folder and renames it when
 complete, so a run killed mid-save still finds its previous checkpoint; a
 full disk during a save is a StorageError and leaves the previous one as it
@@ -41,16 +46,34 @@ T = TypeVar('T')
 READ_ERRORS = (ValueError, OSError, KeyError, EOFError)
 
 CHECKPOINT_DIR = 'checkpoints'
+BEST_DIR = 'checkpoints_best'
+CHOICES = ('best', 'latest')
 
 
-def manager(workdir: str, max_to_keep: int = 2) -> ocp.CheckpointManager:
+def manager(workdir: str, max_to_keep: int = 2, directory: str = CHECKPOINT_DIR
+            ) -> ocp.CheckpointManager:
   return ocp.CheckpointManager(
-      os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR),
+      os.path.join(os.path.abspath(workdir), directory),
       options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
                                            enable_async_checkpointing=False),
       # Handlers named up front: metadata can then be read before any restore.
       item_handlers={'state': ocp.StandardCheckpointHandler(),
                      'meta': ocp.JsonCheckpointHandler()})
+
+
+def best_manager(workdir: str) -> ocp.CheckpointManager:
+  return manager(workdir, max_to_keep=1, directory=BEST_DIR)
+
+
+def chosen_directory(workdir: str, checkpoint: str = 'best') -> str:
+  """The folder of the checkpoint to evaluate or predict with: the best where
+  the run kept one and ``checkpoint`` is 'best', else the latest."""
+  if checkpoint not in CHOICES:
+    raise UserError(f"checkpoint {checkpoint!r}: use 'best' or 'latest'")
+  best = os.path.join(os.path.abspath(workdir), BEST_DIR)
+  if checkpoint == 'best' and os.path.isdir(best) and ocp.utils.checkpoint_steps(best):
+    return BEST_DIR
+  return CHECKPOINT_DIR
 
 
 def save(mgr: ocp.CheckpointManager, step: int, state: Any, meta: Mapping[str, Any]) -> None:
@@ -241,33 +264,47 @@ def restore(mgr: ocp.CheckpointManager, target_state: Any,
   return restored.state, dict(restored.meta)
 
 
-def restore_variables(workdir: str) -> dict[str, Any]:
-  """{'params', 'batch_stats'} of the newest intact checkpoint, as numpy arrays.
+def restore_variables(workdir: str, checkpoint: str = 'best') -> dict[str, Any]:
+  """{'params', 'batch_stats'} of the best (else latest) or the latest
+  checkpoint, as numpy arrays; the newest intact one of its folder, and the
+  latest where no best checkpoint reads back intact.
 
   Read without a target, so the caller needs no optimiser to rebuild; the
   caller checks the shapes against the model it builds (``check_variables``).
   """
-  missing = UserError(f'no checkpoint in {os.path.join(workdir, CHECKPOINT_DIR)!r}: '
-                      'train or import a model first')
-  if not os.path.isdir(os.path.join(workdir, CHECKPOINT_DIR)):
-    raise missing  # and do not create the folder, as the manager would
-  mgr = manager(workdir)
-  try:
-    found = restore_intact(mgr, lambda step: mgr.restore(
-        step, args=ocp.args.Composite(state=ocp.args.StandardRestore())))
-  finally:
-    mgr.close()
+  chosen = chosen_directory(workdir, checkpoint)
+  found = _restore_state(workdir, chosen)
+  if found is None and chosen == BEST_DIR:
+    print(f'warning: no intact best checkpoint in {workdir}: using the latest',
+          file=sys.stderr, flush=True)
+    found = _restore_state(workdir, CHECKPOINT_DIR)
   if found is None:
-    raise missing
+    raise UserError(f'no checkpoint in {os.path.join(workdir, CHECKPOINT_DIR)!r}: '
+                    'train or import a model first')
   state = found[1].state
   return {'params': jax.tree_util.tree_map(np.asarray, state['params']),
           'batch_stats': jax.tree_util.tree_map(np.asarray, state.get('batch_stats') or {})}
 
 
-def load_pretrained(workdir: str
+def _restore_state(workdir: str, directory: str) -> tuple[int, Any] | None:
+  """(step, restored) of the newest intact checkpoint in ``directory``; None
+  if it has none (the folder is not created when missing, as a manager would)."""
+  if not os.path.isdir(os.path.join(workdir, directory)):
+    return None
+  mgr = manager(workdir, directory=directory)
+  try:
+    return restore_intact(mgr, lambda step: mgr.restore(
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore())))
+  finally:
+    mgr.close()
+
+
+def load_pretrained(workdir: str, checkpoint: str = 'best'
                     ) -> tuple[ml_collections.ConfigDict, dict[str, Any], dict[str, Any]]:
-  """(config, {'params', 'batch_stats'}, data_info) of a workdir's latest checkpoint."""
-  return files.load_config(workdir), restore_variables(workdir), files.load_data_info(workdir)
+  """(config, {'params', 'batch_stats'}, data_info) of a workdir's best (else
+  latest) or latest checkpoint."""
+  return (files.load_config(workdir), restore_variables(workdir, checkpoint),
+          files.load_data_info(workdir))
 
 
 def check_variables(expected: Mapping[str, Any], given: Mapping[str, Any], origin: str) -> None:
