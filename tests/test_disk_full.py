@@ -246,7 +246,7 @@ def test_a_build_on_a_full_disk_continues_once_space_is_freed_injected(tmp_path,
   with pytest.raises(StorageError, match=f"disk full writing '{data_dir}/songs_cache/"):
     build.build_dataset(library, data_dir, 'songs', **options)
   monkeypatch.setattr(decode.np, 'savez', real_savez)
-  real_example, written = writer.make_example, []
+  real_example, written = writer.cached_example, []
 
   def example_until_full(item):
     if len(written) == 20:
@@ -254,10 +254,10 @@ def test_a_build_on_a_full_disk_continues_once_space_is_freed_injected(tmp_path,
     written.append(1)
     return real_example(item)
 
-  monkeypatch.setattr(writer, 'make_example', example_until_full)
+  monkeypatch.setattr(writer, 'cached_example', example_until_full)
   with pytest.raises(StorageError, match=f"disk full writing '{data_dir}/songs/1.0.0'"):
     build.build_dataset(library, data_dir, 'songs', **options)
-  monkeypatch.setattr(writer, 'make_example', real_example)
+  monkeypatch.setattr(writer, 'cached_example', real_example)
   summary = build.build_dataset(library, data_dir, 'songs', **options)
   assert (summary['decoded'], summary['from_cache']) == (0, 40)
   assert _dataset(data_dir, 'songs') == _dataset(str(tmp_path / 'reference'), 'songs')
@@ -269,7 +269,7 @@ def test_a_failed_rebuild_gives_the_previous_data_set_back_injected(tmp_path, mo
   data_dir = str(tmp_path / 'data')
   build.build_dataset(library, data_dir, 'songs', **options)
   before = _dataset(data_dir, 'songs')
-  monkeypatch.setattr(writer, 'make_example', lambda item: (_ for _ in ()).throw(ENOSPC))
+  monkeypatch.setattr(writer, 'cached_example', lambda item: (_ for _ in ()).throw(ENOSPC))
   with pytest.raises(StorageError):  # another split: a different data set, which fails
     build.build_dataset(library, data_dir, 'songs', **options, seed=7)
   assert _dataset(data_dir, 'songs') == before

@@ -204,7 +204,7 @@ def test_text_output_and_usage_errors(single, predictor, clips):
   assert lines[0].startswith('# 4 genres, softmax, 5 s windows')
   assert lines[1] == f'{clips["long"]}  (3 windows averaged)'
   assert len(lines) == 6 and lines[2].startswith('   1. ')
-  assert re.fullmatch(r'# 1 of 1 files scored in [\d.]+ s \([\d.]+ files/s\)', lines[5])
+  assert re.fullmatch(r'# scored 1 of 1 file\(s\) in [\d.]+ s \([\d.]+ files/s\)', lines[5])
   with pytest.raises(UserError, match='--format'):
     pr.predict_main(single[3], [str(clips['good'])], fmt='xml', predictor=predictor)
   with pytest.raises(UserError, match='at least one'):

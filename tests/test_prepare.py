@@ -321,22 +321,38 @@ def test_cli_build_help_and_error():
     assert out.returncode == 0 and option in out.stdout, out.stderr
 
 
+def _text(value: bytes | str) -> str:
+  return value.decode() if isinstance(value, bytes) else value
+
+
+def _all_examples(data_dir: str, name: str) -> list[dict]:
+  """Every example of every split, in a fixed order (several windows share a track id)."""
+  import tensorflow_datasets as tfds
+  found = []
+  for split, src in tfds.data_source(name, data_dir=data_dir).items():
+    found += [dict(src[i], split=split) for i in range(len(src))]
+  return sorted(found, key=lambda r: (r['track_id'], r['spectrogram'].tobytes()))
+
+
+@pytest.mark.parametrize('windows', ['1', '2'])
 def test_beam_multi_process_runner_without_the_cache_writes_the_same_dataset(tmp_path,
-                                                                           monkeypatch):
+                                                                           monkeypatch, windows):
   """Decode and write as Beam pipelines on the DirectRunner's worker processes,
   with the build's local cache folder unusable (a file stands in its place):
-  results must flow as pipeline elements. Same data set as a local build."""
+  results must flow as pipeline elements. Same data set as a local build,
+  with one window per track or several."""
   pytest.importorskip('apache_beam')
   from apache_beam.options.pipeline_options import PipelineOptions
   root = str(tmp_path / 'lib')
+  seconds = 1.2 if windows == '1' else 4.5
   for label in ('a', 'b'):
     os.makedirs(os.path.join(root, label))
     for k in range(3):
-      sf.write(os.path.join(root, label, f'{k}.wav'), _tone(200 + 150 * k, 1.2, seed=k), SR)
+      sf.write(os.path.join(root, label, f'{k}.wav'), _tone(200 + 150 * k, seconds, seed=k), SR)
   with open(os.path.join(root, 'a', 'bad.wav'), 'wb') as f:
     f.write(b'not audio')
   local = build.build_dataset(root, str(tmp_path / 'o1'), 'bm', clip=CLIP, workers=1,
-                              progress=False)
+                              progress=False, windows=windows)
 
   def no_local_pool(*args, **kwargs):
     raise AssertionError('decoded by the local process pool, not by Beam')
@@ -346,15 +362,17 @@ def test_beam_multi_process_runner_without_the_cache_writes_the_same_dataset(tmp
   (tmp_path / 'o2' / 'bm_cache').write_text('not a folder: no worker can use a cache here')
   options = PipelineOptions(['--direct_running_mode=multi_processing', '--direct_num_workers=2'])
   beam = build.build_dataset(root, str(tmp_path / 'o2'), 'bm', clip=CLIP, progress=False,
-                             beam_runner='DirectRunner', beam_options=options)
+                             beam_runner='DirectRunner', beam_options=options, windows=windows)
   assert beam['clips'] == local['clips'] and beam['skipped'] == local['skipped'] == 1
   assert beam['from_cache'] == 0 and not (tmp_path / 'o2' / 'bm_beam_work').exists()
-  a, b = read_split(str(tmp_path / 'o1'), 'bm'), read_split(str(tmp_path / 'o2'), 'bm')
-  assert set(a) == set(b) == {f'{l}/{k}' for l in 'ab' for k in range(3)}
-  for tid in a:
-    assert a[tid].keys() == b[tid].keys()
-    for key in a[tid]:
-      np.testing.assert_array_equal(a[tid][key], b[tid][key], err_msg=f'{tid} {key}')
+  a, b = _all_examples(str(tmp_path / 'o1'), 'bm'), _all_examples(str(tmp_path / 'o2'), 'bm')
+  tracks = {f'{l}/{k}' for l in 'ab' for k in range(3)}
+  assert len(a) == len(b) == len(tracks) * int(windows)
+  assert {_text(r['track_id']) for r in a} == {_text(r['track_id']) for r in b} == tracks
+  for x, y in zip(a, b):
+    assert x.keys() == y.keys()
+    for key in x:
+      np.testing.assert_array_equal(x[key], y[key], err_msg=f'{x["track_id"]} {key}')
   meta = [json.loads((tmp_path / o / 'bm' / '1.0.0' / 'metadata.json').read_text())
           for o in ('o1', 'o2')]
   assert meta[0]['fingerprint'] == meta[1]['fingerprint']
