@@ -406,6 +406,21 @@ def _majority(test: dict) -> float:
   return max(supports) / max(sum(supports), 1)
 
 
+def merge_results(path: str, fresh: Sequence[dict], order: Sequence[str]) -> list[dict]:
+  """Writes ``fresh`` rows into the results file over any earlier run of the
+  same rows (``--rows`` reruns some), in the table's order; returns them all."""
+  try:
+    with open(path) as f:
+      kept = {r['row']: r for r in json.load(f)}
+  except (OSError, ValueError):
+    kept = {}
+  kept.update({r['row']: r for r in fresh})
+  results = [kept[name] for name in order if name in kept]
+  with open(path, 'w') as f:
+    json.dump(results, f, indent=2)
+  return results
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   p.add_argument('--work', default='data/real_music', help='everything is written here')
@@ -435,9 +450,9 @@ def main(argv: Sequence[str] | None = None) -> int:
   chosen = rows(args, reference)
   if args.rows:
     chosen = [chosen[int(i) - 1] for i in args.rows.split(',')]
-  results = [train_row(row, args, log) for row in chosen]
-  with open(os.path.join(args.work, 'results.json'), 'w') as f:
-    json.dump(results, f, indent=2)
+  results = merge_results(os.path.join(args.work, 'results.json'),
+                          [train_row(row, args, log) for row in chosen],
+                          [row.name for row in rows(args, reference)])
   print(table(results, 1 / len(styles_of(args))))
   print(f'\ntotal {time.time() - t0:.0f} s; commands and results in {args.work}/results.json')
   return 0
