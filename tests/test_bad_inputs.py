@@ -128,7 +128,7 @@ def test_predict_goes_through_the_whole_corpus(corpus, tmp_path):
   assert f'{hour}  (5 windows averaged)' in proc.stdout  # 20 s of sound (+ its echo), silence
   assert re.search(rf'^# scored {len(good)} of {len(expected)} file\(s\) in [\d.]+ s '
                    rf'\([\d.]+ files/s\); {len(bad)} could not be scored \(reasons on stderr\)$',
-                   proc.stdout, re.M), proc.stdout[-300:]
+                   proc.stdout, re.MULTILINE), proc.stdout[-300:]
   assert peak_mb < MAX_RSS_MB, peak_mb
 
 
