@@ -46,7 +46,6 @@ xla_defaults.apply()  # before jax is imported, as the other entry points
 
 import csv
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -61,6 +60,7 @@ from ml_collections import config_flags
 
 from crnn_jax import model as model_lib
 from crnn_jax.core import audio, labels, tabular
+from crnn_jax.core import files as core_files
 from crnn_jax.core.errors import UserError
 from crnn_jax.reference import torch_pickle, weights
 from crnn_jax.train import pretrained
@@ -140,14 +140,6 @@ def _reference_row(row: Mapping[str | None, Any]) -> list[float] | None:
 # --------------------------------------------------------------------------
 # The import
 # --------------------------------------------------------------------------
-def _sha256(path: str) -> str:
-  digest = hashlib.sha256()
-  with open(path, 'rb') as f:
-    for block in iter(lambda: f.read(1 << 20), b''):
-      digest.update(block)
-  return digest.hexdigest()
-
-
 def build_data_info(config: Any, num_tabular: int, checkpoint: str,
                     tabular_stats: str | None = None,
                     tabular_csv: str | None = None) -> dict[str, Any]:
@@ -161,7 +153,8 @@ def build_data_info(config: Any, num_tabular: int, checkpoint: str,
       'tabular_std': [],
       'clip': dataclasses.asdict(audio.ClipSettings()),  # 30 s from the start, as previews
       'source': f'imported reference checkpoint {os.path.basename(checkpoint)}',
-      'imported_from': {'file': os.path.abspath(checkpoint), 'sha256': _sha256(checkpoint)},
+      'imported_from': {'file': os.path.abspath(checkpoint),
+                        'sha256': core_files.sha256(checkpoint)},
   }
   if num_tabular:
     if tabular_stats and tabular_csv:

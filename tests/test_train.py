@@ -1,11 +1,13 @@
 """Training: schedule, steps, data parallelism, resumption, guards and errors."""
 
+import contextlib
 import json
 import math
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import jax
 import jax.numpy as jnp
@@ -189,26 +191,35 @@ def test_one_device_and_four_devices_give_the_same_losses(tiny_data_dir):
   np.testing.assert_allclose(four['losses'], one['losses'], rtol=2e-3)
 
 
-def test_interrupted_run_resumes_exactly(tiny_data_dir, tmp_path, monkeypatch):
-  config = tiny_config(tiny_data_dir)
-  config.train.num_epochs = 2
-  straight = train.train_and_evaluate(config, str(tmp_path / 'straight'))
-
+@contextlib.contextmanager
+def _sigint_at_batch(n: int, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+  """Raises a real SIGINT as the n-th training batch (counted over the run) is read."""
   real = pipeline.train_batches
   calls = {'n': 0}
 
   def interrupted_batches(*args, **kwargs):
     for batch in real(*args, **kwargs):
       calls['n'] += 1
-      if calls['n'] == 6:  # a real Ctrl-C while epoch 2's second batch is read
+      if calls['n'] == n:
         signal.raise_signal(signal.SIGINT)
       yield batch
 
   monkeypatch.setattr(pipeline, 'train_batches', interrupted_batches)
+  try:
+    yield
+  finally:
+    monkeypatch.setattr(pipeline, 'train_batches', real)
+
+
+def test_interrupted_run_resumes_exactly(tiny_data_dir, tmp_path, monkeypatch):
+  config = tiny_config(tiny_data_dir)
+  config.train.num_epochs = 2
+  straight = train.train_and_evaluate(config, str(tmp_path / 'straight'))
   workdir = str(tmp_path / 'resumed')
-  with pytest.raises(train.Interrupted, match='SIGINT: saved step 6.*rerun the same command'):
+  # A real Ctrl-C while epoch 2's second batch is read.
+  with _sigint_at_batch(6, monkeypatch), pytest.raises(
+      train.Interrupted, match='SIGINT: saved step 6.*rerun the same command'):
     train.train_and_evaluate(config, workdir)
-  monkeypatch.setattr(pipeline, 'train_batches', real)
   mgr = checkpoints.manager(workdir)
   assert mgr.latest_step() == 6  # the step in flight finishes, then the stop
   mgr.close()
@@ -232,22 +243,11 @@ def test_interrupted_run_with_augmentation_and_best_checkpoint_resumes_exactly(
   config.augment.time_mask_frames = 8
   config.augment.mixup_alpha = 0.4
   straight = train.train_and_evaluate(config, str(tmp_path / 'straight'))
-
-  real = pipeline.train_batches
-  calls = {'n': 0}
-
-  def interrupted_batches(*args, **kwargs):
-    for batch in real(*args, **kwargs):
-      calls['n'] += 1
-      if calls['n'] == 7:  # epoch 2 (batches of recomputing statistics count too)
-        signal.raise_signal(signal.SIGINT)
-      yield batch
-
-  monkeypatch.setattr(pipeline, 'train_batches', interrupted_batches)
   workdir = str(tmp_path / 'resumed')
-  with pytest.raises(train.Interrupted, match='SIGINT: saved step'):
+  # In epoch 2 (the batches that recompute statistics count too).
+  with _sigint_at_batch(7, monkeypatch), pytest.raises(train.Interrupted,
+                                                        match='SIGINT: saved step'):
     train.train_and_evaluate(config, workdir)
-  monkeypatch.setattr(pipeline, 'train_batches', real)
   assert train.train_and_evaluate(config, workdir) == straight
   for name in ('metrics.jsonl',):
     assert (tmp_path / 'resumed' / name).read_text() == (tmp_path / 'straight' / name).read_text()

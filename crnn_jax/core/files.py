@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import re
@@ -155,3 +156,12 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 def read_json(path: str | os.PathLike) -> Any:
   with open(path, encoding='utf-8') as f:
     return json.load(f)
+
+
+def sha256(path: str | os.PathLike) -> str:
+  """The hex SHA-256 of a file's bytes, read a MiB at a time."""
+  digest = hashlib.sha256()
+  with open(path, 'rb') as f:
+    for block in iter(lambda: f.read(1 << 20), b''):
+      digest.update(block)
+  return digest.hexdigest()

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import hashlib
 import json
 import os
 import re
@@ -41,14 +40,6 @@ class Damage:
     return f'step {self.step}: {self.file or "checkpoint"}: {self.reason}'
 
 
-def _sha256(path: str) -> str:
-  digest = hashlib.sha256()
-  with open(path, 'rb') as f:
-    for block in iter(lambda: f.read(1 << 20), b''):
-      digest.update(block)
-  return digest.hexdigest()
-
-
 def _files_under(step_dir: str) -> list[str]:
   out = []
   for dirpath, _, names in os.walk(step_dir):
@@ -61,7 +52,7 @@ def write_manifest(step_dir: str) -> None:
   entries = {}
   for rel in _files_under(step_dir):
     full = os.path.join(step_dir, rel)
-    entries[rel] = {'bytes': os.path.getsize(full), 'sha256': _sha256(full)}
+    entries[rel] = {'bytes': os.path.getsize(full), 'sha256': files.sha256(full)}
   files.write_json(os.path.join(step_dir, MANIFEST), {'version': 1, 'files': entries})
 
 
@@ -90,7 +81,7 @@ def _check_file(path: str, want: dict) -> str | None:
     kind = 'truncated' if size < want['bytes'] else 'grown'
     return f'{kind}: {size:,} bytes, {want["bytes"]:,} written'
   try:
-    digest = _sha256(path)
+    digest = files.sha256(path)
   except OSError as e:
     return f'unreadable ({e.strerror or e})'
   if digest != want['sha256']:
