@@ -56,7 +56,7 @@ MIN_SAMPLE_RATE = 1_000
 MAX_SAMPLE_RATE = 768_000
 # Decoded audio held at once while streaming a file (float32, all channels): a
 # long file is never in memory whole at its own rate and channel count.
-BLOCK_BYTES = 8 << 20
+BLOCK_BYTES = 2 << 20
 MPEG_FRAME = 1152  # samples per MPEG-1 layer III frame (two MPEG-2 frames)
 
 
