@@ -70,8 +70,9 @@ def predict_main(workdir: str, inputs: Sequence[str], top_k: int = 5, fmt: str =
                  embeddings: str | None = None, checkpoint: str = 'best') -> int:
   """The command without absl: returns the exit status (0 if any file was scored).
 
-  ``predictor`` (else loaded from ``workdir``) lets a caller reuse a loaded model;
-  ``embeddings`` names a .npz or .parquet file for the files' embeddings.
+  ``predictor`` (else loaded from ``workdir``'s ``checkpoint``: 'best' or
+  'latest') lets a caller reuse a loaded model; ``embeddings`` names a .npz or
+  .parquet file for the files' embeddings.
   """
   out = out or sys.stdout
   err = err or sys.stderr

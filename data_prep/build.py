@@ -41,6 +41,7 @@ import hashlib
 import io
 import json
 import os
+import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -135,7 +136,16 @@ class Split:
 
 
 def lock_path(data_dir: str, name: str) -> str:
-  """One build of a data set at a time: DIR/NAME.lock (crnn_jax.core.locks)."""
+  """One build of a data set at a time: DIR/NAME.lock (crnn_jax.core.locks).
+
+  A remote data_dir (gs://...) has no lock files: its lock is a local file
+  named after the URL, which keeps apart the builds started on this machine.
+  """
+  if files.is_remote(data_dir):
+    url = f'{data_dir.rstrip("/")}/{name}'
+    folder = os.path.join(tempfile.gettempdir(), 'crnn_jax_locks')
+    os.makedirs(folder, exist_ok=True)
+    return os.path.join(folder, hashlib.sha1(url.encode()).hexdigest() + '.lock')
   return os.path.join(os.path.abspath(data_dir), f'{name}.lock')
 
 
@@ -385,24 +395,26 @@ def write(chosen: Split, decoded: Decoded, metadata: dict[str, Any], data_dir: s
           description: str, opts: Options) -> bool:
   """Writes the TFDS set unless an identical build exists; True when reused."""
   version_dir = epath.Path(data_dir) / name / schema.VERSION  # local or remote
-  if _existing_fingerprint(version_dir) == metadata['fingerprint']:
-    return True
-  for leftover in version_dir.parent.glob(f'incomplete.*{schema.VERSION}'):
-    leftover.rmtree(missing_ok=True)  # a write killed midway (SIGKILL)
-  with _previous_kept_until_replaced(version_dir, opts.verbose):
-    _write_examples(chosen, decoded, metadata, data_dir, name, description, opts)
+  previous = version_dir.parent / (version_dir.name + '.previous')
+  if previous.is_dir() and not version_dir.is_dir():
+    previous.rename(version_dir)  # a replacement killed midway: the old set is back
+  reused = _existing_fingerprint(version_dir) == metadata['fingerprint']
+  if not reused:
+    for leftover in version_dir.parent.glob(f'incomplete.*{schema.VERSION}'):
+      leftover.rmtree(missing_ok=True)  # a write killed midway (SIGKILL)
+    with _previous_kept_until_replaced(version_dir, previous, opts.verbose):
+      _write_examples(chosen, decoded, metadata, data_dir, name, description, opts)
   if opts.uses_beam:
     epath.Path(beam_work_dir(data_dir, name)).rmtree(missing_ok=True)
-  return False
+  return reused
 
 
 @contextlib.contextmanager
-def _previous_kept_until_replaced(version_dir: epath.Path, verbose: bool) -> Iterator[None]:
-  """A different earlier build stays (set aside as VERSION.previous) until the
-  new one is complete: a failed write (a full disk) or a kill gives it back."""
-  previous = version_dir.parent / (version_dir.name + '.previous')
-  if previous.is_dir() and not version_dir.is_dir():
-    previous.rename(version_dir)  # a replacement killed midway
+def _previous_kept_until_replaced(version_dir: epath.Path, previous: epath.Path, verbose: bool
+                                  ) -> Iterator[None]:
+  """A different earlier build stays (set aside as ``previous``) until the new
+  one is complete: a failed write (a full disk) gives it back, and so does the
+  next build after a kill (``write``)."""
   if version_dir.is_dir():
     if verbose:
       print(f'replacing {version_dir}: its inputs or settings differ from this build')

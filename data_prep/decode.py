@@ -1,4 +1,4 @@
-"""The per-track work of a build: decode -> clip window -> spectrogram (+ audio
+"""The per-track work of a build: decode -> clip window(s) -> spectrogram(s) (+ audio
 features), run over local worker processes (cached per track) or as an Apache
 Beam pipeline (results as pipeline elements, no shared file system needed).
 
@@ -66,7 +66,7 @@ class Job:
 
 
 def check_windows(windows: str | int) -> str:
-  """The --windows setting, normalised: '1', 'all' or a count >= 2; ValueError otherwise."""
+  """The --windows setting, normalised: 'all' or a count >= 1; ValueError otherwise."""
   text = str(windows).strip().lower()
   if text == 'all' or (text.isdigit() and int(text) >= 1):
     return text if text == 'all' else str(int(text))
@@ -407,7 +407,7 @@ def _run_isolated(jobs: Sequence[Job], workers: int, ctx: Any,
 # --------------------------------------------------------------------------
 # Apache Beam: results as pipeline elements
 # --------------------------------------------------------------------------
-OUTCOMES = 'outcomes'  # JSON lines: track_id, error, features
+OUTCOMES = 'outcomes'  # JSON lines: track_id, error, features, windows (stored)
 IMAGES = 'images'  # text lines: one encoded (track_id, spectrogram) per decoded track
 
 
@@ -442,8 +442,8 @@ def run_jobs_beam(jobs: Sequence[Job], beam_runner: Any, beam_options: Any, work
 
   Outcomes flow as elements into two sinks under ``work_dir`` (any path
   Beam's file systems and etils.epath take, e.g. gs://): JSON lines of
-  (track_id, error, features), which this process reads back, and text
-  files of the spectrograms (``image_record``), which the TFDS write reads
+  (track_id, error, features, windows stored), which this process reads
+  back, and text files of the spectrograms (``image_record``), which the TFDS write reads
   (``images_pattern``). Returns the results and each decoded track's count
   of stored windows.
   """

@@ -215,3 +215,24 @@ def test_another_config_is_named_and_nothing_is_moved(tiny_data_dir, tmp_path):
   with pytest.raises(UserError, match='config.json matches this config: the data set changed'):
     checkpoints.restore(mgr, _abstract_state(config), config)
   mgr.close()
+
+
+def test_a_damaged_best_checkpoint_falls_back_to_the_latest(tmp_path, capsys):
+  """Prediction, export and init_from read the best checkpoint where the run kept
+  one; when none of it reads back, the latest is used, with a warning."""
+  workdir = str(tmp_path)
+  _save_steps(workdir)
+  best = checkpoints.best_manager(workdir)
+  checkpoints.save(best, 4, _state(4.0), {'epoch': 1, 'best': {'epoch': 1}})
+  best.close()
+  np.testing.assert_array_equal(checkpoints.restore_variables(workdir)['params']['w'],
+                                _state(4.0)['params']['w'])  # the best, while intact
+  for path in glob.glob(os.path.join(workdir, checkpoints.BEST_DIR, '4', '**', '*'),
+                        recursive=True):
+    if os.path.isfile(path) and os.path.getsize(path) > 1000:
+      _truncate(path)
+  capsys.readouterr()
+  variables = checkpoints.restore_variables(workdir)
+  np.testing.assert_array_equal(variables['params']['w'], _state(8.0)['params']['w'])
+  assert 'using the latest checkpoint' in capsys.readouterr().err
+  assert checkpoints.chosen_directory(workdir) == checkpoints.CHECKPOINT_DIR  # moved aside

@@ -276,6 +276,21 @@ def test_a_failed_rebuild_gives_the_previous_data_set_back_injected(tmp_path, mo
   assert sorted(os.listdir(os.path.join(data_dir, 'songs'))) == ['1.0.0']
 
 
+def test_after_a_replacement_killed_midway_the_same_build_is_reused(tmp_path):
+  """A kill between setting the old data set aside and writing the new one:
+  the old set comes back, and rebuilding it (same inputs) reuses it."""
+  library = _library(str(tmp_path / 'lib'))
+  options = {'clip': CLIP, 'workers': 1, 'progress': False, 'verbose': False}
+  data_dir = str(tmp_path / 'data')
+  build.build_dataset(library, data_dir, 'songs', **options)
+  before = _dataset(data_dir, 'songs')
+  version = os.path.join(data_dir, 'songs', '1.0.0')
+  os.replace(version, version + '.previous')  # where the kill left it
+  summary = build.build_dataset(library, data_dir, 'songs', **options)
+  assert summary['reused_existing'] and _dataset(data_dir, 'songs') == before
+  assert sorted(os.listdir(os.path.join(data_dir, 'songs'))) == ['1.0.0']
+
+
 # ---------------------------------------------------------------- training and results
 
 def _train_args(data_dir: str, workdir: str, epochs: int, mode: str = 'train') -> list[str]:

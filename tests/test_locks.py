@@ -18,6 +18,7 @@ from conftest import ROOT
 from crnn_jax.core import locks
 from crnn_jax.core.errors import UserError
 from crnn_jax.core.locks import FileLock, Holder, LockHeld
+from data_prep import build
 
 
 def _forge(path, **changes) -> Holder:
@@ -200,3 +201,11 @@ def test_a_second_training_run_on_a_workdir_refuses(tiny_data_dir, tmp_path):
   assert len(lines) == 1, second.stderr
   assert lines[0].startswith(f'error: {workdir} is in use by training on host '
                              f'{socket.gethostname()}, pid {first.pid}, since ')
+
+
+def test_a_remote_data_set_is_locked_by_a_local_file_named_after_its_url():
+  remote = build.lock_path('gs://bucket/data', 'songs')
+  assert not remote.startswith(os.getcwd()) and 'gs:' not in remote
+  assert remote == build.lock_path('gs://bucket/data/', 'songs')
+  assert remote != build.lock_path('gs://bucket/data', 'other')
+  assert build.lock_path('data', 'songs') == os.path.abspath('data/songs.lock')

@@ -144,7 +144,8 @@ def _remove_unfinished(directory: str, step: int | str = '*') -> None:
 def remove_unfinished_saves(workdir: str) -> None:
   """Deletes orbax's temporary folders of saves that never finished (a killed
   run's). Only the workdir's lock holder may call it: it alone saves."""
-  _remove_unfinished(os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR))
+  for directory in (CHECKPOINT_DIR, BEST_DIR):
+    _remove_unfinished(os.path.join(os.path.abspath(workdir), directory))
 
 
 def restore_intact(mgr: ocp.CheckpointManager, read: Callable[[int], T],
@@ -273,10 +274,14 @@ def restore_variables(workdir: str, checkpoint: str = 'best') -> dict[str, Any]:
   caller checks the shapes against the model it builds (``check_variables``).
   """
   chosen = chosen_directory(workdir, checkpoint)
-  found = _restore_state(workdir, chosen)
+  try:
+    found = _restore_state(workdir, chosen)
+  except UserError as e:
+    if chosen != BEST_DIR:
+      raise
+    print(f'warning: {e}; using the latest checkpoint', file=sys.stderr, flush=True)
+    found = None
   if found is None and chosen == BEST_DIR:
-    print(f'warning: no intact best checkpoint in {workdir}: using the latest',
-          file=sys.stderr, flush=True)
     found = _restore_state(workdir, CHECKPOINT_DIR)
   if found is None:
     raise UserError(f'no checkpoint in {os.path.join(workdir, CHECKPOINT_DIR)!r}: '
