@@ -129,7 +129,7 @@ class AudioSource:
       while True:
         data = _read_block(f, block)
         last = len(data) < block
-        mono = data.mean(axis=1) if len(data) else np.zeros(0, np.float32)
+        mono = _channel_mean(data)
         if not np.all(np.isfinite(mono)):
           raise AudioError('audio contains NaN or infinite samples')
         decoded += len(mono)
@@ -191,6 +191,18 @@ def decoded_blocks(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE
   """The file as consecutive mono float32 blocks at ``sample_rate``
   (``open_audio(path).blocks``), every error raised as the stream is read."""
   yield from open_audio(path).blocks(sample_rate)
+
+
+def _channel_mean(data: np.ndarray) -> np.ndarray:
+  """(frames, channels) -> mono float32: the channels summed in order, then
+  divided by their count, as librosa.to_mono's mean does. Summed a column at a
+  time: numpy's mean along the short rows took a third of a clip's decoding."""
+  mono = np.array(data[:, 0], dtype=np.float32)
+  for c in range(1, data.shape[1]):
+    mono += data[:, c]
+  if data.shape[1] > 1:
+    mono /= data.shape[1]
+  return mono
 
 
 def _block_frames(rate: int, channels: int, block_seconds: float | None) -> int:
