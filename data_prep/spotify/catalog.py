@@ -175,27 +175,28 @@ class Catalog:
       out.update((f['id'], f) for f in answer or [] if f)
     return out
 
-  def audio_analysis(self, track_id: str) -> dict | None:
-    """A track's audio analysis; None when the endpoint is refused (since 2024-11)."""
-    if self.client.is_refused(AUDIO_ANALYSIS):
+  def _unless_refused(self, endpoint: str, method: str, arg: str, instead: str) -> Any:
+    """The answer of one call; None once ``endpoint`` is refused (recorded with
+    what is done ``instead``, and not asked again)."""
+    if self.client.is_refused(endpoint):
       return None
-    answer = self.client.get('audio_analysis', track_id)
+    answer = self.client.get(method, arg)
     if isinstance(answer, Refusal):
-      self.client.refuse(AUDIO_ANALYSIS, answer, 'num_sections left empty; build with '
-                         '--tabular=audio to estimate it from the audio')
+      self.client.refuse(endpoint, answer, instead)
       return None
     return answer
 
+  def audio_analysis(self, track_id: str) -> dict | None:
+    """A track's audio analysis; None when the endpoint is refused (since 2024-11)."""
+    return self._unless_refused(AUDIO_ANALYSIS, 'audio_analysis', track_id,
+                                'num_sections left empty; build with --tabular=audio to '
+                                'estimate it from the audio')
+
   def related_artists(self, artist_id: str) -> list[dict] | None:
     """Related artists; None when the endpoint is refused (since 2024-11)."""
-    if self.client.is_refused(RELATED):
-      return None
-    answer = self.client.get('artist_related_artists', artist_id)
-    if isinstance(answer, Refusal):
-      self.client.refuse(RELATED, answer, 'finding artists by a genre search '
-                         '(genre:"<tag>") instead')
-      return None
-    return [a for a in answer.get('artists') or [] if a]
+    answer = self._unless_refused(RELATED, 'artist_related_artists', artist_id,
+                                  'finding artists by a genre search (genre:"<tag>") instead')
+    return None if answer is None else [a for a in answer.get('artists') or [] if a]
 
   # ------------------------------------------------------------ albums and tracks
 
