@@ -28,6 +28,7 @@ import numpy as np
 
 from configs import genres
 from crnn_jax.core import labels as labels_lib
+from crnn_jax.core import xla_defaults
 from crnn_jax.data.info import DataInfo
 from crnn_jax.train import state as state_lib
 from crnn_jax.train import steps as steps_lib
@@ -90,7 +91,9 @@ def jax_steps(images: np.ndarray, labels: np.ndarray, config: Any,
       'mask': np.ones(batch, np.float32)}, device)
   weights = jax.device_put(np.ones(NUM_CLASSES, np.float32), device)
   train_jit = jax.jit(functools.partial(steps_lib.train_step, multilabel=False), donate_argnums=0)
-  eval_jit = jax.jit(functools.partial(steps_lib.eval_step, multilabel=False))
+  eval_jit = jax.jit(functools.partial(steps_lib.eval_step, multilabel=False),
+                     compiler_options=xla_defaults.inference_compiler_options(
+                         device.platform))
   compiled, compile_s, memory, flops = {}, {}, {}, {}
   for mode, fn, args in (('train', train_jit, (state, data, weights)),
                          ('eval', eval_jit, (state, data))):

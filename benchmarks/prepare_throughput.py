@@ -4,21 +4,25 @@
 
 Generates ``--clips`` 30 s MP3 clips shaped like Spotify previews (44.1 kHz
 stereo, music-like: chords, drum hits, noise), then times
-``data_prep.build.build_dataset`` on them from a cold cache for each worker
-count: the whole command (decode, resample, spectrogram, per-track cache
-write, TFDS ArrayRecord write, process start-up included). Also times each
-stage on one core, so the slowest stage is visible. ``--results`` appends the
-Markdown table to a file (benchmarks/RESULTS.md). Targets (issue 14): at least
-15 clips/s per core, and at least 1.8x from 1 to 2 workers; each spawned
-worker pays its imports once (~0.5 s idle), so the default 192 clips keep that
-start-up a small part of the run.
+``data_prep.build.build_dataset`` on them from a cold cache, each worker
+count in a fresh process: the whole build (decode, resample, spectrogram,
+per-track cache write, TFDS ArrayRecord write, worker start-up and librosa's
+first-call set-up included). Also times each stage on one core, so the slowest
+stage is visible, and the machine's own ceiling: the same per-clip work in 1
+and in N independent warm processes at once (no build, no pool), which says
+how much of a shortfall in scaling is the cores' and how much the build's.
+``--results`` appends the Markdown table to a file (benchmarks/RESULTS.md).
+Targets (issue 14): at least 15 clips/s per core, and at least 1.8x from 1 to
+2 workers.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import datetime
 import io
+import multiprocessing
 import os
 import platform
 import shutil
@@ -78,6 +82,46 @@ def stage_times(paths: list[str], repeats: int = 5) -> dict[str, float]:
   return {k: float(np.median(v)) for k, v in times.items()}
 
 
+def _decode_share(paths: list[str], start_at: float) -> tuple[float, float]:
+  """Warm, then from the wall-clock time ``start_at`` decode + spectrogram
+  ``paths``; returns (start, end) wall-clock times."""
+  audio.spectrogram_image(audio.load_clip(paths[0]))
+  time.sleep(max(0.0, start_at - time.time()))
+  start = time.time()
+  for path in paths:
+    audio.spectrogram_image(audio.load_clip(path))
+  return start, time.time()
+
+
+def machine_ceiling(paths: list[str], processes: int) -> float:
+  """Clips/s of ``processes`` independent warm processes, each decoding its
+  share, all started at the same instant."""
+  ctx = multiprocessing.get_context('spawn')
+  start_at = time.time() + 5.0 + 2.0 * processes  # after every process is warm
+  with concurrent.futures.ProcessPoolExecutor(processes, mp_context=ctx) as pool:
+    spans = list(pool.map(_decode_share, [paths[i::processes] for i in range(processes)],
+                          [start_at] * processes))
+  return len(paths) / (max(e for _, e in spans) - min(s for s, _ in spans))
+
+
+def _build(lib: str, out: str, workers: int) -> tuple[float, float, int]:
+  t0 = time.perf_counter()
+  summary = build.build_dataset(lib, out, 'bench', workers=workers, progress=False,
+                                verbose=False)
+  total = time.perf_counter() - t0
+  return total, summary['decode_seconds'], sum(summary['clips_per_split'].values())
+
+
+def timed_build(lib: str, out: str, workers: int) -> tuple[float, float, int]:
+  """(total s, decode s, clips) of one build in a fresh process, as a user's
+  command runs it: every worker count pays librosa's first-call set-up
+  (lazy imports, numba caches; ~2 s) in whichever process decodes, none finds
+  it done by an earlier run in this one."""
+  ctx = multiprocessing.get_context('spawn')
+  with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx) as pool:
+    return pool.submit(_build, lib, out, workers).result()
+
+
 def run(clips: int, workers: list[int], results: str | None) -> str:
   tmp = tempfile.mkdtemp(prefix='prep_bench_')
   try:
@@ -86,14 +130,10 @@ def run(clips: int, workers: list[int], results: str | None) -> str:
     stages = stage_times(paths)
     rows = []
     for w in workers:
-      out = os.path.join(tmp, f'out{w}')
-      t0 = time.perf_counter()
-      summary = build.build_dataset(lib, out, 'bench', workers=w, progress=False,
-                                      verbose=False)
-      total = time.perf_counter() - t0
-      n = sum(summary['clips_per_split'].values())
-      assert n == clips, summary
-      rows.append((w, total, summary['decode_seconds'], n / total, n / total / w))
+      total, decode_seconds, n = timed_build(lib, os.path.join(tmp, f'out{w}'), w)
+      assert n == clips, (n, clips)
+      rows.append((w, total, decode_seconds, n / total, n / total / w))
+    ceiling = {w: machine_ceiling(paths, w) for w in sorted(set(workers) | {1})}
     load = os.getloadavg()[0] if hasattr(os, 'getloadavg') else float('nan')
     lines = [
         (f'### Data preparation throughput ({datetime.date.today().isoformat()}, '
@@ -103,13 +143,16 @@ def run(clips: int, workers: list[int], results: str | None) -> str:
         (f'{clips} clips of 30 s MP3, 44.1 kHz stereo -> TFDS ArrayRecord, cold cache '
          '(`python -m benchmarks.prepare_throughput`).'),
         '',
-        '| workers | total s | decode phase s | clips/s | clips/s/core | speed-up |',
-        '|---|---|---|---|---|---|',
+        ('| workers | total s | decode phase s | clips/s | clips/s/core | speed-up | '
+         'machine ceiling clips/s | ceiling speed-up |'),
+        '|---|---|---|---|---|---|---|---|',
     ]
     base = rows[0][3]
     for w, total, decode, rate, per_core in rows:
       lines.append(f'| {w} | {total:.1f} | {decode:.1f} | {rate:.2f} | {per_core:.2f} | '
-                   f'{rate / base:.2f}x |')
+                   f'{rate / base:.2f}x | {ceiling[w]:.2f} | {ceiling[w] / ceiling[1]:.2f}x |')
+    lines += ['', ('Machine ceiling: decode + spectrogram alone in that many independent warm '
+                   'processes started together (no pool, no TFDS write).')]
     per_clip = sum(stages.values())
     lines += ['', 'One core, median per clip: ' + ', '.join(
         f'{k} {1000 * v:.0f} ms' for k, v in stages.items()) +

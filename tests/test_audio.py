@@ -1,5 +1,6 @@
 """The spectrogram contract (SPEC.md section 2) against a direct librosa computation."""
 
+import librosa
 import numpy as np
 import pytest
 import soundfile as sf
@@ -107,3 +108,12 @@ def test_vbr_mp3_without_length_header_is_not_called_truncated(tmp_path):
   with sf.SoundFile(headerless) as f:
     assert f.frames > 22050 * 20 / audio.TRUNCATED_FRACTION  # the bitrate guess overshoots
   assert abs(len(audio.load_audio(headerless)) / 22050 - 20) < 0.5
+
+
+@pytest.mark.parametrize('sample_rate', [audio.SAMPLE_RATE, 16_000])
+def test_mel_power_is_librosa_melspectrogram_bit_for_bit(sample_rate):
+  y = np.random.default_rng(5).standard_normal(sample_rate * 3).astype(np.float32) * 0.3
+  expected = librosa.feature.melspectrogram(y=y, sr=sample_rate, fmax=sample_rate / 2,
+                                            **audio.MEL_PARAMS)
+  assert np.array_equal(audio.mel_power(y, sample_rate), expected)
+  assert np.array_equal(audio.mel_power(y, sample_rate), expected)  # from the cached bank

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import bench_gpu
+from benchmarks import bench_gpu, prepare_throughput
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,3 +64,16 @@ def test_gpu_benchmark_runs_on_cpu_with_tiny_shapes(tmp_path):
 def test_gpu_benchmark_restarts_without_the_install_flags():
   argv = ['--install', '--wheelhouse', '/w', '--dtypes=float32', '--wheelhouse=/x', '--smoke']
   assert bench_gpu._without_install(argv) == ['--dtypes=float32', '--smoke']  # pylint: disable=protected-access
+
+
+@pytest.mark.slow
+def test_prepare_throughput_times_fresh_builds_and_the_machine_ceiling():
+  """A fresh process per worker count and the independent-process ceiling,
+  on a few tiny clips (the figures themselves are for RESULTS.md, not here)."""
+  text = prepare_throughput.run(clips=6, workers=[1, 2], results=None)
+  table = [line for line in text.splitlines() if line.startswith('| ')]
+  assert table[0].startswith('| workers |') and 'machine ceiling' in table[0]
+  assert [row.split('|')[1].strip() for row in table[1:]] == ['1', '2']
+  first = [cell.strip() for cell in table[1].split('|')[1:-1]]
+  assert first[5] == '1.00x' and first[7] == '1.00x'
+  assert all(float(cell) > 0 for cell in first[1:5] + first[6:7])

@@ -137,3 +137,34 @@ def test_gru_without_hidden_rz_biases_is_flax_gru_cell():
   np.testing.assert_allclose(ours.apply({'params': {'weights': params}}, seq),
                              flax_rnn.apply({'params': {'cell': params}}, seq),
                              rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize('shape,padding', [((2, 9, 7, 1), ((1, 1), (1, 1))),
+                                           ((1, 6, 5, 1), ((0, 0), (2, 1)))])
+def test_shifted_sum_conv_is_the_one_channel_convolution(shape, padding):
+  x = jax.random.normal(jax.random.key(1), shape)
+  kernel = jax.random.normal(jax.random.key(2), (3, 3, 1, 5))
+  args = (x, kernel, (1, 1), padding)
+  expected = jax.lax.conv_general_dilated(*args, dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  np.testing.assert_allclose(layers.shifted_sum_conv(*args), expected, atol=1e-5)
+  with pytest.raises(ValueError, match='one input channel'):
+    layers.shifted_sum_conv(jnp.concatenate([x, x], -1), jnp.concatenate([kernel] * 2, 2),
+                            (1, 1), padding)
+  with pytest.raises(ValueError, match='stride 1'):
+    layers.shifted_sum_conv(*args[:2], (2, 1), padding)
+
+
+def test_first_block_in_eval_mode_equals_the_convolution(monkeypatch):
+  """Eval mode computes block 1 as shifted sums; as a convolution it is the same."""
+  model = models.CRNN(num_classes=10)
+  variables, _, _ = _init(model, frames=101)
+  spec = jax.random.uniform(jax.random.key(3), (2, 128, 101, 1))
+  def convolutions(train):
+    jaxpr = jax.make_jaxpr(lambda s: model.apply(variables, s, train=train,
+                                                 mutable=['batch_stats'] if train else False,
+                                                 rngs={'dropout': jax.random.key(0)}))(spec)
+    return str(jaxpr).count('conv_general_dilated')
+  assert (convolutions(train=False), convolutions(train=True)) == (4, 5)
+  shifted = model.apply(variables, spec)
+  monkeypatch.setattr(layers, 'shifted_sum_conv', jax.lax.conv_general_dilated)
+  np.testing.assert_allclose(shifted, model.apply(variables, spec), atol=1e-5)

@@ -13,7 +13,7 @@ import numpy as np
 from scipy.special import expit, softmax
 
 from crnn_jax import model as model_lib
-from crnn_jax.core import audio, labels
+from crnn_jax.core import audio, labels, xla_defaults
 from crnn_jax.core.errors import UserError
 from crnn_jax.data.info import DataInfo
 from crnn_jax.workdir import checkpoints, files
@@ -58,7 +58,9 @@ class InferenceModel:
     self.variables = {'params': variables['params'],
                       'batch_stats': variables.get('batch_stats', {})}
     self._apply = jax.jit(lambda v, spec, tab: self.model.apply(v, spec, tab, train=False,
-                                                                 return_embedding=True))
+                                                                 return_embedding=True),
+                          compiler_options=xla_defaults.inference_compiler_options(
+                              jax.default_backend()))
     self.embedding_size = int(jax.eval_shape(self._apply, self.variables,
                                              *self.dummy_inputs(1))[1].shape[-1])
 

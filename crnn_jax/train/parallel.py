@@ -13,6 +13,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from crnn_jax.core import xla_defaults
 from crnn_jax.core.errors import UserError
 from crnn_jax.train import steps
 
@@ -48,5 +49,7 @@ class Parallel:
                    out_shardings=(self.replicated, self.replicated), donate_argnums=0)
 
   def jit_eval_step(self, multilabel: bool) -> Callable:
+    platform = self.mesh.devices.flat[0].platform
     return jax.jit(functools.partial(steps.eval_step, multilabel=multilabel),
-                   in_shardings=(self.replicated, self.data), out_shardings=self.replicated)
+                   in_shardings=(self.replicated, self.data), out_shardings=self.replicated,
+                   compiler_options=xla_defaults.inference_compiler_options(platform))
