@@ -138,23 +138,21 @@ def _checkpoint_to_evaluate(run: Run, state: TrainState, meta: Mapping[str, Any]
                             ) -> tuple[TrainState, dict[str, Any]]:
   """The state evaluation uses (config.eval.checkpoint: the best where the run
   kept one, else the latest = ``state``) and a description for results.json."""
-  directory = checkpoints.chosen_directory(run.workdir, run.config.eval.get('checkpoint', 'best'))
+  def read_best() -> tuple[TrainState, dict[str, Any]] | None:
+    mgr = checkpoints.best_manager(run.workdir)
+    try:
+      restored = checkpoints.restore(mgr, state)
+    finally:
+      mgr.close()
+    if restored is None:
+      return None
+    best_state, best_meta = restored
+    return (run.parallel.replicate(best_state),
+            {'checkpoint': 'best', **dict(best_meta.get('best') or {})})
+
   latest = state, {'checkpoint': 'latest', 'epoch': int(meta.get('epoch', 0))}
-  if directory == checkpoints.CHECKPOINT_DIR:
-    return latest
-  mgr = checkpoints.best_manager(run.workdir)
-  try:
-    restored = checkpoints.restore(mgr, state)
-  except UserError as e:  # no best checkpoint reads back (reported and moved aside)
-    log(f'warning: {e}; evaluating the latest checkpoint')
-    restored = None
-  finally:
-    mgr.close()
-  if restored is None:
-    return latest
-  best_state, best_meta = restored
-  best = dict(best_meta.get('best') or {})
-  return run.parallel.replicate(best_state), {'checkpoint': 'best', **best}
+  chosen = checkpoints.chosen_directory(run.workdir, run.config.eval.get('checkpoint', 'best'))
+  return checkpoints.best_else_latest(chosen, read_best, lambda: latest, warn=log)
 
 
 # --------------------------------------------------------------------------

@@ -76,6 +76,23 @@ def chosen_directory(workdir: str, checkpoint: str = 'best') -> str:
   return CHECKPOINT_DIR
 
 
+def best_else_latest(chosen: str, read_best: Callable[[], T | None],
+                     read_latest: Callable[[], T | None], warn: Callable[[str], Any]) -> T | None:
+  """``read_best()`` where ``chosen`` (``chosen_directory``) is the best
+  checkpoint and one reads back intact, else ``read_latest()``: a damaged best
+  checkpoint (reported and moved aside by ``restore_intact``) costs a warning,
+  not the evaluation or the prediction."""
+  if chosen == BEST_DIR:
+    try:
+      found = read_best()
+    except UserError as e:
+      warn(f'warning: {e}; using the latest checkpoint')
+      found = None
+    if found is not None:
+      return found
+  return read_latest()
+
+
 def save(mgr: ocp.CheckpointManager, step: int, state: Any, meta: Mapping[str, Any]) -> None:
   """Saves and waits, then records the files' manifest. A step saved before (a
   stop at an epoch's last batch, then the resumed run's end-of-epoch save) is
@@ -273,16 +290,10 @@ def restore_variables(workdir: str, checkpoint: str = 'best') -> dict[str, Any]:
   Read without a target, so the caller needs no optimiser to rebuild; the
   caller checks the shapes against the model it builds (``check_variables``).
   """
-  chosen = chosen_directory(workdir, checkpoint)
-  try:
-    found = _restore_state(workdir, chosen)
-  except UserError as e:
-    if chosen != BEST_DIR:
-      raise
-    print(f'warning: {e}; using the latest checkpoint', file=sys.stderr, flush=True)
-    found = None
-  if found is None and chosen == BEST_DIR:
-    found = _restore_state(workdir, CHECKPOINT_DIR)
+  found = best_else_latest(chosen_directory(workdir, checkpoint),
+                           lambda: _restore_state(workdir, BEST_DIR),
+                           lambda: _restore_state(workdir, CHECKPOINT_DIR),
+                           warn=lambda line: print(line, file=sys.stderr, flush=True))
   if found is None:
     raise UserError(f'no checkpoint in {os.path.join(workdir, CHECKPOINT_DIR)!r}: '
                     'train or import a model first')
