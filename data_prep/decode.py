@@ -41,7 +41,7 @@ import numpy as np
 from etils import epath
 from tqdm import tqdm
 
-from crnn_jax.core import audio, audio_features, files
+from crnn_jax.core import audio, audio_features, files, malloc
 
 CACHE_VERSION = 2  # bump when what a cache file holds or means changes
 MIN_POOL_JOBS = 48  # fewer clips to compute than this: decode in this process
@@ -288,7 +288,10 @@ def _one_thread_children() -> Iterator[None]:
 def _run_here(jobs: Sequence[Job], workers: int, ctx: Any,
               results: Results, bar: Any) -> None:
   """Jobs in this process, each marked while it runs: a marker left behind means
-  the job killed the build (segfault, OOM kill), so a rerun runs it isolated."""
+  the job killed the build (segfault, OOM kill), so a rerun runs it isolated.
+  This process keeps freed memory for the next clip, as workers do (core.malloc)."""
+  if jobs:
+    malloc.keep_freed_memory()
   suspects = []
   for job in jobs:
     marker = job.cache_file + '.running' if job.cache_file else ''
@@ -327,7 +330,8 @@ def _pool_pass(pending: collections.deque[Job], workers: int, ctx: Any,
   At most 2 * workers jobs are submitted at a time, so when the pool breaks
   only those are suspects (returned); jobs never submitted stay in ``pending``.
   """
-  pool = concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+  pool = concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
+                                                initializer=malloc.keep_freed_memory)
   in_flight: dict[concurrent.futures.Future, Job] = {}
   suspects: list[Job] = []
   try:
@@ -353,6 +357,7 @@ def _pool_pass(pending: collections.deque[Job], workers: int, ctx: Any,
 
 
 def _isolated_child(worker: Callable[[Job], Any], job: Job, conn: Any) -> None:
+  malloc.keep_freed_memory()
   conn.send(worker(job))
   conn.close()
 
