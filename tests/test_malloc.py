@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT
 
 # A clip's pattern: a few buffers of 10-20 MiB allocated and freed again; prints

@@ -7,8 +7,8 @@ import sys
 
 import jax
 import jax.numpy as jnp
-
 from conftest import ROOT
+
 from crnn_jax.core import xla_defaults
 
 PROBE = ('import os, sys; sys.argv = ["main.py"]; import main; import jax; '
