@@ -147,6 +147,10 @@ def test_shifted_sum_conv_is_the_one_channel_convolution(shape, padding):
   args = (x, kernel, (1, 1), padding)
   expected = jax.lax.conv_general_dilated(*args, dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
   np.testing.assert_allclose(layers.shifted_sum_conv(*args), expected, atol=1e-5)
+  half = layers.shifted_sum_conv(x.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16),
+                                 *args[2:])  # summed in float32, stored in bfloat16
+  assert half.dtype == jnp.bfloat16
+  np.testing.assert_allclose(half.astype(jnp.float32), expected, atol=0.1, rtol=0.02)
   with pytest.raises(ValueError, match='one input channel'):
     layers.shifted_sum_conv(jnp.concatenate([x, x], -1), jnp.concatenate([kernel] * 2, 2),
                             (1, 1), padding)

@@ -217,7 +217,7 @@ def shifted_sum_conv(lhs: Array, rhs: Array, window_strides: Any, padding: Any,
   norm, ReLU and the pool. Same sums in another order (differences ~1e-7).
   Used for inference only: its gradient is slower than the convolution's.
   """
-  del precision  # float32 multiply-adds either way
+  del precision  # float32 multiply-adds, as the convolution accumulates
   dims = lax.conv_dimension_numbers(lhs.shape, rhs.shape,
                                     dimension_numbers or ('NHWC', 'HWIO', 'NHWC'))
   if (lhs.shape[-1] != 1 or feature_group_count != 1 or isinstance(padding, str)
@@ -227,14 +227,15 @@ def shifted_sum_conv(lhs: Array, rhs: Array, window_strides: Any, padding: Any,
     raise ValueError('shifted_sum_conv: one input channel, NHWC/HWIO, explicit padding, '
                      'stride 1 and no dilation only')
   kh, kw = rhs.shape[:2]
-  padded = jnp.pad(lhs, ((0, 0), *padding, (0, 0)))
+  padded = jnp.pad(lhs.astype(jnp.float32), ((0, 0), *padding, (0, 0)))
+  kernel = rhs.astype(jnp.float32)
   out_h, out_w = padded.shape[1] - kh + 1, padded.shape[2] - kw + 1
   out = None
   for i in range(kh):
     for j in range(kw):
-      tap = padded[:, i:i + out_h, j:j + out_w, :] * rhs[i, j, 0]
+      tap = padded[:, i:i + out_h, j:j + out_w, :] * kernel[i, j, 0]
       out = tap if out is None else out + tap
-  return out
+  return out.astype(jnp.result_type(lhs.dtype, rhs.dtype))
 
 
 class ConvBlock(nn.Module):
