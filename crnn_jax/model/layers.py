@@ -256,7 +256,11 @@ class ConvBlock(nn.Module):
     if self.torch_init:
       inits = {'kernel_init': torch_kernel_init(),
                    'bias_init': uniform_init(1.0 / math.sqrt(fan_in))}
-    one_channel_inference = x.shape[-1] == 1 and not train
+    # Shifted sums for the one-channel first block at inference; a symbolic
+    # shape (a shape-polymorphic export) keeps the convolution, which every
+    # exporter lowers (jax2onnx cannot pad an array of symbolic batch size).
+    one_channel_inference = (x.shape[-1] == 1 and not train
+                             and all(isinstance(d, int) for d in x.shape))
     x = nn.Conv(self.features, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype,
                 conv_general_dilated=shifted_sum_conv if one_channel_inference else None,
                 name='conv', **inits)(x)
