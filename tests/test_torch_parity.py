@@ -210,16 +210,20 @@ def test_train_mode_outputs_and_running_stats():
       np.testing.assert_allclose(jax.nn.log_softmax(out), ref, atol=1e-4, rtol=0)
       state = {'params': state['params'], 'batch_stats': updates['batch_stats']}
     got = rw.to_torch(state)
+    # The statistics are float32 sums over up to 4 x 128 x 1292 values, in another order
+    # than torch's: inside the full suite (never alone) three of 64 means came out 7.7e-5
+    # relative apart. n / (n - 1) below is 0.8%, far outside this tolerance.
+    tol = {'rtol': 1e-4, 'atol': 1e-5}
     for i in range(1, 6):
       np.testing.assert_allclose(got[f'cnn.conv{i}.1.running_mean'],
-                                 ref_stats[f'cnn.conv{i}.1.running_mean'], rtol=1e-5, atol=1e-6)
+                                 ref_stats[f'cnn.conv{i}.1.running_mean'], **tol)
     var_name = 'cnn.conv5.1.running_var'  # n = 4 x 4 x 8 values: n/(n-1) is visible
     if unbiased:
       for i in range(1, 6):
         np.testing.assert_allclose(got[f'cnn.conv{i}.1.running_var'],
-                                   ref_stats[f'cnn.conv{i}.1.running_var'], rtol=1e-5, atol=1e-6)
+                                   ref_stats[f'cnn.conv{i}.1.running_var'], **tol)
     else:
-      assert not np.allclose(got[var_name], ref_stats[var_name], rtol=1e-5, atol=1e-6)
+      assert not np.allclose(got[var_name], ref_stats[var_name], **tol)
 
 
 # --------------------------------------------------------------------------
