@@ -218,10 +218,9 @@ def shifted_sum_conv(lhs: Array, rhs: Array, window_strides: Any, padding: Any,
   Used for inference only: its gradient is slower than the convolution's.
   """
   del precision  # float32 multiply-adds, as the convolution accumulates
-  dims = lax.conv_dimension_numbers(lhs.shape, rhs.shape,
-                                    dimension_numbers or ('NHWC', 'HWIO', 'NHWC'))
+  nhwc = lax.conv_dimension_numbers(lhs.shape, rhs.shape, ('NHWC', 'HWIO', 'NHWC'))
   if (lhs.shape[-1] != 1 or feature_group_count != 1 or isinstance(padding, str)
-      or dims != lax.conv_dimension_numbers(lhs.shape, rhs.shape, ('NHWC', 'HWIO', 'NHWC'))
+      or lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers or nhwc) != nhwc
       or any(s != 1 for s in window_strides)
       or any(d != 1 for d in (*(lhs_dilation or ()), *(rhs_dilation or ())))):
     raise ValueError('shifted_sum_conv: one input channel, NHWC/HWIO, explicit padding, '
