@@ -3,7 +3,7 @@ r"""The input pipeline alone: ArrayRecord -> grain -> batches on the device.
   python -m benchmarks.bench_loader                         # workers 0, 1, 2; threads 1, 4
   python -m benchmarks.bench_loader --workers=0,2,4,8 --threads=4 --gpu_json=gpu.json
 
-Writes a synthetic data set in the project's format (data_prep.writer: zlib
+Writes a synthetic data set in the project's format (data_prep.writer: raw
 spectrogram images of music-like audio, as a build stores them), then reads
 its training split through ``crnn_jax.data.pipeline.train_batches`` (the
 trainer's own path: seeded order, decoding, tabular encoding, batching,

@@ -553,3 +553,49 @@ def test_spread_windows_cover_the_track():
   assert [int(w[0]) for w in windows] == [0, (len(y) - n) // 2, len(y) - n]
   assert all(len(w) == n for w in windows)
   assert len(audio.spread_windows(y[:n // 2], 3, seconds=2.0)) == 1  # shorter: one padded
+
+
+def _stored_encoding(data_dir: str, name: str) -> str:
+  with open(os.path.join(data_dir, name, '1.0.0', 'features.json'), encoding='utf-8') as f:
+    return json.load(f)['featuresDict']['features']['spectrogram']['tensor']['encoding']
+
+
+def _write_tiny_set(data_dir: str, name: str, images: list[np.ndarray]) -> None:
+  from data_prep import writer
+  examples = [(f'k{i}', {'spectrogram': image, 'tabular': np.zeros(0, np.float32),
+                         'label': i % 2, 'label_set': np.eye(2, dtype=np.uint8)[i % 2],
+                         'track_id': f't{i}', 'artist_id': f'a{i}'})
+              for i, image in enumerate(images)]
+  writer.write_dataset(name, data_dir, ['x', 'y'], 0, {'train': lambda: iter(examples)},
+                       metadata={}, frames=images[0].shape[1])
+
+
+def test_spectrograms_stored_as_raw_bytes_and_zlib_sets_still_read(tmp_path, monkeypatch):
+  """ArrayRecord compresses records itself: the image is one byte string, not
+  zlib on top (nor TFDS's int64 per pixel). Sets written with the earlier zlib
+  encoding read back the same images, since TFDS decodes by the stored features."""
+  import tensorflow_datasets as tfds
+
+  from crnn_jax.data import schema
+  rng = np.random.default_rng(0)
+  images = [rng.integers(0, 256, (audio.N_MELS, 40), dtype=np.uint8) for _ in range(4)]
+  _write_tiny_set(str(tmp_path), 'raw_set', images)
+  assert _stored_encoding(str(tmp_path), 'raw_set') == 'bytes'
+
+  current = schema.features
+
+  def zlib_features(*args, **kwargs):
+    feature_dict = current(*args, **kwargs)
+    old = feature_dict['spectrogram']
+    feature_dict._feature_dict['spectrogram'] = tfds.features.Tensor(  # pylint: disable=protected-access
+        shape=old.shape, dtype=np.uint8, encoding=tfds.features.Encoding.ZLIB)
+    return feature_dict
+
+  monkeypatch.setattr(schema, 'features', zlib_features)
+  _write_tiny_set(str(tmp_path), 'zlib_set', images)
+  monkeypatch.undo()
+  assert _stored_encoding(str(tmp_path), 'zlib_set') == 'zlib'
+  for name in ('raw_set', 'zlib_set'):
+    records = read_split(str(tmp_path), name)
+    for i, image in enumerate(images):
+      np.testing.assert_array_equal(records[f't{i}']['spectrogram'], image)

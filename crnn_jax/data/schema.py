@@ -10,6 +10,14 @@
 Data-set-level facts live in ``DatasetInfo.metadata``: tabular column names,
 which columns are categorical, the training split's standardisation
 statistics, and the clip settings, so prediction can reproduce the input.
+
+The spectrogram is stored as one raw byte string (``Encoding.BYTES``; without an
+encoding TFDS writes every pixel as an int64): the ArrayRecord files compress
+every record themselves, so a TFDS zlib encoding on top compressed twice. Measured
+on real-music clips: zlib cost 5-6 ms a clip to write (two thirds of the whole
+write, serial in the writing process) and 1 ms to read, for records 10% smaller.
+Data sets built with the zlib encoding read as before (TFDS decodes with the
+features stored beside the data).
 """
 
 from __future__ import annotations
@@ -42,7 +50,7 @@ def features(class_names: list[str], num_tabular: int, frames: int | None = None
              ) -> tfds.features.FeaturesDict:
   return tfds.features.FeaturesDict({
       'spectrogram': tfds.features.Tensor(shape=(audio.N_MELS, frames), dtype=np.uint8,
-                                          encoding=tfds.features.Encoding.ZLIB),
+                                          encoding=tfds.features.Encoding.BYTES),
       'tabular': tfds.features.Tensor(shape=(num_tabular,), dtype=np.float32),
       'label': tfds.features.ClassLabel(names=class_names),
       'label_set': tfds.features.Tensor(shape=(len(class_names),), dtype=np.uint8),
