@@ -1,6 +1,6 @@
 """Data preparation throughput: decode + spectrogram + write, clips/s per core.
 
-  python -m benchmarks.prepare_throughput [--clips=192] [--workers=1,2] [--results=PATH]
+  python -m benchmarks.prepare_throughput [--clips=192] [--workers=1,2] [--repeats=2] [--results=PATH]
 
 Generates ``--clips`` 30 s MP3 clips shaped like Spotify previews (44.1 kHz
 stereo, music-like: chords, drum hits, noise), then times
@@ -11,6 +11,9 @@ first-call set-up included). Also times each stage on one core, so the slowest
 stage is visible, and the machine's own ceiling: the same per-clip work in 1
 and in N independent warm processes at once (no build, no pool), which says
 how much of a shortfall in scaling is the cores' and how much the build's.
+Builds and ceilings run ``--repeats`` times in ABBA order (1 2 2 1) and the
+medians are reported: a shared VM's speed can drift by 20% within a run, and
+that order keeps the drift from favouring one worker count.
 ``--results`` appends the Markdown table to a file (benchmarks/RESULTS.md).
 Targets (issue 14): at least 15 clips/s per core, and at least 1.8x from 1 to
 2 workers.
@@ -124,18 +127,33 @@ def timed_build(lib: str, out: str, workers: int) -> tuple[float, float, int]:
     return pool.submit(_build, lib, out, workers).result()
 
 
-def run(clips: int, workers: list[int], results: str | None) -> str:
+def abba(items: list[int], repeats: int) -> list[int]:
+  """``items`` ``repeats`` times, every other pass reversed (1 2 2 1 ...): a
+  machine whose speed drifts during the run (a shared VM) then biases no item."""
+  return [x for r in range(repeats) for x in (items if r % 2 == 0 else items[::-1])]
+
+
+def run(clips: int, workers: list[int], results: str | None, repeats: int = 2) -> str:
   tmp = tempfile.mkdtemp(prefix='prep_bench_')
   try:
     lib = os.path.join(tmp, 'lib')
     paths = make_clips(lib, clips)
     stages = stage_times(paths)
+    builds: dict[int, list[tuple[float, float]]] = {w: [] for w in workers}
+    for i, w in enumerate(abba(workers, repeats)):
+      total, decode_seconds, n = timed_build(lib, os.path.join(tmp, f'out{i}'), w)
+      assert n == clips, (n, clips)
+      builds[w].append((total, decode_seconds))
     rows = []
     for w in workers:
-      total, decode_seconds, n = timed_build(lib, os.path.join(tmp, f'out{w}'), w)
-      assert n == clips, (n, clips)
-      rows.append((w, total, decode_seconds, n / total, n / total / w))
-    ceiling = {w: machine_ceiling(paths, w) for w in sorted(set(workers) | {1})}
+      total = float(np.median([t for t, _ in builds[w]]))
+      decode_seconds = float(np.median([d for _, d in builds[w]]))
+      rows.append((w, total, decode_seconds, clips / total, clips / total / w))
+    counts = sorted(set(workers) | {1})
+    rates: dict[int, list[float]] = {w: [] for w in counts}
+    for w in abba(counts, repeats):
+      rates[w].append(machine_ceiling(paths, w))
+    ceiling = {w: float(np.median(r)) for w, r in rates.items()}
     load = os.getloadavg()[0] if hasattr(os, 'getloadavg') else float('nan')
     lines = [
         (f'### Data preparation throughput ({datetime.date.today().isoformat()}, '
@@ -143,7 +161,8 @@ def run(clips: int, workers: list[int], results: str | None) -> str:
          f'load average {load:.1f} at the end)'),
         '',
         (f'{clips} clips of 30 s MP3, 44.1 kHz stereo -> TFDS ArrayRecord, cold cache '
-         '(`python -m benchmarks.prepare_throughput`).'),
+         f'(`python -m benchmarks.prepare_throughput`); medians of {repeats} builds per '
+         'worker count, run in ABBA order.'),
         '',
         ('| workers | total s | decode phase s | clips/s | clips/s/core | speed-up | '
          'machine ceiling clips/s | ceiling speed-up |'),
@@ -174,12 +193,14 @@ def main() -> None:
   parser.add_argument('--clips', type=int, default=192)
   parser.add_argument('--workers', default='1,2', help='comma-separated worker counts, '
                       "e.g. 1,2,4,8; 'all': 1, 2, 4, ... up to every core")
+  parser.add_argument('--repeats', type=int, default=2,
+                      help='builds (and ceilings) per worker count, in ABBA order; medians')
   parser.add_argument('--results', default='', help='append the table to this file')
   args = parser.parse_args()
   cores = os.cpu_count() or 1
   workers = ([int(w) for w in args.workers.split(',')] if args.workers != 'all' else
              sorted({min(2 ** k, cores) for k in range(cores.bit_length() + 1)}))
-  print(run(args.clips, workers, args.results or None))
+  print(run(args.clips, workers, args.results or None, args.repeats))
 
 
 if __name__ == '__main__':

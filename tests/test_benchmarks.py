@@ -66,11 +66,16 @@ def test_gpu_benchmark_restarts_without_the_install_flags():
   assert bench_gpu._without_install(argv) == ['--dtypes=float32', '--smoke']  # pylint: disable=protected-access
 
 
+def test_prepare_throughput_alternates_worker_counts():
+  assert prepare_throughput.abba([1, 2], 3) == [1, 2, 2, 1, 1, 2]
+  assert prepare_throughput.abba([1, 2, 4], 1) == [1, 2, 4]
+
+
 @pytest.mark.slow
 def test_prepare_throughput_times_fresh_builds_and_the_machine_ceiling():
   """A fresh process per worker count and the independent-process ceiling,
   on a few tiny clips (the figures themselves are for RESULTS.md, not here)."""
-  text = prepare_throughput.run(clips=6, workers=[1, 2], results=None)
+  text = prepare_throughput.run(clips=6, workers=[1, 2], results=None, repeats=2)
   table = [line for line in text.splitlines() if line.startswith('| ')]
   assert table[0].startswith('| workers |') and 'machine ceiling' in table[0]
   assert [row.split('|')[1].strip() for row in table[1:]] == ['1', '2']
