@@ -31,6 +31,7 @@ from crnn_jax.core import audio
 
 VERSION = '1.0.0'
 SPLITS = ('train', 'validation', 'test')
+SPECTROGRAM_ENCODING = tfds.features.Encoding.BYTES  # see the module docstring
 
 
 def check_name(name: str) -> str:
@@ -50,7 +51,7 @@ def features(class_names: list[str], num_tabular: int, frames: int | None = None
              ) -> tfds.features.FeaturesDict:
   return tfds.features.FeaturesDict({
       'spectrogram': tfds.features.Tensor(shape=(audio.N_MELS, frames), dtype=np.uint8,
-                                          encoding=tfds.features.Encoding.BYTES),
+                                          encoding=SPECTROGRAM_ENCODING),
       'tabular': tfds.features.Tensor(shape=(num_tabular,), dtype=np.float32),
       'label': tfds.features.ClassLabel(names=class_names),
       'label_set': tfds.features.Tensor(shape=(len(class_names),), dtype=np.uint8),
