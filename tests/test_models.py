@@ -103,6 +103,8 @@ def test_max_pool_matches_flax_values_and_gradients_with_ties(shape, window):
   np.testing.assert_array_equal(layers.max_pool_floor(x, window),
                                 nn.max_pool(x, window, strides=window, padding='VALID'))
   np.testing.assert_array_equal(jax.grad(ours)(x), jax.grad(ref)(x))
+  np.testing.assert_array_equal(layers.max_pool_floor_forward(x, window),
+                                layers.max_pool_floor(x, window))
 
 
 @pytest.mark.parametrize('hidden_bias_rz', [True, False])
