@@ -89,7 +89,7 @@ def max_pool_floor_forward(x: Array, window: tuple[int, int]) -> Array:
 
   XLA:CPU fuses these maxima with the batch norm and ReLU before them into one
   vectorised loop; the reshape form's reduce over each window ran that loop at
-  about half the speed (the eval step 1.8x slower at B = 1 and 32,
+  about half the speed (the eval step took 1.7-1.8x as long at B = 1 and 32,
   benchmarks/RESULTS.md). In the train step the reshape form is as fast or
   faster, so training keeps it and its first-max backward.
   """
