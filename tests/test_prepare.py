@@ -428,17 +428,29 @@ def test_ctrl_c_on_the_cli_then_rerun(tmp_path):
   cmd = [sys.executable, '-m', 'data_prep', 'build', f'--input={root}', f'--data_dir={out}',
          '--name=ctrlc', '--clip_seconds=10', '--min_seconds=1', '--workers=2', '--no_progress']
   env = dict(os.environ, PYTHONPATH=ROOT)
-  proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True)
+  # A child inherits an ignored or blocked SIGINT (left so by anything earlier in this
+  # process) and would then never see the signal: start it with Python's own handler.
+  parent_handler = signal.signal(signal.SIGINT, signal.default_int_handler)
+  parent_mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+  try:
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+  finally:
+    signal.signal(signal.SIGINT, parent_handler)
+    signal.pthread_sigmask(signal.SIG_SETMASK, parent_mask)
   cache = os.path.join(out, 'ctrlc_cache')
-  deadline = time.time() + 120
-  while time.time() < deadline and proc.poll() is None:
-    if os.path.isdir(cache) and sum(len(f) for _, _, f in os.walk(cache)) >= 3:
+  started, cached = time.time(), 0
+  while time.time() < started + 120 and proc.poll() is None:
+    cached = sum(len(f) for _, _, f in os.walk(cache)) if os.path.isdir(cache) else 0
+    if cached >= 3:
       break
     time.sleep(0.05)
+  before_signal = (f'process {"ended" if proc.poll() is not None else "running"} after '
+                   f'{time.time() - started:.1f} s with {cached} cached clips; parent SIGINT '
+                   f'handler {parent_handler!r}, blocked {signal.SIGINT in parent_mask}')
   proc.send_signal(signal.SIGINT)
   _, err = proc.communicate(timeout=120)
-  assert proc.returncode == 130, err[-2000:]
+  assert proc.returncode == 130, f'{before_signal}\n{err[-2000:]}'
   assert 'rerun the same command' in err
   assert not os.path.isdir(os.path.join(out, 'ctrlc', '1.0.0'))
   done = sum(len(f) for _, _, f in os.walk(cache))
