@@ -587,7 +587,6 @@ def test_spectrograms_stored_as_raw_bytes_and_zlib_sets_still_read(tmp_path, mon
   """ArrayRecord compresses records itself: the image is one byte string, not
   zlib on top (nor TFDS's int64 per pixel). Sets written with the earlier zlib
   encoding read back the same images, since TFDS decodes by the stored features."""
-  import tensorflow_datasets as tfds
   rng = np.random.default_rng(0)
   images = [rng.integers(0, 256, (audio.N_MELS, 40), dtype=np.uint8) for _ in range(4)]
   _write_tiny_set(str(tmp_path), 'raw_set', images)

@@ -84,18 +84,17 @@ max_pool_floor.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
 def max_pool_floor_forward(x: Array, window: tuple[int, int]) -> Array:
-  """The values of :func:`max_pool_floor` as the elementwise maximum of the
-  window's strided slices, for forward-only programs (eval, prediction).
+  """The values of :func:`max_pool_floor` as a chain of elementwise maxima, one
+  array per position in the window, for forward-only programs (eval, prediction).
 
   XLA:CPU fuses these maxima with the batch norm and ReLU before them into one
-  vectorised loop; the reshape form's reduce over each window ran that loop at
+  vectorised loop; max_pool_floor's reduce over each window ran that loop at
   about half the speed (the eval step took 1.7-1.8x as long at B = 1 and 32,
-  benchmarks/RESULTS.md). In the train step the reshape form is as fast or
-  faster, so training keeps it and its first-max backward.
+  benchmarks/RESULTS.md). In the train step the reduce is as fast or faster, so
+  training keeps max_pool_floor and its first-max backward.
   """
-  ph, pw = window
-  ho, wo = x.shape[1] // ph, x.shape[2] // pw
-  taps = [x[:, i:ho * ph:ph, j:wo * pw:pw, :] for i in range(ph) for j in range(pw)]
+  windows, _ = _pool_windows(x, window)
+  taps = [windows[:, :, i, :, j, :] for i in range(window[0]) for j in range(window[1])]
   return functools.reduce(jnp.maximum, taps)
 
 
