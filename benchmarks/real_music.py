@@ -22,7 +22,7 @@ r"""Real music, little data: training recipes and fine-tuning on real recordings
    rows trained on ``rm_single`` are then evaluated (``--mode=eval``) on
    ``rm_windows``, so every row is graded on the same test split, per clip and
    per track (mean of the window probabilities).
-5. Print one table: clip and track top-1, macro F1, wall time.
+5. Print one table: clip and track top-1 (with a 95% interval), macro F1, wall time.
 
 Sizes are flags. The defaults (at most 12 tracks per style, 3 windows each)
 keep the whole run near half an hour on 2 idle CPU cores; benchmarks/RESULTS.md
@@ -46,6 +46,7 @@ import time
 from collections.abc import Sequence
 
 import soundfile as sf
+from scipy import stats
 
 RESERVED = frozenset({
     'wesnoth-1.16-music', 'fretsonfire-songs-muldjord', 'fretsonfire-songs-sectoid',
@@ -384,21 +385,31 @@ def train_row(row: Row, args: argparse.Namespace, log: str) -> dict:
 # 5. The table
 # --------------------------------------------------------------------------
 def table(results: Sequence[dict], chance: float) -> str:
-  head = ('| row | clip top-1 | track top-1 | clip macro F1 | track macro F1 | checkpoint | '
-          'wall s |')
+  head = ('| row | clip top-1 | track top-1 (95% interval) | clip macro F1 | track macro F1 | '
+          'checkpoint | wall s |')
   lines = [head, '|' + '---|' * 7]
   for r in results:
     clip, track = r['test'], r['test']['track']
     chosen = r['checkpoint']
     which = f"{chosen.get('checkpoint', '')} (epoch {chosen.get('epoch', '?')})"
-    lines.append(f"| {r['row']} | {clip['top1']:.3f} | {track['top1']:.3f} | "
-                 f"{clip['macro']['f1']:.3f} | {track['macro']['f1']:.3f} | {which} | "
-                 f"{r['seconds']:.0f} |")
+    low, high = track_interval(track)
+    lines.append(f"| {r['row']} | {clip['top1']:.3f} | "
+                 f"{track['top1']:.3f} ({low:.3f}-{high:.3f}) | {clip['macro']['f1']:.3f} | "
+                 f"{track['macro']['f1']:.3f} | {which} | {r['seconds']:.0f} |")
   first = results[0]['test']
   lines.append(f"\ntest split: {first['count']} clips of {first['track']['count']} tracks, "
                f'{len(first["class_names"])} styles; chance (uniform) {chance:.3f}, majority '
-               f'class {_majority(first):.3f} of the clips')
+               f'class {_majority(first):.3f} of the clips. Intervals: Wilson, each track an '
+               'independent draw; tracks of one album are not, so they are too narrow')
   return '\n'.join(lines)
+
+
+def track_interval(track: dict) -> tuple[float, float]:
+  """95% Wilson score interval of track top-1: how far the figure could move
+  with another draw of as many test tracks."""
+  n = int(track['count'])
+  ci = stats.binomtest(round(track['top1'] * n), n).proportion_ci(0.95, method='wilson')
+  return float(ci.low), float(ci.high)
 
 
 def _majority(test: dict) -> float:

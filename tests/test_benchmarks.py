@@ -1,5 +1,6 @@
 """The benchmarks keep working where no GPU is: the GPU benchmark's table from
-its rows, and the whole command on CPU with tiny shapes (slow)."""
+its rows, and the whole command on CPU with tiny shapes (slow); the real-music
+table and its merged reruns."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import bench_gpu, prepare_throughput
+from benchmarks import bench_gpu, prepare_throughput, real_music
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,6 +40,31 @@ def test_gpu_table_ratios_gru_share_errors_and_scaling():
   assert cells[10] == '100.0'  # the unroll-4 variant
   assert '1.90x vs 1 device(s)' in lines[4]
   assert len({line.count('|') for line in lines}) == 1
+
+
+def _music_row(name, clip_top1, tracks_right, tracks=60):
+  track = {'top1': tracks_right / tracks, 'count': tracks, 'macro': {'f1': 0.5}}
+  test = {'top1': clip_top1, 'count': 3 * tracks, 'macro': {'f1': 0.4}, 'track': track,
+          'class_names': ['a', 'b', 'c', 'd', 'e'],
+          'per_class': {c: {'support': 36} for c in 'abcde'}}
+  return {'row': name, 'seconds': 100.0, 'test': test,
+          'checkpoint': {'checkpoint': 'best', 'epoch': 7}}
+
+
+def test_real_music_table_intervals_and_merged_reruns(tmp_path):
+  path = str(tmp_path / 'results.json')
+  real_music.merge_results(path, [_music_row('fine-tune', 0.8, 40)], ['scratch', 'fine-tune'])
+  results = real_music.merge_results(path, [_music_row('scratch', 0.5, 30),
+                                            _music_row('fine-tune', 0.822, 50)],
+                                     ['scratch', 'fine-tune'])
+  assert [r['row'] for r in results] == ['scratch', 'fine-tune']  # table order, rerun kept
+  lines = real_music.table(results, 0.2).splitlines()
+  # Wilson 95% intervals: 30 of 60 and 50 of 60 tracks right.
+  assert lines[2].startswith(
+      '| scratch | 0.500 | 0.500 (0.377-0.623) | 0.400 | 0.500 | best (epoch 7)')
+  assert lines[3].startswith('| fine-tune | 0.822 | 0.833 (0.720-0.907) |')
+  assert ('180 clips of 60 tracks, 5 styles; chance (uniform) 0.200, majority class 0.200'
+          in lines[5])
 
 
 @pytest.mark.slow
