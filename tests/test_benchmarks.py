@@ -57,9 +57,9 @@ def test_real_music_table_intervals_and_merged_reruns(tmp_path):
   results = real_music.merge_results(path, [_music_row('scratch', 0.5, 30),
                                             _music_row('fine-tune', 0.822, 50)],
                                      ['scratch', 'fine-tune'])
-  assert [r['row'] for r in results] == ['scratch', 'fine-tune']  # table order, rerun kept
+  assert [r['row'] for r in results] == ['scratch', 'fine-tune']  # the table's order
   lines = real_music.table(results, 0.2).splitlines()
-  # Wilson 95% intervals: 30 of 60 and 50 of 60 tracks right.
+  # Wilson 95% intervals of 30 and 50 of 60 tracks; the rerun's fine-tune row replaced the first.
   assert lines[2].startswith(
       '| scratch | 0.500 | 0.500 (0.377-0.623) | 0.400 | 0.500 | best (epoch 7)')
   assert lines[3].startswith('| fine-tune | 0.822 | 0.833 (0.720-0.907) |')
