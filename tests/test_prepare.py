@@ -439,9 +439,13 @@ def test_ctrl_c_on_the_cli_then_rerun(tmp_path):
     signal.signal(signal.SIGINT, parent_handler)
     signal.pthread_sigmask(signal.SIG_SETMASK, parent_mask)
   cache = os.path.join(out, 'ctrlc_cache')
+
+  def cached_clips() -> int:  # 0 until the build makes the folder: os.walk yields nothing
+    return sum(len(f) for _, _, f in os.walk(cache))
+
   started, cached = time.time(), 0
   while time.time() < started + 120 and proc.poll() is None:
-    cached = sum(len(f) for _, _, f in os.walk(cache)) if os.path.isdir(cache) else 0
+    cached = cached_clips()
     if cached >= 3:
       break
     time.sleep(0.05)
@@ -453,7 +457,7 @@ def test_ctrl_c_on_the_cli_then_rerun(tmp_path):
   assert proc.returncode == 130, f'{before_signal}\n{err[-2000:]}'
   assert 'rerun the same command' in err
   assert not os.path.isdir(os.path.join(out, 'ctrlc', '1.0.0'))
-  done = sum(len(f) for _, _, f in os.walk(cache))
+  done = cached_clips()
   rerun = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600,
                          check=False)
   assert rerun.returncode == 0, rerun.stderr[-2000:]
