@@ -58,8 +58,8 @@ def add_build_command(commands: Any) -> None:
                  default='artist',
                  help="'artist': stratified by label, no artist in two splits (default); "
                  "'track': stratified per track; 'reference': the reference's per-track random "
-                 "split; 'source': the source's official split (FMA's set.split, an "
-                 'MTG-Jamendo split folder)')
+                 "split; 'source': the source's own split (a manifest's split column, FMA's "
+                 'set.split, an MTG-Jamendo split folder)')
   p.add_argument('--seed', type=int, default=42)
   p.add_argument('--workers', type=int, default=0, help='decoding processes (0: all cores)')
   p.add_argument('--classes', default='', help='comma-separated class names in index order '

@@ -6,8 +6,10 @@ Presets (``read_manifest(..., preset=...)``):
                       first is the training label) required; optional
                       ``labels`` (label set: ';' or '|' separated, or a Python
                       list literal), ``artist`` (or ``artist_id``), ``track_id``
-                      (or ``id``; default: the path without extension), and any
-                      of the reference's 16 tabular columns (SPEC.md section 3).
+                      (or ``id``; default: the path without extension), ``split``
+                      (train, validation or test: your own split, which ``build
+                      --split_by=source`` keeps), and any of the reference's 16
+                      tabular columns (SPEC.md section 3).
   'metal_track_data'  the reference's (and ``python -m data_prep spotify``'s)
   / 'spotify'         track table: ``id`` (audio at ``<id[0:2]>/<id>.mp3`` under
                       audio_root), ``genre`` (label), ``artist_id`` or
@@ -56,7 +58,6 @@ from crnn_jax.core import files
 from crnn_jax.core.tabular import REFERENCE_COLUMNS
 from data_prep.records import Problem, Source, Track
 
-FMA_SPLITS = {'training': 'train', 'validation': 'validation', 'test': 'test'}
 MTG_COLUMNS = ('TRACK_ID', 'ARTIST_ID', 'ALBUM_ID', 'PATH', 'DURATION')
 MTG_SPLIT_FILE = 'autotagging_genre-{split}.tsv'
 FOLDER_PRESETS = ('mtg_jamendo',)
@@ -67,6 +68,10 @@ FMA_SUBSETS = ('small', 'medium', 'large', 'full')
 ID_COLUMNS = ('track_id', 'id')
 PATH_COLUMNS = ('path', 'audio_path', 'filename')
 ARTIST_COLUMNS = ('artist_id', 'artist', 'artists', 'artist_name')
+SPLIT_COLUMN = 'split'
+# A manifest's split names -> the build's (train, validation, test).
+SPLIT_NAMES = {'train': 'train', 'training': 'train', 'validation': 'validation',
+               'valid': 'validation', 'val': 'validation', 'test': 'test'}
 
 
 def parse_label_set(text: str) -> list[str]:
@@ -183,7 +188,8 @@ def read_manifest(csv_path: str, preset: str = '', audio_root: str = '', echones
   tabular = tuple(c for c in REFERENCE_COLUMNS if c in header)
   label_cols = ('genre', 'label') if spotify_layout else ('label',)
   set_cols = ('labels', 'artist_genres', 'genres')
-  wanted = {*ID_COLUMNS, *PATH_COLUMNS, *ARTIST_COLUMNS, *label_cols, *set_cols, *tabular}
+  wanted = {*ID_COLUMNS, *PATH_COLUMNS, *ARTIST_COLUMNS, *label_cols, *set_cols, *tabular,
+            SPLIT_COLUMN}
   if not any(c in header for c in label_cols + set_cols):
     raise ValueError(f'manifest {csv_path} has no label column (expected one of '
                      f'{label_cols + set_cols}); '
@@ -210,11 +216,17 @@ def read_manifest(csv_path: str, preset: str = '', audio_root: str = '', echones
     if not label:
       problems.append(Problem(origin, track_id, f'missing field: {label_cols[0]}'))
       continue
+    split = _first(row, (SPLIT_COLUMN,))
+    if split and split.lower() not in SPLIT_NAMES:
+      problems.append(Problem(origin, track_id, f'unknown split: {split!r} (use train, '
+                              'validation or test, or leave it empty)'))
+      continue
     artist = _first(row, ARTIST_COLUMNS)
     tracks.append(Track(track_id=track_id, path=full, label=label,
                         labels=tuple(dict.fromkeys([label] + label_set)),
                         artist_id=artist or track_id, origin=origin,
-                        tabular={c: row.get(c, '') for c in tabular}, artist_known=bool(artist)))
+                        tabular={c: row.get(c, '') for c in tabular}, artist_known=bool(artist),
+                        split=SPLIT_NAMES.get(split.lower(), '')))
   return Source(tracks, problems, tabular, f'manifest:{csv_path}' + (f' ({preset})' if preset else ''))
 
 
@@ -271,7 +283,7 @@ def _read_fma(tracks_csv: str, root: str, echonest: str, subset: str) -> Source:
         track_id=name, path=os.path.join(root, name[:3], name + '.mp3'), label=label,
         labels=tuple(dict.fromkeys([label] + [g for g in label_set if g])),
         artist_id=artist or name, origin=origin, tabular=dict(features.get(tid, {})),
-        artist_known=bool(artist), split=FMA_SPLITS.get(row.get('set.split', '').strip(), '')))
+        artist_known=bool(artist), split=SPLIT_NAMES.get(row.get('set.split', '').strip(), '')))
   return Source(tracks, problems, tabular, f'manifest:{tracks_csv} (fma)')
 
 

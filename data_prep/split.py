@@ -103,11 +103,12 @@ def assign_splits(labels: Sequence[int], groups: Sequence[str],
 
 
 def source_splits(tracks: Sequence[Track]) -> list[str]:
-  """Each track's official split as its source gives it (FMA's set.split,
-  MTG-Jamendo's split files), for ``build --split_by=source``."""
+  """Each track's split as its source gives it (a manifest's split column,
+  FMA's set.split, MTG-Jamendo's split files), for ``build --split_by=source``."""
   missing = [t for t in tracks if t.split not in SPLITS]
   if missing:
     raise ValueError(f'{len(missing)} of {len(tracks)} tracks have no official split in the '
                      f'source (first: {missing[0].origin}); the source must give one for each '
-                     '(FMA tracks.csv, an MTG-Jamendo split folder), or use another --split_by')
+                     '(a manifest split column, FMA tracks.csv, an MTG-Jamendo split folder), '
+                     'or use another --split_by')
   return [t.split for t in tracks]

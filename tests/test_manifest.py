@@ -397,3 +397,28 @@ def test_remote_audio_paths_and_root_stay_remote(tmp_path):
   assert [t.path for t in tracks] == ['gs://bucket/a/1.mp3', str(tmp_path / 'b' / '2.mp3')]
   tracks = manifest.read_manifest(str(csv_path), audio_root='gs://bucket/audio').tracks
   assert [t.path for t in tracks] == ['gs://bucket/a/1.mp3', 'gs://bucket/audio/b/2.mp3']
+
+
+def test_generic_manifest_split_column_kept_by_split_by_source(tmp_path):
+  """A user's own split (e.g. cross-validation folds) survives the build as
+  given; an unknown split name is a reported row, not a failed build."""
+  root = str(tmp_path)
+  wanted = {'a0': 'train', 'a1': 'training', 'b0': 'train', 'b1': 'validation',
+            'c0': 'val', 'c1': 'test', 'd0': 'TEST'}
+  rows = [[_wav(os.path.join(root, f'{t}.wav'), 220.0 * (i + 1), seed=i), t[0], t, split]
+          for i, (t, split) in enumerate(wanted.items())]
+  rows.append([_wav(os.path.join(root, 'x.wav'), 300.0), 'a', 'x', 'holdout'])
+  csv_path = _write_csv(os.path.join(root, 'm.csv'), ['path', 'label', 'track_id', 'split'],
+                        rows)
+  source = manifest.read_manifest(csv_path)
+  assert [p.reason for p in source.problems] == [
+      "unknown split: 'holdout' (use train, validation or test, or leave it empty)"]
+  out = str(tmp_path / 'out')
+  summary = build.build_dataset(csv_path, out, 'own_split', clip=CLIP, workers=1,
+                                progress=False, source_split=True)
+  assert {t: r['split'] for t, r in _records(out, 'own_split').items()} == {
+      'a0': 'train', 'a1': 'train', 'b0': 'train', 'b1': 'validation', 'c0': 'validation',
+      'c1': 'test', 'd0': 'test'}
+  assert summary['grouped_by'] == "the source's official split"
+  assert _report(out, 'own_split') == {
+      '9|x': "unknown split: 'holdout' (use train, validation or test, or leave it empty)"}
