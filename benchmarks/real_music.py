@@ -2,6 +2,7 @@ r"""Real music, little data: training recipes and fine-tuning on real recordings
 
   python -m benchmarks.real_music                        # assemble, prepare, train, table
   python -m benchmarks.real_music --work=data/real_music --rows=2,5   # two of the rows
+  python -m benchmarks.real_music --rows=5 --folds=4     # one row, 4-fold cross-validation
 
 1. Assemble: ``apt-get download`` a few Debian game-soundtrack packages (no
    install), unpack them with ``dpkg-deb -x`` and pick whole tracks with a clear
@@ -24,6 +25,15 @@ r"""Real music, little data: training recipes and fine-tuning on real recordings
    per track (mean of the window probabilities).
 5. Print one table: clip and track top-1 (with a 95% interval), macro F1, wall time.
 
+With ``--folds=K`` every chosen row runs K times instead, on a grouped K-fold
+cross-validation of the same tracks: each style's groups (albums, packages,
+groove families) are dealt into K folds; fold k is the test split, fold k+1 the
+validation split and the rest train (the manifest's ``split`` column, built
+with ``--split_by=source``). Every track is tested exactly once, so the table
+gives each fold's clip top-1, their mean and spread, and track top-1 pooled
+over all tracks: a figure that depends far less on which albums one split
+happens to test.
+
 Sizes are flags. The defaults (at most 12 tracks per style, 3 windows each)
 keep the whole run near half an hour on 2 idle CPU cores; benchmarks/RESULTS.md
 has the measured table and its exact command.
@@ -45,6 +55,7 @@ import sys
 import time
 from collections.abc import Sequence
 
+import numpy as np
 import soundfile as sf
 from scipy import stats
 
@@ -343,28 +354,38 @@ def run(command: list[str], log_path: str) -> float:
   return time.time() - t0
 
 
+def build_command(manifest: str, data_dir: str, name: str, windows: str,
+                  split: Sequence[str]) -> list[str]:
+  return [sys.executable, '-m', 'data_prep', 'build', f'--input={manifest}',
+          f'--data_dir={data_dir}', f'--name={name}', '--clip_position=center',
+          f'--windows={windows}', *split, '--no_progress']
+
+
 def prepare(args: argparse.Namespace, manifest: str, log: str) -> dict[str, list[str]]:
   """The two data sets and the imported reference model; their commands."""
   data_dir = os.path.join(args.work, 'tfds')
   commands = {}
   for name, windows in (('rm_windows', str(args.windows)), ('rm_single', '1')):
-    commands[name] = [sys.executable, '-m', 'data_prep', 'build', f'--input={manifest}',
-                      f'--data_dir={data_dir}', f'--name={name}', '--clip_position=center',
-                      f'--windows={windows}', f'--split={args.split}', '--no_progress']
+    commands[name] = build_command(manifest, data_dir, name, windows, [f'--split={args.split}'])
     run(commands[name], log)
-  reference = os.path.join(args.work, 'reference_genres')
-  if not os.path.isdir(os.path.join(reference, 'checkpoints')):
-    commands['import'] = [sys.executable, '-m', 'crnn_jax.import_reference',
-                          '--config=configs/genres.py', f'--checkpoint={args.checkpoint}',
-                          f'--workdir={reference}']
-    run(commands['import'], log)
+  commands.update(import_reference(args, log))
   return commands
 
 
-def train_row(row: Row, args: argparse.Namespace, log: str) -> dict:
+def import_reference(args: argparse.Namespace, log: str) -> dict[str, list[str]]:
+  """The reference genre model as a crnn_jax workdir (once per ``--work``)."""
+  reference = os.path.join(args.work, 'reference_genres')
+  if os.path.isdir(os.path.join(reference, 'checkpoints')):
+    return {}
+  command = [sys.executable, '-m', 'crnn_jax.import_reference', '--config=configs/genres.py',
+             f'--checkpoint={args.checkpoint}', f'--workdir={reference}']
+  run(command, log)
+  return {'import': command}
+
+
+def train_row(row: Row, data_dir: str, runs_dir: str, log: str) -> dict:
   """Trains (and, from rm_single, evaluates on rm_windows); its results."""
-  data_dir = os.path.join(args.work, 'tfds')
-  workdir = os.path.join(args.work, 'runs', row.name.replace(' ', '_').replace(',', ''))
+  workdir = os.path.join(runs_dir, row.name.replace(' ', '_').replace(',', ''))
   shutil.rmtree(workdir, ignore_errors=True)  # a fresh run, not a resumed one
   base = [sys.executable, 'main.py', f'--config={row.config}', f'--workdir={workdir}',
           f'--config.data.data_dir={data_dir}', f'--config.train.eval_batch_size={EVAL_BATCH}',
@@ -379,6 +400,80 @@ def train_row(row: Row, args: argparse.Namespace, log: str) -> dict:
     results = json.load(f)
   return {'row': row.name, 'commands': [' '.join(c[1:]) for c in commands],
           'seconds': seconds, 'test': results['test'], 'checkpoint': results['checkpoint']}
+
+
+# --------------------------------------------------------------------------
+# Cross-validation (--folds): the same rows on K album-disjoint test splits
+# --------------------------------------------------------------------------
+def group_folds(tracks: Sequence[tuple[str, str]], folds: int, seed: int) -> dict[str, int]:
+  """(style, group) per track -> each group's fold. Each style's groups are
+  dealt largest first to the fold holding the fewest of that style's tracks
+  (ties: fewest tracks overall), so every fold tests every style."""
+  sizes: dict[str, dict[str, int]] = {}
+  for style, group in tracks:
+    sizes.setdefault(style, {}).setdefault(group, 0)
+    sizes[style][group] += 1
+  few = {s: len(g) for s, g in sizes.items() if len(g) < folds}
+  if folds < 3 or few:
+    raise SystemExit(f'--folds={folds}: needs 3 or more folds and as many groups (albums, '
+                     f'packages, groove families) in every style; too few in {few or "none"}')
+  rng = random.Random(seed)
+  fold_of, total = {}, [0] * folds
+  for style in sorted(sizes):
+    groups = sorted(sizes[style])
+    rng.shuffle(groups)  # seeded order among groups of one size
+    held = [0] * folds
+    for group in sorted(groups, key=lambda g: -sizes[style][g]):
+      k = min(range(folds), key=lambda f: (held[f], total[f]))
+      fold_of[group] = k
+      held[k] += sizes[style][group]
+      total[k] += sizes[style][group]
+  return fold_of
+
+
+def fold_manifests(manifest: str, folds: int, seed: int) -> list[str]:
+  """One manifest per fold beside ``manifest``, with its ``split`` column."""
+  with open(manifest, newline='') as f:
+    tracks = list(csv.DictReader(f))
+  fold_of = group_folds([(t['label'], t['artist']) for t in tracks], folds, seed)
+  paths = []
+  for k in range(folds):
+    splits = {k: 'test', (k + 1) % folds: 'validation'}
+    path = os.path.join(os.path.dirname(manifest), f'manifest_fold{k}.csv')
+    with open(path, 'w', newline='') as f:
+      w = csv.DictWriter(f, [*tracks[0], 'split'])
+      w.writeheader()
+      w.writerows({**t, 'split': splits.get(fold_of[t['artist']], 'train')} for t in tracks)
+    paths.append(path)
+  return paths
+
+
+def run_folds(args: argparse.Namespace, manifest: str, chosen: Sequence[Row], log: str
+              ) -> list[dict]:
+  """Every chosen row on every fold; results (with their fold) merged into
+  ``work/folds/results.json``."""
+  names = {'rm_windows'} | {row.data for row in chosen}
+  windows = {'rm_windows': str(args.windows), 'rm_single': '1'}
+  fresh, first_data_dir = [], ''
+  for k, fold_manifest in enumerate(fold_manifests(manifest, args.folds, args.seed)):
+    data_dir = os.path.join(args.work, 'folds', f'fold{k}', 'tfds')
+    decoded = os.path.join(args.work, 'tfds') if k == 0 else first_data_dir
+    first_data_dir = first_data_dir if k else data_dir
+    for name in sorted(names):
+      share_cache(os.path.join(decoded, f'{name}_cache'), os.path.join(data_dir, f'{name}_cache'))
+      run(build_command(fold_manifest, data_dir, name, windows[name], ['--split_by=source']), log)
+    runs_dir = os.path.join(args.work, 'folds', f'fold{k}', 'runs')
+    fresh += [dict(train_row(row, data_dir, runs_dir, log), fold=k) for row in chosen]
+  return merge_results(os.path.join(args.work, 'folds', 'results.json'), fresh,
+                       [row.name for row in rows(args, '')], key=('row', 'fold'))
+
+
+def share_cache(source: str, target: str) -> None:
+  """Hard links decoded clips (the single-split build's, or the first
+  fold's) into a fold's cache: content-addressed files, never rewritten, so
+  the folds decode nothing twice."""
+  if os.path.isdir(source) and not os.path.exists(target):
+    shutil.copytree(source, target, copy_function=os.link)
 
 
 # --------------------------------------------------------------------------
@@ -417,16 +512,51 @@ def _majority(test: dict) -> float:
   return max(supports) / max(sum(supports), 1)
 
 
-def merge_results(path: str, fresh: Sequence[dict], order: Sequence[str]) -> list[dict]:
+def cv_table(results: Sequence[dict], chance: float) -> str:
+  """One line per row over its folds: each fold's clip top-1, their mean and
+  standard deviation, track top-1 pooled over every tested track (each is
+  tested once) with its Wilson interval, mean macro F1s, total wall time."""
+  head = ('| row | clip top-1 per fold | clip top-1 mean (sd) | track top-1, all tracks '
+          '(95% interval) | clip macro F1 mean | track macro F1 mean | wall s |')
+  lines = [head, '|' + '---|' * 7]
+  names = list(dict.fromkeys(r['row'] for r in results))
+  for name in names:
+    runs = [r for r in results if r['row'] == name]
+    clip = np.array([r['test']['top1'] for r in runs])
+    right = sum(round(r['test']['track']['top1'] * r['test']['track']['count']) for r in runs)
+    tracks = sum(int(r['test']['track']['count']) for r in runs)
+    low, high = track_interval({'top1': right / tracks, 'count': tracks})
+    folds = ' '.join(f"{c:.3f}" for c in clip)
+    lines.append(
+        f'| {name} | {folds} | {clip.mean():.3f} ({clip.std(ddof=1) if len(clip) > 1 else 0:.3f})'
+        f' | {right / tracks:.3f} ({low:.3f}-{high:.3f}) | '
+        f"{np.mean([r['test']['macro']['f1'] for r in runs]):.3f} | "
+        f"{np.mean([r['test']['track']['macro']['f1'] for r in runs]):.3f} | "
+        f"{sum(r['seconds'] for r in runs):.0f} |")
+  counts = [f"{r['test']['count']}/{r['test']['track']['count']}" for r in results
+            if r['row'] == names[0]]
+  lines.append(f"\nfolds' test clips/tracks: {' '.join(counts)}; chance (uniform) "
+               f'{chance:.3f}. Intervals: Wilson over all tested tracks, each an independent '
+               'draw; tracks of one album are not, so they are too narrow')
+  return '\n'.join(lines)
+
+
+def merge_results(path: str, fresh: Sequence[dict], order: Sequence[str],
+                  key: Sequence[str] = ('row',)) -> list[dict]:
   """Writes ``fresh`` rows into the results file over any earlier run of the
-  same rows (``--rows`` reruns some), in the table's order; returns them all."""
+  same rows (``--rows`` reruns some; with folds, the same row and fold), in the
+  table's order; returns them all."""
+  def ident(r: dict) -> tuple:
+    return tuple(r.get(k) for k in key)
   try:
     with open(path) as f:
-      kept = {r['row']: r for r in json.load(f)}
+      kept = {ident(r): r for r in json.load(f)}
   except (OSError, ValueError):
     kept = {}
-  kept.update({r['row']: r for r in fresh})
-  results = [kept[name] for name in order if name in kept]
+  kept.update({ident(r): r for r in fresh})
+  rank = {name: i for i, name in enumerate(order)}
+  results = sorted((r for r in kept.values() if r['row'] in rank),
+                   key=lambda r: (rank[r['row']], r.get('fold', 0)))
   with open(path, 'w') as f:
     json.dump(results, f, indent=2)
   return results
@@ -446,7 +576,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   p.add_argument('--epochs', type=int, default=12, help='small-data recipe and linear probe '
                  '(fine-tuning: configs/finetune.py, 8)')
   p.add_argument('--rows', default='', help='comma-separated row numbers (1-based) to run')
-  p.add_argument('--seed', type=int, default=0, help='which tracks are chosen')
+  p.add_argument('--seed', type=int, default=0, help='which tracks are chosen (and, with '
+                 '--folds, how groups are dealt)')
+  p.add_argument('--folds', type=int, default=0, help='K >= 3: grouped K-fold cross-validation '
+                 'of the chosen rows instead of one split (0: one split, --split)')
   return p.parse_args(argv)
 
 
@@ -456,16 +589,24 @@ def main(argv: Sequence[str] | None = None) -> int:
   log = os.path.join(args.work, 'log.txt')
   t0 = time.time()
   manifest = assemble(args)
-  prepare(args, manifest, log)
   reference = os.path.abspath(os.path.join(args.work, 'reference_genres'))
   chosen = rows(args, reference)
   if args.rows:
     chosen = [chosen[int(i) - 1] for i in args.rows.split(',')]
-  results = merge_results(os.path.join(args.work, 'results.json'),
-                          [train_row(row, args, log) for row in chosen],
-                          [row.name for row in rows(args, reference)])
-  print(table(results, 1 / len(styles_of(args))))
-  print(f'\ntotal {time.time() - t0:.0f} s; commands and results in {args.work}/results.json')
+  chance = 1 / len(styles_of(args))
+  if args.folds:
+    import_reference(args, log)
+    print(cv_table(run_folds(args, manifest, chosen, log), chance))
+    where = os.path.join(args.work, 'folds', 'results.json')
+  else:
+    prepare(args, manifest, log)
+    data_dir, runs_dir = os.path.join(args.work, 'tfds'), os.path.join(args.work, 'runs')
+    results = merge_results(os.path.join(args.work, 'results.json'),
+                            [train_row(row, data_dir, runs_dir, log) for row in chosen],
+                            [row.name for row in rows(args, reference)])
+    print(table(results, chance))
+    where = os.path.join(args.work, 'results.json')
+  print(f'\ntotal {time.time() - t0:.0f} s; commands and results in {where}')
   return 0
 
 

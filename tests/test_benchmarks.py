@@ -67,6 +67,40 @@ def test_real_music_table_intervals_and_merged_reruns(tmp_path):
           in lines[5])
 
 
+
+def test_real_music_folds_test_every_group_once(tmp_path):
+  """Grouped K-fold: no group in two folds, every style tested in every fold,
+  run k tests on fold k and validates on fold k+1; the table pools tracks."""
+  tracks = [('orch', f'album{g}') for g in range(4) for _ in range(3 + g)]
+  tracks += [('jazz', f'groove{g}') for g in range(6) for _ in range(2)]
+  fold_of = real_music.group_folds(tracks, 4, seed=0)
+  assert set(fold_of.values()) == {0, 1, 2, 3}
+  for style in ('orch', 'jazz'):  # each fold holds a group of every style
+    assert {fold_of[g] for s, g in tracks if s == style} == {0, 1, 2, 3}
+  with pytest.raises(SystemExit, match="too few in {'orch': 4}"):
+    real_music.group_folds(tracks, 5, seed=0)
+  manifest = tmp_path / 'manifest.csv'
+  manifest.write_text('path,label,artist,track_id\n' + ''.join(
+      f'{s}/{i}.wav,{s},{g},{g}/{i}\n' for i, (s, g) in enumerate(tracks)))
+  splits = {}  # track -> its split in each fold
+  for path in real_music.fold_manifests(str(manifest), 4, seed=0):
+    for line in Path(path).read_text().splitlines()[1:]:
+      cells = line.split(',')
+      splits.setdefault(cells[3], []).append(cells[4])
+  for track, per_fold in splits.items():
+    k = fold_of[track.split('/')[0]]
+    # Its group's fold k is run k's test split and run k-1's validation split.
+    assert per_fold[k] == 'test' and per_fold[(k - 1) % 4] == 'validation'
+    assert per_fold.count('test') == 1 and per_fold.count('train') == 2
+  runs = [dict(_music_row('fine-tune', top1, right, tracks=10), fold=k)
+          for k, (top1, right) in enumerate([(0.9, 9), (0.8, 8), (0.7, 8), (0.6, 5)])]
+  lines = real_music.cv_table(runs, 0.5).splitlines()
+  # Clip top-1 mean 0.75, sd 0.129; tracks pooled: 30 of 40, Wilson 0.598-0.858.
+  assert lines[2].startswith('| fine-tune | 0.900 0.800 0.700 0.600 | 0.750 (0.129) | '
+                             '0.750 (0.598-0.858) | 0.400 | 0.500 | 400 |')
+  assert "folds' test clips/tracks: 30/10 30/10 30/10 30/10" in lines[4]
+
+
 @pytest.mark.slow
 def test_gpu_benchmark_runs_on_cpu_with_tiny_shapes(tmp_path):
   """The whole command (children, torch, scaling, table) in --smoke mode."""
