@@ -46,6 +46,7 @@ import csv
 import dataclasses
 import fnmatch
 import glob
+import hashlib
 import json
 import os
 import random
@@ -406,28 +407,36 @@ def train_row(row: Row, data_dir: str, runs_dir: str, log: str) -> dict:
 # Cross-validation (--folds): the same rows on K album-disjoint test splits
 # --------------------------------------------------------------------------
 def group_folds(tracks: Sequence[tuple[str, str]], folds: int, seed: int) -> dict[str, int]:
-  """(style, group) per track -> each group's fold. Each style's groups are
-  dealt largest first to the fold holding the fewest of that style's tracks
-  (ties: fewest tracks overall), so every fold tests every style."""
+  """(style, group) per track -> each group's fold; a group (album, package,
+  groove family) is never split, even where it holds two styles. Each style's
+  groups are dealt largest first to the fold holding the fewest of that style's
+  tracks (ties: fewest tracks overall), so every fold tests every style."""
   sizes: dict[str, dict[str, int]] = {}
   for style, group in tracks:
     sizes.setdefault(style, {}).setdefault(group, 0)
     sizes[style][group] += 1
   few = {s: len(g) for s, g in sizes.items() if len(g) < folds}
-  if folds < 3 or few:
-    raise SystemExit(f'--folds={folds}: needs 3 or more folds and as many groups (albums, '
-                     f'packages, groove families) in every style; too few in {few or "none"}')
+  if few:
+    raise SystemExit(f'--folds={folds}: every style needs as many groups (albums, packages, '
+                     f'groove families); too few in {few}: use fewer folds')
   rng = random.Random(seed)
-  fold_of, total = {}, [0] * folds
+  fold_of: dict[str, int] = {}
+  held = {s: [0] * folds for s in sizes}
+  total = [0] * folds
   for style in sorted(sizes):
-    groups = sorted(sizes[style])
+    groups = sorted(g for g in sizes[style] if g not in fold_of)
     rng.shuffle(groups)  # seeded order among groups of one size
-    held = [0] * folds
     for group in sorted(groups, key=lambda g: -sizes[style][g]):
-      k = min(range(folds), key=lambda f: (held[f], total[f]))
+      k = min(range(folds), key=lambda f: (held[style][f], total[f]))
       fold_of[group] = k
-      held[k] += sizes[style][group]
-      total[k] += sizes[style][group]
+      for s, style_sizes in sizes.items():  # a shared group counts for each of its styles
+        held[s][k] += style_sizes.get(group, 0)
+        total[k] += style_sizes.get(group, 0)
+  missing = {s: [k for k in range(folds) if not held[s][k]] for s in sizes}
+  missing = {s: empty for s, empty in missing.items() if empty}
+  if missing:
+    raise SystemExit(f'--folds={folds}: groups shared between styles leave folds {missing} '
+                     'without a test track of that style: use fewer folds')
   return fold_of
 
 
@@ -448,32 +457,47 @@ def fold_manifests(manifest: str, folds: int, seed: int) -> list[str]:
   return paths
 
 
-def run_folds(args: argparse.Namespace, manifest: str, chosen: Sequence[Row], log: str
-              ) -> list[dict]:
-  """Every chosen row on every fold; results (with their fold) merged into
-  ``work/folds/results.json``."""
+def fold_setup(manifest: str, folds: int, seed: int) -> str:
+  """Names one cross-validation (its tracks, K and seed), so results of
+  another are never pooled with this one's."""
+  with open(manifest, 'rb') as f:
+    return f'{hashlib.sha256(f.read()).hexdigest()[:12]}-k{folds}-s{seed}'
+
+
+def run_folds(args: argparse.Namespace, manifest: str, chosen: Sequence[Row],
+              order: Sequence[str], log: str) -> list[dict]:
+  """Every chosen row on every fold, each fold's results merged into
+  ``work/folds/results.json`` as it ends; this cross-validation's results."""
   names = {'rm_windows'} | {row.data for row in chosen}
   windows = {'rm_windows': str(args.windows), 'rm_single': '1'}
-  fresh, first_data_dir = [], ''
+  setup = fold_setup(manifest, args.folds, args.seed)
+  path = os.path.join(args.work, 'folds', 'results.json')
+  results: list[dict] = []
   for k, fold_manifest in enumerate(fold_manifests(manifest, args.folds, args.seed)):
-    data_dir = os.path.join(args.work, 'folds', f'fold{k}', 'tfds')
-    decoded = os.path.join(args.work, 'tfds') if k == 0 else first_data_dir
-    first_data_dir = first_data_dir if k else data_dir
+    fold_dir = os.path.join(args.work, 'folds', f'fold{k}')
+    decoded_by = os.path.join(args.work, 'tfds' if k == 0 else 'folds/fold0/tfds')
     for name in sorted(names):
-      share_cache(os.path.join(decoded, f'{name}_cache'), os.path.join(data_dir, f'{name}_cache'))
-      run(build_command(fold_manifest, data_dir, name, windows[name], ['--split_by=source']), log)
-    runs_dir = os.path.join(args.work, 'folds', f'fold{k}', 'runs')
-    fresh += [dict(train_row(row, data_dir, runs_dir, log), fold=k) for row in chosen]
-  return merge_results(os.path.join(args.work, 'folds', 'results.json'), fresh,
-                       [row.name for row in rows(args, '')], key=('row', 'fold'))
+      share_cache(os.path.join(decoded_by, f'{name}_cache'),
+                  os.path.join(fold_dir, 'tfds', f'{name}_cache'))
+      run(build_command(fold_manifest, os.path.join(fold_dir, 'tfds'), name, windows[name],
+                        ['--split_by=source']), log)
+    fresh = [dict(train_row(row, os.path.join(fold_dir, 'tfds'), os.path.join(fold_dir, 'runs'),
+                            log), fold=k, setup=setup) for row in chosen]
+    results = merge_results(path, fresh, order, key=('row', 'fold', 'setup'))
+  return [r for r in results if r.get('setup') == setup]
 
 
 def share_cache(source: str, target: str) -> None:
-  """Hard links decoded clips (the single-split build's, or the first
-  fold's) into a fold's cache: content-addressed files, never rewritten, so
-  the folds decode nothing twice."""
+  """Links decoded clips (the single-split build's, or the first fold's) into
+  a fold's cache, so the folds decode nothing twice: the files are named by
+  their content and replaced, never rewritten, by the build. Copies where the
+  file system has no hard links."""
   if os.path.isdir(source) and not os.path.exists(target):
-    shutil.copytree(source, target, copy_function=os.link)
+    try:
+      shutil.copytree(source, target, copy_function=os.link)
+    except (OSError, shutil.Error):
+      shutil.rmtree(target, ignore_errors=True)
+      shutil.copytree(source, target)
 
 
 # --------------------------------------------------------------------------
@@ -503,7 +527,11 @@ def track_interval(track: dict) -> tuple[float, float]:
   """95% Wilson score interval of track top-1: how far the figure could move
   with another draw of as many test tracks."""
   n = int(track['count'])
-  ci = stats.binomtest(round(track['top1'] * n), n).proportion_ci(0.95, method='wilson')
+  return wilson(round(track['top1'] * n), n)
+
+
+def wilson(right: int, n: int) -> tuple[float, float]:
+  ci = stats.binomtest(right, n).proportion_ci(0.95, method='wilson')
   return float(ci.low), float(ci.high)
 
 
@@ -525,7 +553,7 @@ def cv_table(results: Sequence[dict], chance: float) -> str:
     clip = np.array([r['test']['top1'] for r in runs])
     right = sum(round(r['test']['track']['top1'] * r['test']['track']['count']) for r in runs)
     tracks = sum(int(r['test']['track']['count']) for r in runs)
-    low, high = track_interval({'top1': right / tracks, 'count': tracks})
+    low, high = wilson(right, tracks)
     folds = ' '.join(f"{c:.3f}" for c in clip)
     lines.append(
         f'| {name} | {folds} | {clip.mean():.3f} ({clip.std(ddof=1) if len(clip) > 1 else 0:.3f})'
@@ -580,7 +608,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                  '--folds, how groups are dealt)')
   p.add_argument('--folds', type=int, default=0, help='K >= 3: grouped K-fold cross-validation '
                  'of the chosen rows instead of one split (0: one split, --split)')
-  return p.parse_args(argv)
+  args = p.parse_args(argv)
+  if args.folds and args.folds < 3:
+    p.error(f'--folds={args.folds}: cross-validation needs 3 or more folds (test, validation '
+            'and training each take one or more); 0 runs one split')
+  return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -596,7 +628,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   chance = 1 / len(styles_of(args))
   if args.folds:
     import_reference(args, log)
-    print(cv_table(run_folds(args, manifest, chosen, log), chance))
+    order = [row.name for row in rows(args, reference)]
+    print(cv_table(run_folds(args, manifest, chosen, order, log), chance))
     where = os.path.join(args.work, 'folds', 'results.json')
   else:
     prepare(args, manifest, log)

@@ -511,6 +511,8 @@ def summarise(chosen: Split, problems: Sequence[Problem], decoded: Decoded, data
       'reused_existing': reused,
       'empty_tabular_columns': columns.empty_in_source,
       'grouped_by': chosen.grouped_by,
+      # Tracks whose source gives a split that this build's own split ignores.
+      'source_split_unused': 0 if opts.source_split else sum(bool(t.split) for t in chosen.tracks),
   }
 
 
@@ -538,6 +540,9 @@ def format_summary(summary: Mapping[str, Any]) -> str:
   if grouped_by.startswith(('track (', 'artist (')):
     lines.append(f'warning: split grouped by {grouped_by}: one artist\'s tracks may be in '
                  "several splits; a manifest with an 'artist' column groups them")
+  if summary.get('source_split_unused'):
+    lines.append(f"note: the source gives its own split for {summary['source_split_unused']} "
+                 'track(s); --split_by=source keeps it')
   lines.append(f"time {summary['seconds']:.1f} s (decode {summary['decode_seconds']:.1f} s {where}; "
                f"{summary['decoded']} decoded, {summary['from_cache']} from the cache)")
   return '\n'.join(lines)

@@ -73,11 +73,12 @@ def test_real_music_folds_test_every_group_once(tmp_path):
   run k tests on fold k and validates on fold k+1; the table pools tracks."""
   tracks = [('orch', f'album{g}') for g in range(4) for _ in range(3 + g)]
   tracks += [('jazz', f'groove{g}') for g in range(6) for _ in range(2)]
+  tracks += [('jazz', 'album3')]  # one album holding two styles stays in one fold
   fold_of = real_music.group_folds(tracks, 4, seed=0)
   assert set(fold_of.values()) == {0, 1, 2, 3}
   for style in ('orch', 'jazz'):  # each fold holds a group of every style
     assert {fold_of[g] for s, g in tracks if s == style} == {0, 1, 2, 3}
-  with pytest.raises(SystemExit, match="too few in {'orch': 4}"):
+  with pytest.raises(SystemExit, match="too few in {'orch': 4}: use fewer folds"):
     real_music.group_folds(tracks, 5, seed=0)
   manifest = tmp_path / 'manifest.csv'
   manifest.write_text('path,label,artist,track_id\n' + ''.join(
@@ -99,6 +100,29 @@ def test_real_music_folds_test_every_group_once(tmp_path):
   assert lines[2].startswith('| fine-tune | 0.900 0.800 0.700 0.600 | 0.750 (0.129) | '
                              '0.750 (0.598-0.858) | 0.400 | 0.500 | 400 |')
   assert "folds' test clips/tracks: 30/10 30/10 30/10 30/10" in lines[4]
+
+
+def test_real_music_fold_results_merge_per_row_fold_and_setup(tmp_path):
+  """A rerun replaces only its own rows' folds of the same cross-validation;
+  another one (other tracks, K or seed) is kept apart, never pooled."""
+  path = str(tmp_path / 'results.json')
+  key, order = ('row', 'fold', 'setup'), ['scratch', 'fine-tune']
+
+  def fold_row(name, fold, setup, top1):
+    return dict(_music_row(name, top1, 6, tracks=10), fold=fold, setup=setup)
+
+  real_music.merge_results(path, [fold_row(n, k, 'A', 0.5) for n in order for k in range(3)],
+                           order, key=key)
+  real_music.merge_results(path, [fold_row('fine-tune', k, 'B', 0.1) for k in range(4)],
+                           order, key=key)
+  results = real_music.merge_results(path, [fold_row('fine-tune', 1, 'A', 0.9)], order, key=key)
+  assert [(r['row'], r['fold'], r['setup'], r['test']['top1']) for r in results
+          if r['setup'] == 'A'] == [
+      ('scratch', 0, 'A', 0.5), ('scratch', 1, 'A', 0.5), ('scratch', 2, 'A', 0.5),
+      ('fine-tune', 0, 'A', 0.5), ('fine-tune', 1, 'A', 0.9), ('fine-tune', 2, 'A', 0.5)]
+  assert sum(r['setup'] == 'B' for r in results) == 4
+  with pytest.raises(SystemExit):
+    real_music.parse_args(['--folds=2'])
 
 
 @pytest.mark.slow

@@ -422,3 +422,10 @@ def test_generic_manifest_split_column_kept_by_split_by_source(tmp_path):
   assert summary['grouped_by'] == "the source's official split"
   assert _report(out, 'own_split') == {
       '9|x': "unknown split: 'holdout' (use train, validation or test, or leave it empty)"}
+  assert 'note: the source gives' not in build.format_summary(summary)
+  # The build's own split ignores the column, and says how to keep it.
+  summary = build.build_dataset(csv_path, out, 'own_split_ignored', clip=CLIP, workers=1,
+                                progress=False, group_by_artist=False)
+  assert summary['source_split_unused'] == 7
+  assert ('note: the source gives its own split for 7 track(s); --split_by=source keeps it'
+          in build.format_summary(summary))
