@@ -355,6 +355,11 @@ def run(command: list[str], log_path: str) -> float:
   return time.time() - t0
 
 
+def data_sets(args: argparse.Namespace) -> dict[str, str]:
+  """The benchmark's data sets and the windows each stores per track."""
+  return {'rm_windows': str(args.windows), 'rm_single': '1'}
+
+
 def build_command(manifest: str, data_dir: str, name: str, windows: str,
                   split: Sequence[str]) -> list[str]:
   return [sys.executable, '-m', 'data_prep', 'build', f'--input={manifest}',
@@ -366,7 +371,7 @@ def prepare(args: argparse.Namespace, manifest: str, log: str) -> dict[str, list
   """The two data sets and the imported reference model; their commands."""
   data_dir = os.path.join(args.work, 'tfds')
   commands = {}
-  for name, windows in (('rm_windows', str(args.windows)), ('rm_single', '1')):
+  for name, windows in data_sets(args).items():
     commands[name] = build_command(manifest, data_dir, name, windows, [f'--split={args.split}'])
     run(commands[name], log)
   commands.update(import_reference(args, log))
@@ -469,7 +474,7 @@ def run_folds(args: argparse.Namespace, manifest: str, chosen: Sequence[Row],
   """Every chosen row on every fold, each fold's results merged into
   ``work/folds/results.json`` as it ends; this cross-validation's results."""
   names = {'rm_windows'} | {row.data for row in chosen}
-  windows = {'rm_windows': str(args.windows), 'rm_single': '1'}
+  windows = data_sets(args)
   setup = fold_setup(manifest, args.folds, args.seed)
   path = os.path.join(args.work, 'folds', 'results.json')
   results: list[dict] = []
@@ -526,8 +531,12 @@ def table(results: Sequence[dict], chance: float) -> str:
 def track_interval(track: dict) -> tuple[float, float]:
   """95% Wilson score interval of track top-1: how far the figure could move
   with another draw of as many test tracks."""
-  n = int(track['count'])
-  return wilson(round(track['top1'] * n), n)
+  return wilson(tracks_right(track), int(track['count']))
+
+
+def tracks_right(track: dict) -> int:
+  """Tracks named right, from a track-level result's top-1 and count."""
+  return round(track['top1'] * int(track['count']))
 
 
 def wilson(right: int, n: int) -> tuple[float, float]:
@@ -551,7 +560,7 @@ def cv_table(results: Sequence[dict], chance: float) -> str:
   for name in names:
     runs = [r for r in results if r['row'] == name]
     clip = np.array([r['test']['top1'] for r in runs])
-    right = sum(round(r['test']['track']['top1'] * r['test']['track']['count']) for r in runs)
+    right = sum(tracks_right(r['test']['track']) for r in runs)
     tracks = sum(int(r['test']['track']['count']) for r in runs)
     low, high = wilson(right, tracks)
     folds = ' '.join(f"{c:.3f}" for c in clip)

@@ -67,7 +67,6 @@ def test_real_music_table_intervals_and_merged_reruns(tmp_path):
           in lines[5])
 
 
-
 def test_real_music_folds_test_every_group_once(tmp_path):
   """Grouped K-fold: no group in two folds, every style tested in every fold,
   run k tests on fold k and validates on fold k+1; the table pools tracks."""
