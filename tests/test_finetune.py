@@ -1,6 +1,7 @@
 """Fine-tuning from a workdir (config.init_from), what trains, the best
 checkpoint and early stopping, and their one-line errors."""
 
+import functools
 import json
 import os
 import shutil
@@ -17,6 +18,7 @@ from crnn_jax.core.errors import UserError
 from crnn_jax.data import source
 from crnn_jax.evaluate import report
 from crnn_jax.inference.model import InferenceModel
+from crnn_jax.model.crnn import CRNN
 from crnn_jax.train import finetune, setup
 from crnn_jax.train import state as state_lib
 from crnn_jax.train import trainer as train
@@ -71,6 +73,29 @@ def test_loads_body_and_statistics_keeps_shared_head_rows(pretrained, mid_low_di
   assert bias[1] == pre['params']['linear']['bias'][0]
   np.testing.assert_array_equal(kernel[:, 0], fresh_vars['params']['linear']['kernel'][:, 0])
   assert any('kept for low; initialised fresh for mid' in n for n in notes), notes
+
+
+def test_a_mean_readout_starts_from_the_flatten_head():
+  """The converted kernel applied to the mean of the GRU outputs equals the
+  flatten head with each step's weights replaced by their average (the time-major
+  order of the flatten readout), so a sequence constant in time keeps its logits."""
+  model = functools.partial(CRNN, num_classes=3, conv_features=(8,) * 5, gru_features=8,
+                            pool_windows=((2, 2), (2, 2), (2, 2), (4, 2), (4, 4)))
+  spectrogram = jax.random.uniform(jax.random.key(0), (2, 128, 256))  # 4 GRU steps
+  flatten = model(readout='flatten').init(jax.random.key(1), spectrogram)
+  pre_kernel = np.asarray(flatten['params']['linear']['kernel'])
+  kernel = finetune.as_mean_readout({('linear', 'kernel'): pre_kernel},
+                                    {('linear', 'kernel'): np.zeros((8, 3))})[('linear', 'kernel')]
+  assert kernel.shape == (8, 3)
+  np.testing.assert_allclose(kernel, pre_kernel.reshape(4, 8, 3).sum(axis=0))
+  params = {**flatten['params'], 'linear': {**flatten['params']['linear'], 'kernel': kernel}}
+  _, seq_flat = model(readout='flatten').apply(flatten, spectrogram, return_embedding=True)
+  _, seq_mean = model(readout='mean').apply({**flatten, 'params': params}, spectrogram,
+                                            return_embedding=True)
+  np.testing.assert_allclose(seq_mean @ kernel, seq_flat @ np.tile(kernel / 4, (4, 1)),
+                             rtol=1e-5, atol=1e-6)
+  step = np.random.default_rng(0).normal(size=8)
+  np.testing.assert_allclose(step @ kernel, np.tile(step, 4) @ pre_kernel, rtol=1e-5, atol=1e-6)
 
 
 def test_linear_probe_leaves_the_body_and_its_statistics_as_loaded(pretrained, mid_low_dir,
@@ -196,7 +221,7 @@ def test_bad_inputs_are_one_line_errors_with_the_fix(pretrained, tiny_data_dir, 
   cases.append((other, (r'model.pool_windows=.*other spectrogram height.*set '
                         r'--config.model.pool_windows')))
   readout = _config(tiny_data_dir, 'tiny', pretrained)
-  readout.model.readout = 'mean'
+  readout.model.readout = 'last'
   cases.append((readout, "head reads 64 features .*'flatten'.*--config.model.readout=flatten"))
   probe = tiny_config(tiny_data_dir)
   probe.finetune.trainable = 'head'

@@ -10,7 +10,9 @@ The model splits in two parameter groups, by layer name:
         the pretrained rows of classes with the same name (or the one
         ``config.finetune.class_map`` names: 'orchestral=classical,...') and
         starts fresh for the others; other head layers are kept where their
-        shapes match.
+        shapes match. A model with ``readout='mean'`` can start from a
+        'flatten' one: the kernel reading the readout is summed over time
+        steps (``as_mean_readout``).
 
 ``config.finetune.trainable`` = 'head' trains the head only (a linear probe:
 the body frozen, its batch norm on its running statistics, which stay as
@@ -188,6 +190,10 @@ def _head(head: Flat, pre_head: Flat, classes: Sequence[str], pretrained: Pretra
           config: ml_collections.ConfigDict, where: str) -> tuple[Flat, list[str]]:
   """The head: logits rows of shared class names, other layers where shapes match."""
   out = dict(head)
+  pre_readout = pretrained.config.model.get('readout')
+  if (pre_readout, config.model.readout) == ('flatten', 'mean'):
+    pre_head = as_mean_readout(pre_head, head)
+    pre_readout = 'mean'
   pre_classes = list(pretrained.info.class_names)
   sources = class_sources(config, classes, pre_classes)
   shared = list(sources)
@@ -205,13 +211,13 @@ def _head(head: Flat, pre_head: Flat, classes: Sequence[str], pretrained: Pretra
            if not shared else f'the pretrained model has no {logits} layer (another head)')
     notes.append(f'head {logits} initialised fresh: {why}')
     return out, notes
-  pre_readout = pretrained.config.model.get('readout')
   if pre_head[kernel].shape[0] != head[kernel].shape[0] or pre_readout != config.model.readout:
     raise UserError(
         f'{where}: its head reads {pre_head[kernel].shape[0]} features (model.readout '
         f'{pre_readout!r}, {pretrained.info.frames} frames), this model {head[kernel].shape[0]} '
         f'({config.model.readout!r}); to keep the head of the shared classes {shared}, use '
-        f'--config.model.readout={pre_readout} and clips of the same length')
+        f'--config.model.readout={pre_readout} (or mean, from flatten) and clips of the '
+        'same length')
   rows_new = [classes.index(c) for c in shared]
   rows_old = [pre_classes.index(sources[c]) for c in shared]
   k, b = np.array(head[kernel]), np.array(head[bias])
@@ -223,3 +229,21 @@ def _head(head: Flat, pre_head: Flat, classes: Sequence[str], pretrained: Pretra
   notes.append(f'head {logits}: kept for {", ".join(kept)}'
                + (f'; initialised fresh for {", ".join(fresh)}' if fresh else ''))
   return out, notes
+
+
+def as_mean_readout(pre_head: Flat, head: Flat) -> Flat:
+  """A flatten readout's head as a mean readout's: the kernel of the layer that
+  reads the readout, (T * F, n) from T time steps of F features, becomes the
+  sum of its T per-step blocks, (F, n). Mean readout times the summed kernel is
+  the flatten head with every step's weights replaced by their average, so it
+  gives the pretrained logits on a sequence constant in time, and the fine-tuned
+  model reads every step alike (time shifts change nothing, 20x fewer weights)."""
+  out = dict(pre_head)
+  for path, kernel in pre_head.items():
+    rows = np.shape(head.get(path, ()))[:1]
+    if path[-1] != 'kernel' or not rows or np.shape(kernel)[0] == rows[0]:
+      continue
+    steps, rest = divmod(np.shape(kernel)[0], rows[0])
+    if not rest:
+      out[path] = np.asarray(kernel).reshape(steps, rows[0], -1).sum(axis=0)
+  return out
