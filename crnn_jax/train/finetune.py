@@ -41,6 +41,8 @@ HEAD = 'head'
 # Layers after the GRU readout (crnn_jax/model/crnn.py); every other layer is body.
 HEAD_LAYER_PREFIXES = ('linear', 'audio_fc', 'tab_fc', 'final_layer')
 LOGITS_LAYERS = ('linear', 'final_layer')
+# The layer that reads the GRU readout: the metal model's audio_fc, else the logits.
+READOUT_READERS = ('audio_fc', 'linear')
 # config.model fields that fix the body's shapes.
 BODY_FIELDS = ('conv_features', 'pool_windows', 'gru_features', 'gru_layers', 'gru_hidden_bias_rz')
 TRAINABLE = ('all', 'head')
@@ -239,11 +241,12 @@ def as_mean_readout(pre_head: Flat, head: Flat) -> Flat:
   gives the pretrained logits on a sequence constant in time, and the fine-tuned
   model reads every step alike (time shifts change nothing, 20x fewer weights)."""
   out = dict(pre_head)
-  for path, kernel in pre_head.items():
-    rows = np.shape(head.get(path, ()))[:1]
-    if path[-1] != 'kernel' or not rows or np.shape(kernel)[0] == rows[0]:
-      continue
-    steps, rest = divmod(np.shape(kernel)[0], rows[0])
-    if not rest:
-      out[path] = np.asarray(kernel).reshape(steps, rows[0], -1).sum(axis=0)
+  reader = next(((layer, 'kernel') for layer in READOUT_READERS
+                 if (layer, 'kernel') in pre_head and (layer, 'kernel') in head), None)
+  if reader is None:
+    return out
+  features = np.shape(head[reader])[0]
+  steps, rest = divmod(np.shape(pre_head[reader])[0], features)
+  if steps > 1 and not rest:
+    out[reader] = np.asarray(pre_head[reader]).reshape(steps, features, -1).sum(axis=0)
   return out
