@@ -193,9 +193,9 @@ def _head(head: Flat, pre_head: Flat, classes: Sequence[str], pretrained: Pretra
   """The head: logits rows of shared class names, other layers where shapes match."""
   out = dict(head)
   pre_readout = pretrained.config.model.get('readout')
-  if (pre_readout, config.model.readout) == ('flatten', 'mean'):
+  converted = (pre_readout, config.model.readout) == ('flatten', 'mean')
+  if converted:
     pre_head = as_mean_readout(pre_head, head)
-    pre_readout = 'mean'
   pre_classes = list(pretrained.info.class_names)
   sources = class_sources(config, classes, pre_classes)
   shared = list(sources)
@@ -213,13 +213,14 @@ def _head(head: Flat, pre_head: Flat, classes: Sequence[str], pretrained: Pretra
            if not shared else f'the pretrained model has no {logits} layer (another head)')
     notes.append(f'head {logits} initialised fresh: {why}')
     return out, notes
-  if pre_head[kernel].shape[0] != head[kernel].shape[0] or pre_readout != config.model.readout:
+  readout_differs = pre_readout != config.model.readout and not converted
+  if pre_head[kernel].shape[0] != head[kernel].shape[0] or readout_differs:
+    also_mean = ' (or mean, its head converted)' if pre_readout == 'flatten' else ''
     raise UserError(
         f'{where}: its head reads {pre_head[kernel].shape[0]} features (model.readout '
         f'{pre_readout!r}, {pretrained.info.frames} frames), this model {head[kernel].shape[0]} '
         f'({config.model.readout!r}); to keep the head of the shared classes {shared}, use '
-        f'--config.model.readout={pre_readout} (or mean, from flatten) and clips of the '
-        'same length')
+        f'--config.model.readout={pre_readout}{also_mean} and clips of the same length')
   rows_new = [classes.index(c) for c in shared]
   rows_old = [pre_classes.index(sources[c]) for c in shared]
   k, b = np.array(head[kernel]), np.array(head[bias])
