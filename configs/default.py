@@ -83,6 +83,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.finetune = ml_collections.ConfigDict()
   config.finetune.trainable = 'all'
   config.finetune.body_lr_scale = 1.0
+  # 'update' (as the reference) or 'frozen': batch norm normalises with the loaded
+  # running statistics and keeps them, while every weight trains.
+  config.finetune.batch_norm = 'update'
   # Head rows for classes named otherwise in the pretrained model: 'mine=theirs,...'
   # (e.g. 'orchestral=classical'); classes of the same name need no entry.
   config.finetune.class_map = ''

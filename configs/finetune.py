@@ -4,7 +4,9 @@ The conv + GRU weights and batch-norm statistics come from the workdir in
 ``--config.init_from``; the head keeps the rows of classes whose names the
 pretrained model knows and starts fresh for the others. Everything trains, the
 pretrained layers at a tenth of the learning rate; ``--config.finetune.trainable=head``
-trains the head alone on frozen features (a linear probe). Class names the
+trains the head alone on frozen features (a linear probe);
+``--config.finetune.batch_norm=frozen`` trains every weight on the loaded
+batch-norm statistics, which stay as they are. Class names the
 pretrained model lacks can start from one of its classes:
 ``--config.finetune.class_map=orchestral=classical,electronic=techno``. The
 recipe is the small-data one (configs/small_data.py) with batch 8, 8 epochs,

@@ -145,6 +145,32 @@ def test_body_lr_scale_and_frozen_body_in_the_optimiser(tiny_data_dir, pretraine
     np.testing.assert_array_equal(frozen_head[path], head1[path])
 
 
+def test_frozen_batch_norm_trains_every_weight_and_keeps_the_loaded_statistics(
+    tiny_data_dir, pretrained, tmp_path):
+  """One update of a fine-tune from ``pretrained``: with batch_norm='frozen' every
+  weight moves and the statistics stay as loaded; with 'update' they move."""
+  from crnn_jax.data import pipeline
+  from crnn_jax.train import steps
+
+  def one_step(batch_norm):
+    config = _config(tiny_data_dir, 'tiny', pretrained, batch_norm=batch_norm)
+    run = setup.build_run(config, str(tmp_path / batch_norm))
+    state, _ = run.from_pretrained(run.fresh_state(state_lib.make_optimizer(config, 4)))
+    batch = next(iter(pipeline.eval_batches(run.sources['train'], run.info, 8, config, 0, 1)))
+    options = steps.TrainOptions.from_config(config)
+    new, _ = steps.train_step(state, batch, jnp.ones(2), False, options)
+    return options, jax.device_get(state), jax.device_get(new)
+
+  options, before, after = one_step('frozen')
+  assert options.frozen_batch_norm and not options.frozen_body
+  jax.tree_util.tree_map(np.testing.assert_array_equal, after.batch_stats, before.batch_stats)
+  moved = jax.tree_util.tree_map(lambda a, b: bool(np.any(a != b)), after.params, before.params)
+  assert all(jax.tree_util.tree_leaves(moved)), moved
+  _, before, after = one_step('update')
+  assert not np.array_equal(after.batch_stats['conv1']['bn']['mean'],
+                            before.batch_stats['conv1']['bn']['mean'])
+
+
 def _scripted_validation(monkeypatch, accuracies):
   """Per-epoch validation reports with the given accuracies (later calls, the
   final evaluation, are real)."""
@@ -226,6 +252,14 @@ def test_bad_inputs_are_one_line_errors_with_the_fix(pretrained, tiny_data_dir, 
   probe = tiny_config(tiny_data_dir)
   probe.finetune.trainable = 'head'
   cases.append((probe, 'set --config.init_from'))
+  frozen = tiny_config(tiny_data_dir)
+  frozen.finetune.batch_norm = 'frozen'
+  cases.append((frozen, "batch_norm='frozen' is for fine-tuning.*set --config.init_from"))
+  recompute = _config(tiny_data_dir, 'tiny', pretrained, batch_norm='frozen')
+  recompute.eval.recompute_bn = True
+  cases.append((recompute, "recompute_bn would change the frozen .*batch_norm='frozen'"))
+  unknown = _config(tiny_data_dir, 'tiny', pretrained, batch_norm='fixed')
+  cases.append((unknown, "finetune.batch_norm 'fixed': use 'update' or 'frozen'"))
   mixup = tiny_config(tiny_data_dir)
   mixup.multilabel = True
   mixup.augment.mixup_alpha = 0.2

@@ -17,7 +17,10 @@ The model splits in two parameter groups, by layer name:
 ``config.finetune.trainable`` = 'head' trains the head only (a linear probe:
 the body frozen, its batch norm on its running statistics, which stay as
 loaded); ``body_lr_scale`` < 1 gives the body a lower learning rate. Both are
-optax ``multi_transform`` groups over ``param_labels``.
+optax ``multi_transform`` groups over ``param_labels``. ``batch_norm`` =
+'frozen' trains every weight but normalises with the loaded running statistics
+and keeps them: the pretrained model's statistics come from far more clips
+than a small data set's batches of 8.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ READOUT_READERS = ('audio_fc', 'linear')
 # config.model fields that fix the body's shapes.
 BODY_FIELDS = ('conv_features', 'pool_windows', 'gru_features', 'gru_layers', 'gru_hidden_bias_rz')
 TRAINABLE = ('all', 'head')
+BATCH_NORM = ('update', 'frozen')
 
 Flat = dict[tuple[str, ...], Any]
 
@@ -76,6 +80,12 @@ def body_frozen(config: ml_collections.ConfigDict) -> bool:
   return check_settings(config)[0] == 'head'
 
 
+def batch_norm_frozen(config: ml_collections.ConfigDict) -> bool:
+  """Whether training normalises with the running statistics and leaves them
+  as loaded: a linear probe, or config.finetune.batch_norm='frozen'."""
+  return body_frozen(config) or (config.get('finetune') or {}).get('batch_norm') == 'frozen'
+
+
 def check_settings(config: ml_collections.ConfigDict) -> tuple[str, float]:
   """(config.finetune.trainable, body_lr_scale), checked against the rest of the config."""
   ft = config.get('finetune') or {}
@@ -85,13 +95,20 @@ def check_settings(config: ml_collections.ConfigDict) -> tuple[str, float]:
   scale = float(ft.get('body_lr_scale', 1.0))
   if not 0.0 < scale <= 1.0:
     raise UserError(f'config.finetune.body_lr_scale={scale}: use a factor in (0, 1]')
-  if (trainable == 'head' or scale != 1.0) and not config.get('init_from'):
-    setting = "trainable='head'" if trainable == 'head' else f'body_lr_scale={scale}'
-    raise UserError(f'config.finetune.{setting} is for fine-tuning a pretrained model: set '
+  batch_norm = ft.get('batch_norm', 'update')
+  if batch_norm not in BATCH_NORM:
+    raise UserError(f"config.finetune.batch_norm {batch_norm!r}: use 'update' or 'frozen'")
+  settings = [s for s, on in (("trainable='head'", trainable == 'head'),
+                              (f'body_lr_scale={scale}', scale != 1.0),
+                              ("batch_norm='frozen'", batch_norm == 'frozen')) if on]
+  if settings and not config.get('init_from'):
+    raise UserError(f'config.finetune.{settings[0]} is for fine-tuning a pretrained model: set '
                     '--config.init_from=WORKDIR (a trained or imported model)')
-  if trainable == 'head' and (config.get('eval') or {}).get('recompute_bn'):
-    raise UserError("config.eval.recompute_bn would change the frozen layers' batch-norm "
-                    "statistics of a linear probe (finetune.trainable='head'); set it False")
+  frozen = ("a linear probe (finetune.trainable='head')" if trainable == 'head' else
+            "finetune.batch_norm='frozen'" if batch_norm == 'frozen' else '')
+  if frozen and (config.get('eval') or {}).get('recompute_bn'):
+    raise UserError("config.eval.recompute_bn would change the frozen batch-norm statistics of "
+                    f'{frozen}; set it False')
   return trainable, scale
 
 

@@ -74,7 +74,7 @@ def short_schedule_warning(config: ml_collections.ConfigDict, plan: StepPlan,
   the statistics are recomputed, or frozen)."""
   needed = bn_settling_steps(float(config.model.bn_momentum))
   if (plan.total_steps >= needed or config.eval.get('recompute_bn')
-      or finetune.body_frozen(config)):
+      or finetune.batch_norm_frozen(config)):
     return None
   fixes = []
   smaller = [b for b in (32, 16, 8) if b < plan.global_batch

@@ -24,17 +24,21 @@ Batch = Mapping[str, Any]
 class TrainOptions:
   """What the train step needs from the config besides the batch (static).
 
-  frozen_body: a linear probe; the body runs on its running batch-norm
-    statistics (leaving them as they are) and only the head is differentiated.
+  frozen_body: a linear probe: only the head is differentiated, and batch
+    norm runs as with frozen_batch_norm.
+  frozen_batch_norm: batch norm runs on its running statistics and leaves
+    them as they are (config.finetune.batch_norm='frozen').
   augment: config.augment; its random draws come from (seed, step).
   """
   frozen_body: bool = False
+  frozen_batch_norm: bool = False
   augment: augment.Settings = dataclasses.field(default_factory=augment.Settings)
   seed: int = 0
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> TrainOptions:
     return cls(frozen_body=finetune.body_frozen(config),
+               frozen_batch_norm=finetune.batch_norm_frozen(config),
                augment=augment.Settings.from_config(config), seed=int(config.seed))
 
 
@@ -105,7 +109,7 @@ def train_step(state: TrainState, batch: Batch, class_weights: jax.Array, multil
 
   def loss_fn(params):
     variables = {'params': params, 'batch_stats': state.batch_stats}
-    if options.frozen_body:  # running statistics, left as they are
+    if options.frozen_body or options.frozen_batch_norm:  # running statistics, left as they are
       logits, batch_stats = state.apply_fn(variables, spec, tab, train=False), state.batch_stats
     else:
       logits, updates = state.apply_fn(variables, spec, tab, train=True, mutable=['batch_stats'])
