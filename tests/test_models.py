@@ -160,6 +160,22 @@ def test_shifted_sum_conv_is_the_one_channel_convolution(shape, padding):
     layers.shifted_sum_conv(*args[:2], (2, 1), padding)
 
 
+def test_frozen_batch_norm_trains_with_the_running_statistics():
+  """train=True with frozen_batch_norm: the training program's ops (every block a
+  convolution, the pool with its first-max backward), the logits of eval mode,
+  and nothing to update."""
+  model = models.CRNN(num_classes=10)
+  variables, _, _ = _init(model, frames=101)
+  stats = jax.tree_util.tree_map(lambda x: x + 0.5, variables['batch_stats'])
+  variables = {**variables, 'batch_stats': stats}
+  spec = jax.random.uniform(jax.random.key(3), (2, 128, 101, 1))
+  frozen = lambda s: model.apply(variables, s, train=True, frozen_batch_norm=True)
+  assert str(jax.make_jaxpr(frozen)(spec)).count('conv_general_dilated') == 5
+  np.testing.assert_allclose(frozen(spec), model.apply(variables, spec), atol=1e-5)
+  batch_mode = model.apply(variables, spec, train=True, mutable=['batch_stats'])[0]
+  assert not np.allclose(frozen(spec), batch_mode, atol=1e-3)
+
+
 def test_first_block_in_eval_mode_equals_the_convolution(monkeypatch):
   """Eval mode computes block 1 as shifted sums; as a convolution it is the same."""
   model = models.CRNN(num_classes=10)

@@ -61,9 +61,13 @@ class CRNN(nn.Module):
 
   @nn.compact
   def __call__(self, spectrogram: Array, tabular: Array | None = None,
-               train: bool = False, return_embedding: bool = False
-               ) -> Array | tuple[Array, Array]:
+               train: bool = False, return_embedding: bool = False,
+               frozen_batch_norm: bool = False) -> Array | tuple[Array, Array]:
     """Logits; with ``return_embedding``, (logits, embedding).
+
+    ``train``: a program to differentiate, batch norm on the batch's statistics
+    (updating the running ones); with ``frozen_batch_norm`` batch norm uses the
+    running statistics and leaves them as they are (fine-tuning on them).
 
     The embedding is the input of the classifier layer (``classifier_name``):
     the readout (1,280 wide for the reference's flatten, the GRU width for
@@ -78,7 +82,7 @@ class CRNN(nn.Module):
       x = ConvBlock(features, tuple(window), torch_init=self.torch_init,
                     bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon,
                     bn_unbiased_running_var=self.bn_unbiased_running_var,
-                    dtype=self.dtype, name=f'conv{i + 1}')(x, train)
+                    dtype=self.dtype, name=f'conv{i + 1}')(x, train, frozen_batch_norm)
 
     # (B, H, T, C) -> (B, T, H*C): time is the sequence axis. With the
     # reference's pools H is 1, so this is the reference's squeeze + permute

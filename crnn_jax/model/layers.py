@@ -265,7 +265,9 @@ class ConvBlock(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x: Array, train: bool) -> Array:
+  def __call__(self, x: Array, train: bool, frozen_batch_norm: bool = False) -> Array:
+    """``train``: the ops of a differentiated program; batch norm on the batch's
+    statistics unless ``frozen_batch_norm`` (or not ``train``)."""
     fan_in = x.shape[-1] * 9
     inits = {}
     if self.torch_init:
@@ -279,7 +281,7 @@ class ConvBlock(nn.Module):
     x = nn.Conv(self.features, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype,
                 conv_general_dilated=shifted_sum_conv if one_channel_inference else None,
                 name='conv', **inits)(x)
-    x = BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
+    x = BatchNorm(use_running_average=not train or frozen_batch_norm, momentum=self.bn_momentum,
                   epsilon=self.bn_epsilon, dtype=self.dtype,
                   unbiased_running_var=self.bn_unbiased_running_var, name='bn')(x)
     x = nn.relu(x)

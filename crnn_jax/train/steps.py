@@ -24,8 +24,8 @@ Batch = Mapping[str, Any]
 class TrainOptions:
   """What the train step needs from the config besides the batch (static).
 
-  frozen_body: a linear probe: only the head is differentiated, and batch
-    norm runs as with frozen_batch_norm.
+  frozen_body: a linear probe: only the head is differentiated, and the body
+    runs as at inference (batch norm as with frozen_batch_norm).
   frozen_batch_norm: batch norm runs on its running statistics and leaves
     them as they are (config.finetune.batch_norm='frozen').
   augment: config.augment; its random draws come from (seed, step).
@@ -109,8 +109,11 @@ def train_step(state: TrainState, batch: Batch, class_weights: jax.Array, multil
 
   def loss_fn(params):
     variables = {'params': params, 'batch_stats': state.batch_stats}
-    if options.frozen_body or options.frozen_batch_norm:  # running statistics, left as they are
+    if options.frozen_body:  # a forward pass of the body alone: its inference ops
       logits, batch_stats = state.apply_fn(variables, spec, tab, train=False), state.batch_stats
+    elif options.frozen_batch_norm:  # running statistics, left as they are
+      logits = state.apply_fn(variables, spec, tab, train=True, frozen_batch_norm=True)
+      batch_stats = state.batch_stats
     else:
       logits, updates = state.apply_fn(variables, spec, tab, train=True, mutable=['batch_stats'])
       batch_stats = updates['batch_stats']
