@@ -15,11 +15,11 @@ import pytest
 from conftest import ROOT, tiny_config, write_tiny
 
 from crnn_jax.core.errors import UserError
-from crnn_jax.data import source
+from crnn_jax.data import pipeline, source
 from crnn_jax.evaluate import report
 from crnn_jax.inference.model import InferenceModel
 from crnn_jax.model.crnn import CRNN
-from crnn_jax.train import finetune, setup
+from crnn_jax.train import finetune, setup, steps
 from crnn_jax.train import state as state_lib
 from crnn_jax.train import trainer as train
 from crnn_jax.workdir import checkpoints
@@ -149,9 +149,6 @@ def test_frozen_batch_norm_trains_every_weight_and_keeps_the_loaded_statistics(
     tiny_data_dir, pretrained, tmp_path):
   """One update of a fine-tune from ``pretrained``: with batch_norm='frozen' every
   weight moves and the statistics stay as loaded; with 'update' they move."""
-  from crnn_jax.data import pipeline
-  from crnn_jax.train import steps
-
   def one_step(batch_norm):
     config = _config(tiny_data_dir, 'tiny', pretrained, batch_norm=batch_norm)
     run = setup.build_run(config, str(tmp_path / batch_norm))
