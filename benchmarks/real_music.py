@@ -32,7 +32,10 @@ validation split and the rest train (the manifest's ``split`` column, built
 with ``--split_by=source``). Every track is tested exactly once, so the table
 gives each fold's clip top-1, their mean and spread, and track top-1 pooled
 over all tracks: a figure that depends far less on which albums one split
-happens to test.
+happens to test. With ``--cv_validation=held_out`` run k trains on every fold
+but k instead, one more group per style; one track of each training group is
+held out as its validation split, which can then only monitor (it shares groups
+with training), so every row keeps its last epoch.
 
 Sizes are flags. The defaults (at most 12 tracks per style, 3 windows each)
 keep the whole run near 40 minutes on 2 idle CPU cores; benchmarks/RESULTS.md
@@ -75,6 +78,12 @@ DEFAULT_STYLES = 'orchestral,electronic,jazz,rock,latin'
 MIDI_PACKAGES = ('mma', 'fluidsynth', 'fluid-soundfont-gm', 'timgm6mb-soundfont')
 SOUNDFONTS = ('/usr/share/sounds/sf2/FluidR3_GM.sf2', '/usr/share/sounds/sf2/TimGM6mb.sf2')
 RENDER_SECONDS = 95  # three 30-s windows spread over each rendering
+# What run k of a cross-validation validates on: 'fold', the groups of fold k+1
+# (the rest train); 'held_out', one track of each training group of at least
+# HOLD_OUT_MIN_GROUP tracks (every fold but k trains, and the rows keep their
+# last epoch: validation then only monitors).
+CV_VALIDATION = ('fold', 'held_out')
+HOLD_OUT_MIN_GROUP = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -404,13 +413,15 @@ def import_reference(args: argparse.Namespace, log: str) -> dict[str, list[str]]
   return {'import': command}
 
 
-def train_row(row: Row, data_dir: str, runs_dir: str, log: str) -> dict:
-  """Trains (and, from rm_single, evaluates on rm_windows); its results."""
+def train_row(row: Row, data_dir: str, runs_dir: str, log: str,
+              extra: Sequence[str] = ()) -> dict:
+  """Trains (and, from rm_single, evaluates on rm_windows) with ``extra``
+  flags after the row's own; its results."""
   workdir = os.path.join(runs_dir, row.name.replace(' ', '_').replace(',', ''))
   shutil.rmtree(workdir, ignore_errors=True)  # a fresh run, not a resumed one
   base = [sys.executable, 'main.py', f'--config={row.config}', f'--workdir={workdir}',
           f'--config.data.data_dir={data_dir}', f'--config.train.eval_batch_size={EVAL_BATCH}',
-          *row.flags]
+          *row.flags, *extra]
   commands = [base + [f'--config.data.name={row.data}']]
   if row.data != 'rm_windows':
     commands.append(base + ['--config.data.name=rm_windows', '--mode=eval'])
@@ -460,28 +471,52 @@ def group_folds(tracks: Sequence[tuple[str, str]], folds: int, seed: int) -> dic
   return fold_of
 
 
-def fold_manifests(manifest: str, folds: int, seed: int) -> list[str]:
-  """One manifest per fold beside ``manifest``, with its ``split`` column."""
+def fold_manifests(manifest: str, folds: int, seed: int, validation: str = 'fold') -> list[str]:
+  """One manifest per fold beside ``manifest``, with its ``split`` column:
+  run k tests on fold k; ``validation`` (CV_VALIDATION) says what it validates on."""
   with open(manifest, newline='') as f:
     tracks = list(csv.DictReader(f))
   fold_of = group_folds([(t['label'], t['artist']) for t in tracks], folds, seed)
+  held = held_out_tracks(tracks, seed) if validation == 'held_out' else set()
   paths = []
   for k in range(folds):
-    splits = {k: 'test', (k + 1) % folds: 'validation'}
     path = os.path.join(os.path.dirname(manifest), f'manifest_fold{k}.csv')
     with open(path, 'w', newline='') as f:
       w = csv.DictWriter(f, [*tracks[0], 'split'])
       w.writeheader()
-      w.writerows({**t, 'split': splits.get(fold_of[t['artist']], 'train')} for t in tracks)
+      w.writerows({**t, 'split': fold_split(fold_of[t['artist']], k, folds,
+                                            t['track_id'] in held, validation)} for t in tracks)
     paths.append(path)
   return paths
 
 
-def fold_setup(manifest: str, folds: int, seed: int) -> str:
-  """Names one cross-validation (its tracks, K and seed), so results of
-  another are never pooled with this one's."""
+def fold_split(fold: int, k: int, folds: int, held_out: bool, validation: str) -> str:
+  """The split, in run k, of a track of fold ``fold`` (``held_out``: chosen
+  by held_out_tracks)."""
+  if fold == k:
+    return 'test'
+  if validation == 'fold':
+    return 'validation' if fold == (k + 1) % folds else 'train'
+  return 'validation' if held_out else 'train'
+
+
+def held_out_tracks(tracks: Sequence[dict[str, str]], seed: int) -> set[str]:
+  """One track of each group of HOLD_OUT_MIN_GROUP or more (seeded): the
+  validation split of ``--cv_validation=held_out``, wherever its group trains."""
+  members: dict[str, list[str]] = {}
+  for t in tracks:
+    members.setdefault(t['artist'], []).append(t['track_id'])
+  rng = random.Random(seed)
+  return {rng.choice(sorted(ids)) for _, ids in sorted(members.items())
+          if len(ids) >= HOLD_OUT_MIN_GROUP}
+
+
+def fold_setup(manifest: str, folds: int, seed: int, validation: str = 'fold') -> str:
+  """Names one cross-validation (its tracks, K, seed and validation), so
+  results of another are never pooled with this one's."""
   with open(manifest, 'rb') as f:
-    return f'{hashlib.sha256(f.read()).hexdigest()[:12]}-k{folds}-s{seed}'
+    setup = f'{hashlib.sha256(f.read()).hexdigest()[:12]}-k{folds}-s{seed}'
+  return setup if validation == 'fold' else f'{setup}-{validation}'
 
 
 def run_folds(args: argparse.Namespace, manifest: str, chosen: Sequence[Row],
@@ -490,10 +525,13 @@ def run_folds(args: argparse.Namespace, manifest: str, chosen: Sequence[Row],
   ``work/folds/results.json`` as it ends; this cross-validation's results."""
   names = {'rm_windows'} | {row.data for row in chosen}
   windows = data_sets(args)
-  setup = fold_setup(manifest, args.folds, args.seed)
+  setup = fold_setup(manifest, args.folds, args.seed, args.cv_validation)
+  # Validation from the training groups only monitors: every row keeps its last epoch.
+  keep_last = ('--config.eval.checkpoint=latest',) if args.cv_validation == 'held_out' else ()
   path = os.path.join(args.work, 'folds', 'results.json')
   results: list[dict] = []
-  for k, fold_manifest in enumerate(fold_manifests(manifest, args.folds, args.seed)):
+  for k, fold_manifest in enumerate(
+      fold_manifests(manifest, args.folds, args.seed, args.cv_validation)):
     fold_dir = os.path.join(args.work, 'folds', f'fold{k}')
     decoded_by = os.path.join(args.work, 'tfds' if k == 0 else 'folds/fold0/tfds')
     for name in sorted(names):
@@ -502,7 +540,7 @@ def run_folds(args: argparse.Namespace, manifest: str, chosen: Sequence[Row],
       run(build_command(fold_manifest, os.path.join(fold_dir, 'tfds'), name, windows[name],
                         ['--split_by=source']), log)
     fresh = [dict(train_row(row, os.path.join(fold_dir, 'tfds'), os.path.join(fold_dir, 'runs'),
-                            log), fold=k, setup=setup) for row in chosen]
+                            log, keep_last), fold=k, setup=setup) for row in chosen]
     results = merge_results(path, fresh, order, key=('row', 'fold', 'setup'))
   return [r for r in results if r.get('setup') == setup]
 
@@ -632,7 +670,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                  '--folds, how groups are dealt)')
   p.add_argument('--folds', type=int, default=0, help='K >= 3: grouped K-fold cross-validation '
                  'of the chosen rows instead of one split (0: one split, --split)')
+  p.add_argument('--cv_validation', choices=CV_VALIDATION, default='fold',
+                 help="with --folds, what run k validates on: 'fold', fold k+1 (its best epoch "
+                 "is kept); 'held_out', one track of each training group, every other fold "
+                 'trains, the last epoch is kept')
   args = p.parse_args(argv)
+  if args.cv_validation != 'fold' and not args.folds:
+    p.error(f'--cv_validation={args.cv_validation} needs --folds=K (one split: --split)')
   if args.folds and args.folds < 3:
     p.error(f'--folds={args.folds}: cross-validation needs 3 or more folds (test, validation '
             'and training each take one or more); 0 runs one split')

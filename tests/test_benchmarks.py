@@ -101,6 +101,34 @@ def test_real_music_folds_test_every_group_once(tmp_path):
   assert "folds' test clips/tracks: 30/10 30/10 30/10 30/10" in lines[4]
 
 
+def test_real_music_held_out_validation_trains_on_every_other_fold(tmp_path):
+  """--cv_validation=held_out: run k tests fold k like 'fold' does, trains on
+  every other fold, and validates on one track of each training group of 3 or
+  more; its setup names it, so it is never pooled with the 'fold' runs."""
+  tracks = [('orch', f'album{g}', 3 + g) for g in range(4)] + [('jazz', 'duo', 2)]
+  tracks += [('jazz', f'groove{g}', 4) for g in range(3)]
+  manifest = tmp_path / 'manifest.csv'
+  manifest.write_text('path,label,artist,track_id\n' + ''.join(
+      f'{s}/{g}{i}.wav,{s},{g},{g}/{i}\n' for s, g, n in tracks for i in range(n)))
+  fold_of = real_music.group_folds([(s, g) for s, g, n in tracks for _ in range(n)], 3, seed=0)
+  held = set()
+  for k, path in enumerate(real_music.fold_manifests(str(manifest), 3, 0, 'held_out')):
+    for line in Path(path).read_text().splitlines()[1:]:
+      group, track, split = line.split(',')[2:]
+      if fold_of[group] == k:
+        assert split == 'test'
+      elif split == 'validation':
+        held.add(track)
+      else:
+        assert split == 'train'
+  # The same one track of each group of 3 or more in every run; the duo's two both train.
+  assert sorted(t.split('/')[0] for t in held) == sorted(g for _, g, n in tracks if n >= 3)
+  assert real_music.fold_setup(str(manifest), 3, 0, 'held_out') == (
+      real_music.fold_setup(str(manifest), 3, 0) + '-held_out')
+  with pytest.raises(SystemExit):
+    real_music.parse_args(['--cv_validation=held_out'])  # one split has no folds
+
+
 def test_real_music_fold_results_merge_per_row_fold_and_setup(tmp_path):
   """A rerun replaces only its own rows' folds of the same cross-validation;
   another one (other tracks, K or seed) is kept apart, never pooled."""
