@@ -44,7 +44,12 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   if not os.path.exists(path):
     raise UserError(f'{path} not found: {workdir!r} is not a crnn_jax workdir '
                     '(train with main.py or import a model first)')
-  return ml_collections.ConfigDict(_tuples(files.read_json(path)))
+  return config_from_json(files.read_json(path))
+
+
+def config_from_json(data: Mapping[str, Any]) -> ml_collections.ConfigDict:
+  """A config from its JSON form: lists back to tuples, as the configs write them."""
+  return ml_collections.ConfigDict(_tuples(dict(data)))
 
 
 def config_differences(workdir: str, config: ml_collections.ConfigDict, limit: int = 4
