@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +12,13 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
+
+# The reference's .pth checkpoints (never in the repository): tests that need them
+# skip where they are absent. CRNN_JAX_REFERENCE_CHECKPOINTS names their folder;
+# by default the project's own shared folder beside the checkout.
+REFERENCE_CHECKPOINTS = Path(os.environ.get(
+    'CRNN_JAX_REFERENCE_CHECKPOINTS',
+    os.path.join(os.path.dirname(ROOT), 'shared', 'reference', 'checkpoints')))
 
 TINY_FRAMES = 64  # audio.num_frames(1.47), the clip length in the metadata
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REFERENCE_CHECKPOINTS
 
 torch = pytest.importorskip('torch')
 
@@ -36,12 +37,12 @@ from crnn_jax.core.errors import UserError
 from crnn_jax.reference import torch_pickle
 from crnn_jax.workdir import checkpoints
 
-CHECKPOINTS = Path(__file__).resolve().parents[2] / 'shared/reference/checkpoints'
+CHECKPOINTS = REFERENCE_CHECKPOINTS
 GENRE_FILE = CHECKPOINTS / 'crnn_genre_model.pth'
 METAL_FILE = CHECKPOINTS / 'crnn_concat_metal_model.pth'
 needs_checkpoints = pytest.mark.skipif(
     not (GENRE_FILE.is_file() and METAL_FILE.is_file()),
-    reason=f'reference checkpoints not found in {CHECKPOINTS} (they live in ../shared)')
+    reason=f'reference checkpoints not found in {CHECKPOINTS} (set CRNN_JAX_REFERENCE_CHECKPOINTS to their folder)')
 
 
 def _spectrograms(n: int, seed: int = 0) -> np.ndarray:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REFERENCE_CHECKPOINTS
 
 torch = pytest.importorskip('torch')
 
@@ -33,15 +34,15 @@ from crnn_jax.inference.predictor import Predictor
 from crnn_jax.reference import weights as rw
 from crnn_jax.workdir import checkpoints
 
-CHECKPOINTS = Path(__file__).resolve().parents[2] / 'shared/reference/checkpoints'
+CHECKPOINTS = REFERENCE_CHECKPOINTS
 FILES = {'genre': 'crnn_genre_model.pth', 'metal': 'crnn_concat_metal_model.pth'}
 CONFIGS = {'genre': genres, 'metal': metal}
 NUM_CLIPS = 8
 
 pytestmark = pytest.mark.skipif(
     not all((CHECKPOINTS / f).is_file() for f in FILES.values()),
-    reason=f'reference checkpoints not found in {CHECKPOINTS} (they live in ../shared, '
-    'outside the repository)')
+    reason=f'reference checkpoints not found in {CHECKPOINTS} (set CRNN_JAX_REFERENCE_CHECKPOINTS '
+    'to their folder)')
 
 
 @pytest.fixture(scope='module')
