@@ -37,7 +37,14 @@ def test_single_label_reports(tiny_data_dir, tmp_path):
       assert im.size[0] > 300
   csv = (tmp_path / 'confusion_matrix_test.csv').read_text().splitlines()
   assert csv[0].endswith('low,high') and len(csv) == 3
-  assert 'precision' in (tmp_path / 'report_test.txt').read_text()
+  text = (tmp_path / 'report_test.txt').read_text()
+  assert 'precision' in text and 'test split (16 clips of 16 tracks)' in text
+  # The top-1 with its Wilson interval, per clip and per track, in the report and results.json.
+  low, high = test['top1_interval']
+  assert low <= test['top1'] <= high and high - low > 0.2  # 16 clips: a wide interval
+  assert test['track']['top1_interval'] == [low, high]
+  assert report.top1_summary(test) in text
+  assert f'top-1 {test["top1"]:.4f} (95% interval {low:.2f}-{high:.2f}, 16 clips)' in text
 
 
 def test_multilabel_mode_reports_map(tiny_data_dir, tmp_path):

@@ -135,6 +135,29 @@ def test_classification_report_table_and_csv():
   assert sum(int(v) for r in rows[1:] for v in r[1:]) == 300
 
 
+def _wilson_by_hand(right: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+  p = right / n
+  centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+  half = z / (1 + z * z / n) * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+  return centre - half, centre + half
+
+
+@pytest.mark.parametrize('right,n', [(8, 10), (0, 5), (5, 5), (113, 171), (1, 1)])
+def test_wilson_interval_by_hand(right, n):
+  assert metrics.wilson_interval(right, n) == pytest.approx(_wilson_by_hand(right, n), abs=1e-12)
+  low, high = metrics.wilson_interval(right, n)
+  assert 0.0 <= low <= right / n <= high <= 1.0
+  assert np.isnan(metrics.wilson_interval(0, 0)).all()
+
+
+def test_the_report_gives_top1_its_interval():
+  report = metrics.classification_report(Y_TRUE, np.eye(3)[Y_PRED], ['a', 'b', 'c'])
+  assert report['top1'] == 5 / 8
+  assert report['top1_interval'] == pytest.approx(_wilson_by_hand(5, 8))  # 0.306-0.863
+  low, high = report['top1_interval']
+  assert f'top-1 0.6250 (95% interval {low:.4f}-{high:.4f})' in metrics.format_report(report)
+
+
 # ------------------------------------------------------------------ multi-label
 
 # Hand example for AP: scores descending 0.9(+) 0.8(-) 0.7(+) 0.6(-) 0.5(+)

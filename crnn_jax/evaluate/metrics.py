@@ -22,6 +22,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+from scipy import stats
 from sklearn import metrics as skm
 from sklearn.exceptions import UndefinedMetricWarning
 
@@ -40,7 +41,16 @@ def _check_labels(y: np.ndarray, num_classes: int, what: str) -> np.ndarray:
 # --------------------------------------------------------------- single-label
 
 
-# --------------------------------------------------------------- single-label
+def wilson_interval(right: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+  """Wilson score interval of the accuracy ``right / n``: where the figure of
+  another draw of ``n`` examples would likely fall, each example an
+  independent draw (clips of one track or tracks of one album are not, so the
+  interval is then too narrow). Unlike the normal approximation it stays
+  inside [0, 1] and is honest at 0 or n right. (nan, nan) when n is 0."""
+  if n <= 0:
+    return float('nan'), float('nan')
+  ci = stats.binomtest(int(right), int(n)).proportion_ci(confidence, method='wilson')
+  return float(ci.low), float(ci.high)
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
@@ -126,9 +136,11 @@ def classification_report(y_true: np.ndarray, scores: np.ndarray, class_names: S
   y_pred = scores.argmax(axis=1)
   cm = confusion_matrix(y_true, y_pred, num_classes)
   per_class = precision_recall_f1(y_true, y_pred, num_classes)
+  right = int(np.sum(y_pred == np.asarray(y_true)))
   return {
       'count': len(y_true),
       'top1': top_k_accuracy(y_true, scores, 1),
+      'top1_interval': list(wilson_interval(right, len(y_true))),
       f'top{top_k}': top_k_accuracy(y_true, scores, top_k),
       'balanced_accuracy': balanced_accuracy(y_true, y_pred),
       **averages(y_true, y_pred, num_classes),
@@ -159,8 +171,10 @@ def format_report(report: Mapping, title: str = '') -> str:
     row = report[key]
     lines.append(f'{label:<{width}}  {row["precision"]:9.3f}  {row["recall"]:9.3f}  '
                  f'{row["f1"]:9.3f}  {report["count"]:8d}')
-  topk = [k for k in report if k.startswith('top') and k != 'top1']
+  topk = [k for k in report if k.startswith('top') and k[3:].isdigit() and k != 'top1']
   summary = f'top-1 {report["top1"]:.4f}'
+  if 'top1_interval' in report:
+    summary += ' (95% interval {:.4f}-{:.4f})'.format(*report['top1_interval'])
   for k in topk:
     summary += f'   top-{k[3:]} {report[k]:.4f}'
   summary += f'   balanced accuracy {report["balanced_accuracy"]:.4f}'
@@ -182,9 +196,6 @@ def confusion_csv(cm: np.ndarray, class_names: Sequence[str]) -> str:
   for name, row in zip(class_names, cm):
     writer.writerow([name, *[int(v) for v in row]])
   return buf.getvalue()
-
-
-# ----------------------------------------------------------------- multi-label
 
 
 # ----------------------------------------------------------------- multi-label
