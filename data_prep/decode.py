@@ -41,7 +41,7 @@ import numpy as np
 from etils import epath
 from tqdm import tqdm
 
-from crnn_jax.core import audio, audio_features, files, malloc
+from crnn_jax.core import audio, audio_features, files, malloc, processes
 
 CACHE_VERSION = 2  # bump when what a cache file holds or means changes
 MIN_POOL_JOBS = 48  # fewer clips to compute than this: decode in this process
@@ -331,7 +331,7 @@ def _pool_pass(pending: collections.deque[Job], workers: int, ctx: Any,
   only those are suspects (returned); jobs never submitted stay in ``pending``.
   """
   pool = concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
-                                                initializer=malloc.keep_freed_memory)
+                                                initializer=_start_worker)
   in_flight: dict[concurrent.futures.Future, Job] = {}
   suspects: list[Job] = []
   try:
@@ -356,8 +356,15 @@ def _pool_pass(pending: collections.deque[Job], workers: int, ctx: Any,
   return sorted(suspects, key=lambda j: j.track_id)
 
 
-def _isolated_child(worker: Callable[[Job], Any], job: Job, conn: Any) -> None:
+def _start_worker() -> None:
+  """First thing in every decoding process: it dies with the build (even a
+  build killed by SIGKILL) and keeps freed memory for the next clip."""
+  processes.exit_with_parent()
   malloc.keep_freed_memory()
+
+
+def _isolated_child(worker: Callable[[Job], Any], job: Job, conn: Any) -> None:
+  _start_worker()
   conn.send(worker(job))
   conn.close()
 

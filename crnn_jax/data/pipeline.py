@@ -24,7 +24,7 @@ import ml_collections
 import numpy as np
 from absl import flags
 
-from crnn_jax.core import tabular
+from crnn_jax.core import processes, tabular
 from crnn_jax.core.errors import UserError
 from crnn_jax.data.info import DataInfo
 
@@ -114,7 +114,8 @@ def train_batches(source: Any, order: np.ndarray, info: DataInfo, global_batch: 
   if workers > 0:
     if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; main.py parses them,
       flags.FLAGS.mark_as_parsed()  # a notebook or library caller does not
-    iter_ds = iter_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
+    iter_ds = iter_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers),
+                                  worker_init_fn=processes.exit_with_parent)  # no orphans
   return iter(iter_ds)
 
 
