@@ -1,1 +1,1 @@
-"""Benchmarks and the PyTorch reference port (torch is an optional extra)."""
+"""Speed benchmarks, run as modules (``python -m benchmarks.bench_train``)."""

@@ -9,7 +9,7 @@ files three ways, the contestants taking turns round by round:
   end to end   files/s from file names to per-file genre scores. crnn_jax:
                ``Predictor.predict_files`` (decoding threads ahead, windows of
                several files per batch, one compiled shape). PyTorch: the port
-               in benchmarks/torch_reference.py behind the same decoding and
+               in crnn_jax/reference/torch_model.py behind the same decoding and
                spectrogram code (crnn_jax.core.audio) in the same number of
                threads, windows batched the same way, ``torch.no_grad``.
   model only   windows/s of the network on ready uint8 images, batch B.
@@ -41,14 +41,13 @@ import jax
 import numpy as np
 import torch
 
-from benchmarks import torch_reference
 from benchmarks.prepare_throughput import make_clips
 from configs import genres
 from crnn_jax.core import audio, labels
 from crnn_jax.inference.inputs import expand_inputs
 from crnn_jax.inference.model import InferenceModel
 from crnn_jax.inference.predictor import Predictor
-from crnn_jax.reference import weights
+from crnn_jax.reference import torch_model, weights
 
 CHECKPOINT = os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'reference',
                           'checkpoints', 'crnn_genre_model.pth')
@@ -57,10 +56,10 @@ CHECKPOINT = os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'refe
 def load_models(checkpoint: str, batch_size: int) -> tuple[Predictor, torch.nn.Module, str]:
   """The same weights on both sides: the reference checkpoint, else random."""
   if os.path.isfile(checkpoint):
-    net, source = torch_reference.load_reference_model(checkpoint), 'reference checkpoint'
+    net, source = torch_model.load_reference_model(checkpoint), 'reference checkpoint'
   else:
     torch.manual_seed(0)
-    net, source = torch_reference.GenreCRNN().eval(), 'random weights (no checkpoint)'
+    net, source = torch_model.GenreCRNN().eval(), 'random weights (no checkpoint)'
   state = {k: v.detach().numpy() for k, v in net.state_dict().items()}
   data_info = {'name': 'bench', 'class_names': list(labels.GENRES), 'num_tabular': 0,
                'categorical_encoding': 'raw', 'split_sizes': {},

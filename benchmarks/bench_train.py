@@ -9,7 +9,7 @@ default NCHW, torch channels_last, JAX, ...), so machine load drifts hit all
 alike; each figure is the median of ``--steps`` timed steps after
 ``--warmup`` untimed ones. JAX runs ``crnn_jax.train.steps.train_step`` /
 ``eval_step`` as training does (jit, donated state, uint8 input converted on
-the device); torch runs benchmarks/torch_reference.py with fastai's AdamW
+the device); torch runs crnn_jax/reference/torch_model.py with fastai's AdamW
 (benchmarks/contestants.py builds both). ``--dtypes=float32,bfloat16`` adds
 bfloat16 rows: crnn_jax's ``config.train.dtype`` and ``torch.autocast``. The
 XLA flags are the ones training uses (crnn_jax/core/xla_defaults.py).

@@ -6,7 +6,7 @@ Issue 5's end-to-end check: on the demo data set (built by ``python main.py
 --config=configs/demo.py`` or ``data_prep`` if missing), for each seed,
   - crnn_jax trains with ``crnn_jax.train.trainer.train_and_evaluate`` (the project's
     own loop, configs/demo.py, PyTorch's running-variance update switched on);
-  - the port (benchmarks/torch_reference.py) starts from the same initial
+  - the port (crnn_jax/reference/torch_model.py) starts from the same initial
     weights (crnn_jax's init converted with crnn_jax.reference.weights), sees
     the same batches in the same order (``crnn_jax.data.pipeline.epoch_order``), and
     trains with fastai v1's AdamW and one-cycle schedule;
@@ -39,9 +39,9 @@ def run_seed(seed: int, epochs: int | None, channels_last_control: bool = False
   import jax  # pylint: disable=import-outside-toplevel
   import torch  # pylint: disable=import-outside-toplevel
 
-  from benchmarks import torch_reference as tr  # pylint: disable=import-outside-toplevel
   from configs import demo  # pylint: disable=import-outside-toplevel
   from crnn_jax.data import pipeline, source  # pylint: disable=import-outside-toplevel
+  from crnn_jax.reference import torch_model as tr  # pylint: disable=import-outside-toplevel
   from crnn_jax.reference import weights as reference_weights  # pylint: disable=import-outside-toplevel
   from crnn_jax.train import state as state_lib  # pylint: disable=import-outside-toplevel
   from crnn_jax.train import trainer  # pylint: disable=import-outside-toplevel

@@ -4,7 +4,7 @@ port's, on the same batch, on CPU or GPU, in float32 or bfloat16.
 crnn_jax runs ``crnn_jax.train.steps.train_step`` / ``eval_step`` as training
 does (jit, donated state, uint8 input converted on the device); bfloat16 is
 ``config.train.dtype='bfloat16'`` (float32 parameters and batch-norm
-statistics). The port runs benchmarks/torch_reference.py with fastai's AdamW,
+statistics). The port runs crnn_jax/reference/torch_model.py with fastai's AdamW,
 NCHW or channels_last, bfloat16 through ``torch.autocast``; its input is the
 same uint8 batch, converted on the device each step too.
 
@@ -136,7 +136,7 @@ def torch_steps(images: np.ndarray, labels: np.ndarray, channels_last: bool,
   import torch  # pylint: disable=import-outside-toplevel
   import torch.nn.functional as F  # pylint: disable=import-outside-toplevel
 
-  from benchmarks import torch_reference as tr  # pylint: disable=import-outside-toplevel
+  from crnn_jax.reference import torch_model as tr  # pylint: disable=import-outside-toplevel
 
   torch.manual_seed(0)
   model = tr.GenreCRNN(frames=images.shape[-1])

@@ -1,5 +1,5 @@
 """SIGKILL at random (seeded) points of training and data preparation; every
-resumed result equals the uninterrupted one (benchmarks/fault_injection.py,
+resumed result equals the uninterrupted one (experiments/fault_injection,
 which runs longer from the command line: --trials, --kills)."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import collections
 import numpy as np
 import pytest
 
-from benchmarks import fault_injection
-from benchmarks.fault_points import BUILD_PHASES, TRAINING_PHASES
+from experiments.fault_injection import BUILD_PHASES, TRAINING_PHASES
+from experiments.fault_injection import harness as fault_injection
 
 
 def test_kill_points_are_seeded_cover_every_phase_and_follow_the_pipeline():

@@ -28,12 +28,12 @@ if str(ROOT) not in sys.path:  # `pytest` run without `python -m`
 
 import jax
 
-from benchmarks import torch_reference as tr
 from configs import genres, metal
 from crnn_jax import import_reference as ir
 from crnn_jax import model as models
 from crnn_jax.core import labels, tabular
 from crnn_jax.core.errors import UserError
+from crnn_jax.reference import torch_model as tr
 from crnn_jax.reference import torch_pickle
 from crnn_jax.workdir import checkpoints
 

@@ -3,7 +3,7 @@
 For both files in ../shared/reference/checkpoints (never copied into this
 repository), on spectrograms made through the full audio path (synthetic demo
 clips written to disk, decoded, SPEC.md section 2 contract): crnn_jax's
-log-probabilities equal the PyTorch port's (benchmarks/torch_reference.py
+log-probabilities equal the PyTorch port's (crnn_jax/reference/torch_model.py
 loading the same file) within 1e-4 at batch sizes 1 and 8, so top-1 agrees on
 every clip. Skipped without torch, or where the shared folder is absent.
 """
@@ -25,12 +25,12 @@ if str(ROOT) not in sys.path:  # `pytest` run without `python -m`
 
 import jax
 
-from benchmarks import torch_reference as tr
 from configs import genres, metal
 from crnn_jax import import_reference
 from crnn_jax import model as models
 from crnn_jax.core import audio, labels
 from crnn_jax.inference.predictor import Predictor
+from crnn_jax.reference import torch_model as tr
 from crnn_jax.reference import weights as rw
 from crnn_jax.workdir import checkpoints
 

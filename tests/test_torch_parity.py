@@ -1,4 +1,4 @@
-"""crnn_jax against the PyTorch port of the reference (benchmarks/torch_reference.py).
+"""crnn_jax against the PyTorch port of the reference (crnn_jax/reference/torch_model.py).
 
 Same weights must give the same function (eval and train mode), the same
 batch-norm statistics (with ``bn_unbiased_running_var``), the same gradients,
@@ -26,9 +26,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from benchmarks import torch_reference as tr
 from configs import default
 from crnn_jax import model as models
+from crnn_jax.reference import torch_model as tr
 from crnn_jax.reference import weights as rw
 from crnn_jax.train import state as train_state
 from crnn_jax.train import steps as train_steps

@@ -12,7 +12,9 @@ Training follows fastai v1 as the reference used it: ``fit_one_cycle`` with
 and the one-cycle schedule on lr and beta1 evaluated exactly as fastai's
 ``Scheduler`` does.
 
-torch is an optional dependency (``pip install -e '.[torch]'``).
+torch is an optional dependency (``pip install -e '.[torch]'``), imported at the
+top here: tests and benchmarks import this module, the library never does (an
+import-linter contract).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from crnn_jax.reference.torch_pickle import numpy_safe_globals
 
 N_MELS = 128
 REFERENCE_FRAMES = 1292
@@ -157,7 +161,6 @@ def load_checkpoint_file(path: str | os.PathLike) -> dict:
   with crnn_jax.reference.torch_pickle). Never ``weights_only=False`` on a file a
   user hands over.
   """
-  from crnn_jax.reference.torch_pickle import numpy_safe_globals  # pylint: disable=import-outside-toplevel
   with torch.serialization.safe_globals(numpy_safe_globals()):
     return torch.load(os.fspath(path), map_location='cpu', weights_only=True)
 

@@ -1,7 +1,7 @@
 """Kill training and data preparation at random points; resumed == uninterrupted.
 
-  python -m benchmarks.fault_injection [--trials=3] [--kills=4] [--seed=0]
-                                       [--only=training|build] [--keep=DIR]
+  python -m experiments.fault_injection [--trials=3] [--kills=4] [--seed=0]
+                                        [--only=training|build] [--keep=DIR]
 
 A tiny synthetic library (data_prep.demo, 24 clips of 3 s) is built once
 without interruption, and a small CRNN trained on it once (3 epochs); those are
@@ -14,7 +14,7 @@ a build every example (split, label, spectrogram bytes, tabular values) and
 the bad-input report.
 
 Kill points are drawn from the phases the commands announce
-(benchmarks/fault_points.py): the commands stop at each announced moment
+(points.py): the commands stop at each announced moment
 until this process lets them go on, so a kill lands exactly there, or a
 random 0-250 ms after it (inside a checkpoint save, which takes longer, or a
 validation pass). The phases of a trial are drawn from a seeded random
@@ -46,10 +46,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import tensorflow_datasets as tfds
 
-from benchmarks.fault_points import BUILD_PHASES, TRAINING_PHASES
+from data_prep import demo
+from experiments.fault_injection import BUILD_PHASES, TRAINING_PHASES
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MAX_DELAY_S = 0.25
 TIMEOUT_S = 900
 
@@ -75,19 +77,19 @@ class Target:
   """What is killed: the command's arguments in a given folder, and its result."""
   name: str
   phases: Sequence[str]
-  command: Any  # folder -> argv after 'python -m benchmarks.fault_points'
+  command: Any  # folder -> argv after 'python -m experiments.fault_injection.points'
   result: Any  # folder -> comparable result
 
 
 def run_segment(argv: list[str], kill: KillPoint | None) -> Segment:
-  """Runs ``python -m benchmarks.fault_points ARGV`` once, killing it at ``kill``."""
+  """Runs ``python -m experiments.fault_injection.points ARGV`` once, killing it at ``kill``."""
   down_r, down_w = os.pipe()  # we -> command: go on
   up_r, up_w = os.pipe()  # command -> we: phase names
   env = dict(os.environ, JAX_PLATFORMS='cpu', CRNN_JAX_FAULT_OUT=str(up_w),
              CRNN_JAX_FAULT_IN=str(down_r))
   env.pop('XLA_FLAGS', None)
   with tempfile.TemporaryFile() as log:
-    proc = subprocess.Popen([sys.executable, '-m', 'benchmarks.fault_points', *argv],
+    proc = subprocess.Popen([sys.executable, '-m', 'experiments.fault_injection.points', *argv],
                             cwd=ROOT, env=env, pass_fds=(up_w, down_r), stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
     os.close(up_w)
@@ -161,7 +163,6 @@ def run_trial(target: Target, folder: str, points: list[KillPoint]) -> tuple[lis
 # ---------------------------------------------------------------- the two targets
 
 def library(folder: str) -> str:
-  from data_prep import demo
   demo.generate_demo_library(folder, seed=0, clips_per_class=6, seconds=3.0)
   return folder
 
@@ -172,7 +173,6 @@ def build_target(audio_dir: str) -> Target:
             '--clip_seconds=3', '--min_seconds=1', '--workers=1', '--no_progress']
 
   def result(folder: str) -> dict[str, Any]:
-    import tensorflow_datasets as tfds
     examples = {}
     for split, source in tfds.data_source('faults', data_dir=folder).items():
       for i in range(len(source)):

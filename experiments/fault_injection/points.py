@@ -1,21 +1,12 @@
 """Runs ``main.py`` or ``python -m data_prep build`` with named kill points.
 
-  python -m benchmarks.fault_points train|build ARGS...   (started by fault_injection)
+  python -m experiments.fault_injection.points train|build ARGS...   (started by the harness)
 
 Before each interesting moment the command announces it on a pipe (the file
 descriptor in CRNN_JAX_FAULT_OUT) and waits for a byte on another
 (CRNN_JAX_FAULT_IN), so the parent can SIGKILL it exactly there, or a chosen
 delay after it. Without those variables the hooks do nothing: the command runs
-as usual. Points (phase names):
-
-  training  train_step (before each batch), checkpoint_save (orbax starts
-            writing), checkpoint_manifest (orbax done, manifest not yet),
-            evaluation (a split is predicted: validation each epoch, then
-            validation and test), file_write (results.json, plots, metrics,
-            config: anything written through crnn_jax.core.files)
-  build     decode (a track is decoded, not read from the cache), cache_write (its spectrogram is
-            cached), dataset_write (an example goes into the TFDS files),
-            report_write (the bad-input report)
+as usual. The points are the phases named in ``experiments.fault_injection``.
 """
 
 from __future__ import annotations
@@ -31,9 +22,14 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
-TRAINING_PHASES = ('train_step', 'checkpoint_save', 'checkpoint_manifest', 'evaluation',
-                   'file_write')
-BUILD_PHASES = ('decode', 'cache_write', 'dataset_write', 'report_write')
+import orbax.checkpoint as ocp
+
+from crnn_jax.core import files
+from crnn_jax.data import pipeline
+from crnn_jax.train import trainer
+from crnn_jax.workdir import integrity
+from data_prep import __main__ as data_prep_main
+from data_prep import build, decode, writer
 
 
 def announce(phase: str) -> None:
@@ -53,12 +49,6 @@ def _before(phase: str, fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def install_training_points() -> None:
-  import orbax.checkpoint as ocp
-
-  from crnn_jax.core import files
-  from crnn_jax.data import pipeline
-  from crnn_jax.train import trainer
-  from crnn_jax.workdir import integrity
   batches = pipeline.train_batches
 
   def train_batches(*args: Any, **kwargs: Any) -> Iterator[Any]:
@@ -82,7 +72,6 @@ def install_training_points() -> None:
 
 
 def install_build_points() -> None:
-  from data_prep import build, decode, writer
   # compute_track, not run_job: a job that a kill interrupted is rerun in a process of its
   # own (decode's crash isolation), which must be handed the real run_job.
   decode.compute_track = _before('decode', decode.compute_track)
@@ -100,10 +89,9 @@ def main() -> None:
   elif target == 'build':
     install_build_points()
     sys.argv = ['python -m data_prep', 'build', *args]
-    from data_prep import __main__ as data_prep_main
     sys.exit(data_prep_main.main(sys.argv[1:]))
   else:
-    sys.exit(f'usage: python -m benchmarks.fault_points train|build ARGS...; got {target!r}')
+    sys.exit(f'usage: python -m experiments.fault_injection.points train|build ARGS...; got {target!r}')
 
 
 if __name__ == '__main__':
