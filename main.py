@@ -33,7 +33,8 @@ config_flags.DEFINE_config_file('config', None, 'Path to a config file (configs/
                                 lock_config=True)
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and results.')
 flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'summary', 'lr_find'],
-                  'train (then evaluate), eval (latest checkpoint), summary (layer table), '
+                  'train (then evaluate), eval (the best checkpoint where the run kept one, '
+                  'else the latest: config.eval.checkpoint), summary (layer table), '
                   'lr_find (learning-rate range test; touches no checkpoint).')
 flags.DEFINE_string('coordinator_address', None,
                     'Multi-process runs: host:port of process 0 (else SLURM/Open MPI are detected).')

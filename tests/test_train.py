@@ -338,6 +338,13 @@ def test_main_summary_prints_total_params():
   assert any(l.startswith('conv5') and '1x1x20x64' in l for l in lines)
 
 
+def test_main_help_says_eval_uses_the_best_checkpoint():
+  out = subprocess.run([sys.executable, 'main.py', '--help'], cwd=ROOT, capture_output=True,
+                       text=True, timeout=120, check=False)  # absl's --help exits with 1
+  mode_help = ' '.join(out.stdout.split()).split('--mode:')[1].split('--')[0]
+  assert 'eval (the best checkpoint where the run kept one, else the latest' in mode_help
+
+
 def test_metal_config_takes_the_data_sets_tabular_columns(tiny_data_dir, tiny_tabular_data_dir):
   from configs import metal
   from crnn_jax.train import setup
