@@ -37,7 +37,7 @@ from absl import app, flags, logging
 from tqdm import tqdm
 
 from crnn_jax.core.errors import UserError
-from crnn_jax.inference.embeddings import FORMATS as EMBEDDING_FORMATS
+from crnn_jax.inference import embeddings as embeddings_lib
 from crnn_jax.inference.embeddings import Embeddings
 from crnn_jax.inference.inputs import expand_inputs, one_line
 from crnn_jax.inference.model import DEFAULT_BATCH_SIZE
@@ -76,7 +76,8 @@ def predict_main(workdir: str, inputs: Sequence[str], top_k: int = 5, fmt: str =
   """
   out = out or sys.stdout
   err = err or sys.stderr
-  _check_usage(fmt, inputs, tabular_csv, embeddings)
+  _check_usage(fmt, inputs, tabular_csv)
+  embeddings = embeddings_lib.target_path(embeddings) if embeddings else None
   predictor = predictor or Predictor.from_workdir(workdir, batch_size=batch_size,
                                                   checkpoint=checkpoint)
   model = predictor.model
@@ -122,8 +123,7 @@ def predict_main(workdir: str, inputs: Sequence[str], top_k: int = 5, fmt: str =
   return 0 if scored else 1
 
 
-def _check_usage(fmt: str, inputs: Sequence[str], tabular_csv: str | None,
-                 embeddings: str | None) -> None:
+def _check_usage(fmt: str, inputs: Sequence[str], tabular_csv: str | None) -> None:
   """Mistakes that need no model: a UserError before anything loads."""
   if fmt not in ('text', 'json'):
     raise UserError(f"--format {fmt!r}: use 'text' or 'json'")
@@ -131,8 +131,6 @@ def _check_usage(fmt: str, inputs: Sequence[str], tabular_csv: str | None,
     raise UserError('give at least one audio file or folder to score')
   if tabular_csv and not os.path.isfile(tabular_csv):
     raise UserError(f'--tabular_csv {tabular_csv!r} does not exist')
-  if embeddings and os.path.splitext(embeddings)[1].lower() not in EMBEDDING_FORMATS:
-    raise UserError(f'--embeddings {embeddings!r}: name a .npz or .parquet file')
 
 
 def _summary_line(scored: int, total: int, seconds: float, embeddings: str | None) -> str:
@@ -205,7 +203,7 @@ def _define_flags() -> None:
   flags.DEFINE_integer('num_workers', None, 'Decoding threads (default: up to 4).')
   flags.DEFINE_string('embeddings', None,
                       'Also write each file\'s window and track embeddings (the classifier '
-                      'layer\'s input) to this .npz or .parquet file.')
+                      'layer\'s input) to this .npz or .parquet file (no extension: .npz).')
   flags.DEFINE_enum('checkpoint', 'best', ['best', 'latest'],
                     'best: the best epoch by validation where the run kept one, else the latest.')
 

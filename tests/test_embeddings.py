@@ -133,6 +133,20 @@ def test_predict_main_writes_embeddings_beside_the_scores(predictor, clips, tmp_
     pr.predict_main('', [str(clips[0])], predictor=predictor, embeddings=str(tmp_path / 'e.txt'))
 
 
+def test_embeddings_without_an_extension_are_npz_and_other_names_refused_first(
+    predictor, clips, tmp_path):
+  out = io.StringIO()
+  assert pr.predict_main('', [str(clips[0])], out=out, err=io.StringIO(), predictor=predictor,
+                         embeddings=str(tmp_path / 'emb')) == 0
+  assert np.load(tmp_path / 'emb.npz')['windows'].shape[0] == 3
+  assert not (tmp_path / 'emb').exists()
+  assert f'embeddings in {tmp_path / "emb.npz"}' in out.getvalue().splitlines()[-1]
+  # Before any work: the model would not even load from this workdir.
+  with pytest.raises(UserError, match=r"e\.txt'.*\.npz or \.parquet"):
+    pr.predict_main(str(tmp_path / 'no_workdir'), [str(clips[0])],
+                    embeddings=str(tmp_path / 'e.txt'))
+
+
 def test_cli_embeddings_flag(workdir, clips, tmp_path):
   target = tmp_path / 'emb.parquet'
   proc = subprocess.run([sys.executable, '-m', 'crnn_jax.predict', f'--workdir={workdir[3]}',

@@ -36,6 +36,20 @@ from crnn_jax.core.errors import UserError
 from crnn_jax.inference.model import InferenceModel
 
 FORMATS = ('.npz', '.parquet')
+DEFAULT_FORMAT = '.npz'  # a name without an extension gets it, as numpy.savez does
+
+
+def target_path(path: str | os.PathLike) -> str:
+  """Where embeddings named ``path`` are written: as given with a known
+  extension, with .npz added without one; a UserError for another extension."""
+  path = os.fspath(path)
+  ext = os.path.splitext(path)[1].lower()
+  if not ext:
+    return path + DEFAULT_FORMAT
+  if ext not in FORMATS:
+    raise UserError(f'--embeddings {path!r}: name a .npz or .parquet file (without an '
+                    f'extension, {DEFAULT_FORMAT} is added)')
+  return path
 
 
 @dataclasses.dataclass
@@ -83,12 +97,10 @@ class Embeddings:
 
   # ------------------------------------------------------------------ files
   def save(self, path: str | os.PathLike) -> str:
-    """Writes .npz or .parquet (by extension), atomically; returns the path."""
-    path = os.fspath(path)
-    ext = os.path.splitext(path)[1].lower()
-    if ext not in FORMATS:
-      raise UserError(f'--embeddings {path!r}: name a .npz or .parquet file')
-    if ext == '.npz':
+    """Writes .npz or .parquet (by extension, ``target_path``), atomically;
+    returns the path written."""
+    path = target_path(path)
+    if os.path.splitext(path)[1].lower() == '.npz':
       data = self.npz_bytes()
     else:
       sink = io.BytesIO()
