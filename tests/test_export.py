@@ -133,6 +133,50 @@ def test_cli_errors_are_one_line(tiny, tmp_path):
   assert proc.stderr.strip().startswith('error: --out ') and '\n' not in proc.stderr.strip()
 
 
+def _loop_model(onnx):
+  """y = x + 3 * w through a Loop whose body reads the outer initializer w,
+  plus initializers no node reads: one outside, one in the body."""
+  h, tp = onnx.helper, onnx.TensorProto
+  const = lambda name, v: onnx.numpy_helper.from_array(np.asarray(v, np.float32), name)
+  body = h.make_graph(
+      [h.make_node('Add', ['acc_in', 'w'], ['acc_out']), h.make_node('Identity', ['cond'],
+                                                                     ['cond_out'])],
+      'body', [h.make_tensor_value_info('i', tp.INT64, []),
+               h.make_tensor_value_info('cond', tp.BOOL, []),
+               h.make_tensor_value_info('acc_in', tp.FLOAT, [2])],
+      [h.make_tensor_value_info('cond_out', tp.BOOL, []),
+       h.make_tensor_value_info('acc_out', tp.FLOAT, [2])],
+      initializer=[const('unused_inner', [7.0, 7.0])])
+  graph = h.make_graph(
+      [h.make_node('Loop', ['trips', '', 'x'], ['y'], body=body)], 'outer',
+      [h.make_tensor_value_info('x', tp.FLOAT, [2])], [h.make_tensor_value_info('y', tp.FLOAT, [2])],
+      initializer=[const('w', [1.0, 2.0]), const('unused_outer', [5.0]),
+                   onnx.numpy_helper.from_array(np.asarray(3, np.int64), 'trips')])
+  return h.make_model(graph, opset_imports=[h.make_opsetid('', 17)])
+
+
+def test_unused_onnx_initializers_are_dropped_and_outputs_unchanged(capfd):
+  onnx = pytest.importorskip('onnx')
+  ort = pytest.importorskip('onnxruntime')
+  x = {'x': np.asarray([0.5, -1.0], np.float32)}
+
+  def run(model):
+    capfd.readouterr()
+    out = ort.InferenceSession(model.SerializeToString(),
+                               providers=['CPUExecutionProvider']).run(None, x)[0]
+    return out, capfd.readouterr().err
+
+  before, noisy = run(_loop_model(onnx))
+  assert noisy.count('Removing initializer') == 2  # what onnxruntime says of them
+  model = _loop_model(onnx)
+  assert export.drop_unused_initializers(model.graph) == 2
+  assert [i.name for i in model.graph.initializer] == ['w', 'trips']  # w: read in the body
+  after, quiet = run(model)
+  assert 'Removing initializer' not in quiet
+  np.testing.assert_array_equal(after, before)
+  np.testing.assert_array_equal(after, [3.5, 5.0])
+
+
 # ---------------------------------------------------------------- ONNX (slow)
 
 def _variant(kind: str):
@@ -150,7 +194,7 @@ def _variant(kind: str):
 @pytest.mark.slow
 @pytest.mark.parametrize('kind, frames, width', [
     ('genre', 1292, 1280), ('metal', 1292, 96), ('mean', 646, 64)])
-def test_onnx_equals_jax(kind, frames, width, tmp_path):
+def test_onnx_equals_jax(kind, frames, width, tmp_path, capfd):
   ort = pytest.importorskip('onnxruntime')
   if export.jax2onnx is None:
     pytest.skip('jax2onnx is not installed (.ci/run installs it: pip install --no-deps '
@@ -163,6 +207,7 @@ def test_onnx_equals_jax(kind, frames, width, tmp_path):
   assert model.frames == frames and model.embedding_size == width
   session = ort.InferenceSession(str(tmp_path / 'out' / 'model.onnx'),
                                  providers=['CPUExecutionProvider'])
+  assert 'Removing initializer' not in capfd.readouterr().err  # none left unused
   assert [i.name for i in session.get_inputs()] == (['spectrogram', 'tabular'] if
                                                     kind == 'metal' else ['spectrogram'])
   meta = session.get_modelmeta().custom_metadata_map
