@@ -63,7 +63,7 @@ from crnn_jax.core import audio, labels, tabular
 from crnn_jax.core import files as core_files
 from crnn_jax.core.errors import UserError
 from crnn_jax.reference import torch_pickle, weights
-from crnn_jax.train import pretrained
+from crnn_jax.train import from_weights
 
 TABULAR_NAMES = tabular.REFERENCE_COLUMNS  # the metal model's 16 inputs, in vector order
 CATEGORICAL = tabular.CATEGORICAL
@@ -232,7 +232,7 @@ def import_checkpoint(checkpoint: str, config: Any, workdir: str,
   state_dict = torch_pickle.read_state_dict(checkpoint)
   variables, num_tabular = convert_checkpoint(state_dict, config)
   data_info = build_data_info(config, num_tabular, checkpoint, tabular_stats, tabular_csv)
-  pretrained.save_pretrained(workdir, config, variables, data_info)
+  from_weights.write_workdir(workdir, config, variables, data_info)
   return data_info
 
 

@@ -24,7 +24,7 @@ from configs import default
 from crnn_jax.core import audio, audio_features
 from crnn_jax.data.info import DataInfo
 from crnn_jax.inference.inputs import TabularTable
-from crnn_jax.train import pretrained
+from crnn_jax.train import from_weights
 from crnn_jax.train import state as state_lib
 from data_prep import build, manifest
 from data_prep.sources import printable
@@ -105,7 +105,7 @@ def _predict_workdir(path: str) -> str:
   rng = np.random.default_rng(0)
   variables = jax.tree_util.tree_map(
       lambda s: (0.05 * rng.standard_normal(s.shape)).astype(np.float32), shapes)
-  pretrained.save_pretrained(path, config, variables, info)
+  from_weights.write_workdir(path, config, variables, info)
   return path
 
 

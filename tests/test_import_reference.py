@@ -64,7 +64,7 @@ def _torch_log_probs(path: Path, spec: np.ndarray, tab: np.ndarray | None) -> np
 def _workdir_log_probs(workdir: str, spec: np.ndarray, raw_tab: np.ndarray | None
                        ) -> tuple[np.ndarray, dict]:
   """What prediction does with a workdir: load, encode tabular, apply."""
-  config, variables, data_info = checkpoints.load_pretrained(workdir)
+  config, variables, data_info, _, _ = checkpoints.load_for_use(workdir)
   model = models.create_model(config.model, len(data_info['class_names']),
                               data_info['num_tabular'])
   tab = None
@@ -73,7 +73,7 @@ def _workdir_log_probs(workdir: str, spec: np.ndarray, raw_tab: np.ndarray | Non
   return np.asarray(jax.nn.log_softmax(jax.jit(model.apply)(variables, spec, tab))), data_info
 
 
-@pytest.mark.slow  # ~10 s: save_pretrained and load_pretrained each compile the model's init
+@pytest.mark.slow  # ~10 s: write_workdir and load_for_use each compile the model's init
 @needs_checkpoints
 def test_imported_metal_workdir_keeps_the_tabular_encoding(tmp_path):
   """Given stats are stored; prediction standardises raw values with them and

@@ -161,7 +161,7 @@ def test_data_prep_build_refuses_while_another_build_holds_the_data_set(tmp_path
 def test_training_lr_find_and_import_refuse_a_held_workdir(tiny_data_dir, tmp_path):
   from conftest import tiny_config
 
-  from crnn_jax.train import lr_find, pretrained, trainer
+  from crnn_jax.train import from_weights, lr_find, trainer
   config = tiny_config(tiny_data_dir)
   workdir = tmp_path / 'w'
   with FileLock(workdir / 'run.lock', 'training'):
@@ -169,7 +169,7 @@ def test_training_lr_find_and_import_refuse_a_held_workdir(tiny_data_dir, tmp_pa
       with pytest.raises(LockHeld, match=f'{workdir} is in use by training on host'):
         run(config, str(workdir))
     with pytest.raises(LockHeld):
-      pretrained.save_pretrained(str(workdir), config, {}, {})
+      from_weights.write_workdir(str(workdir), config, {}, {})
   assert sorted(os.listdir(workdir)) == []  # nothing written while refused
 
 

@@ -1,6 +1,6 @@
 """python -m crnn_jax.predict: files -> genres through the spectrogram contract.
 
-Tiny workdirs are written here with pretrained.save_pretrained (5-s clips,
+Tiny workdirs are written here with from_weights.write_workdir (5-s clips,
 freshly initialised weights: no training), so these tests check the plumbing,
 not accuracy: prediction equals a direct model.apply on audio.spectrogram_image
 of the same windows, long files average several windows, bad files give one
@@ -38,7 +38,7 @@ from crnn_jax.core.errors import UserError
 from crnn_jax.inference.inputs import expand_inputs
 from crnn_jax.inference.model import InferenceModel
 from crnn_jax.inference.predictor import Predictor
-from crnn_jax.train import pretrained
+from crnn_jax.train import from_weights
 from crnn_jax.workdir.files import validation_threshold
 
 
@@ -60,12 +60,12 @@ def _read_window(path: Path, index: int) -> np.ndarray:
 
 @pytest.fixture(scope='module')
 def single(tmp_path_factory):
-  """A real workdir (save_pretrained), loaded back through from_workdir."""
+  """A real workdir (write_workdir), loaded back through from_workdir."""
   config = default.get_config()
   info = _data_info()
   variables = _variables(config, info, seed=1)
   workdir = tmp_path_factory.mktemp('wd_single')
-  pretrained.save_pretrained(str(workdir), config, variables, info)
+  from_weights.write_workdir(str(workdir), config, variables, info)
   return config, info, variables, str(workdir)
 
 

@@ -118,7 +118,7 @@ def test_log_probs_match_pytorch(pair, spectrograms, tabular, batch):
   assert np.exp(got.max(-1)).mean() > 2.0 / got.shape[1]
 
 
-@pytest.mark.slow  # ~15 s: save_pretrained and load_pretrained each compile the model's init
+@pytest.mark.slow  # ~15 s: write_workdir and load_for_use each compile the model's init
 def test_imported_genre_model_predicts_demo_clips_like_pytorch(clips, tmp_path):
   """python -m crnn_jax.import_reference's workdir, through the prediction
   command's code (crnn_jax.predict: decode, spectrogram, batch) on demo audio
@@ -127,7 +127,7 @@ def test_imported_genre_model_predicts_demo_clips_like_pytorch(clips, tmp_path):
   path = CHECKPOINTS / FILES['genre']
   workdir = str(tmp_path / 'genres')
   import_reference.import_checkpoint(str(path), genres.get_config(), workdir)
-  _, _, info = checkpoints.load_pretrained(workdir)
+  info = checkpoints.load_for_use(workdir).data_info
   assert info['class_names'] == list(labels.GENRES)  # reference index order
   assert info['frames'] == 1292 and info['metadata']['clip']['seconds'] == 30.0
   results = Predictor.from_workdir(workdir).predict_files([str(p) for p in paths],

@@ -317,7 +317,7 @@ def test_checkpoint_of_another_model_is_refused(tiny_data_dir, tmp_path):
     train.train_and_evaluate(config, str(tmp_path / 'w'))
   # Refused before anything was written: the workdir still describes its model.
   assert json.loads((tmp_path / 'w' / 'config.json').read_text())['model']['gru_features'] == 64
-  checkpoints.load_pretrained(str(tmp_path / 'w'))
+  checkpoints.load_for_use(str(tmp_path / 'w'))
 
 
 def test_main_prints_one_line_errors(tmp_path):
@@ -372,7 +372,7 @@ def test_bfloat16_compute_learns_like_float32(tiny_data_dir, tmp_path):
   assert accuracy['float32'] >= 0.9
   assert abs(accuracy['bfloat16'] - accuracy['float32']) <= 0.1, accuracy
   # Parameters and batch statistics stay float32 under bf16 compute.
-  _, variables, _ = checkpoints.load_pretrained(str(tmp_path / 'bfloat16'))
+  variables = checkpoints.load_for_use(str(tmp_path / 'bfloat16')).variables
   assert all(x.dtype == jnp.float32 for x in jax.tree_util.tree_leaves(variables))
 
 

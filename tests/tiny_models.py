@@ -1,6 +1,6 @@
 """Tiny workdirs for the tests of inference, embeddings, export and the web page.
 
-A workdir written with pretrained.save_pretrained: 5-s clips, four classes,
+A workdir written with from_weights.write_workdir: 5-s clips, four classes,
 freshly drawn (untrained) but well-scaled weights, so outputs clearly depend
 on the input and no training or init compile is needed. Audio comes from the
 demo synthesiser (data_prep.demo).
@@ -17,7 +17,7 @@ import soundfile as sf
 from configs import default
 from crnn_jax.core import audio
 from crnn_jax.data.info import DataInfo
-from crnn_jax.train import pretrained
+from crnn_jax.train import from_weights
 from crnn_jax.train import state as train_state
 from data_prep import demo
 
@@ -69,7 +69,7 @@ def make_workdir(workdir: Path, config=None, info: dict | None = None, seed: int
   config = config or default.get_config()
   info = info or data_info()
   weights = variables(config, info, seed)
-  pretrained.save_pretrained(str(workdir), config, weights, info)
+  from_weights.write_workdir(str(workdir), config, weights, info)
   return config, info, weights, str(workdir)
 
 

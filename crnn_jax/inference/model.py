@@ -74,11 +74,12 @@ class InferenceModel:
     if not os.path.isdir(workdir):
       raise UserError(f'workdir {workdir!r} does not exist: train with main.py or import a '
                       'model first, or fix --workdir')
-    config, variables, data_info = checkpoints.load_pretrained(workdir, checkpoint)
+    saved = checkpoints.load_for_use(workdir, checkpoint)
     threshold, source = files.validation_threshold(workdir)
-    loaded = cls(config, variables, data_info, batch_size=batch_size, threshold=threshold,
-                 threshold_source=source, workdir=workdir)
-    checkpoints.check_variables(loaded.abstract_variables(), variables, f'workdir {workdir!r}')
+    loaded = cls(saved.config, saved.variables, saved.data_info, batch_size=batch_size,
+                 threshold=threshold, threshold_source=source, workdir=workdir)
+    checkpoints.check_shapes(loaded.abstract_variables(), saved.variables,
+                             f'the checkpoint of workdir {workdir!r}')
     return loaded
 
   def abstract_variables(self) -> dict[str, Any]:

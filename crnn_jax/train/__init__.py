@@ -9,6 +9,6 @@ the device mesh, the loop, and the learning-rate range test.
   stopping.py    Ctrl-C / SIGTERM at a step boundary; the NaN guard's error
   writers.py     progress lines, TensorBoard and metrics.jsonl
   lr_find.py     fastai's learning-rate range test
-  pretrained.py  a workdir made from finished weights (reference import)
+  from_weights.py a workdir made from finished weights (reference import)
   distributed.py multi-process start-up
 """

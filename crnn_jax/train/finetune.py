@@ -130,10 +130,10 @@ def load(workdir: str) -> Pretrained:
     raise UserError(f'config.init_from {workdir!r} does not exist: give a crnn_jax workdir (trained '
                     'with main.py, or made by python -m crnn_jax.import_reference)')
   try:
-    config, variables, data_info = checkpoints.load_pretrained(workdir)
+    saved = checkpoints.load_for_use(workdir)
   except UserError as e:
     raise UserError(f'config.init_from: {e}') from None
-  return Pretrained(workdir, config, variables, DataInfo.from_json(data_info))
+  return Pretrained(workdir, saved.config, saved.variables, DataInfo.from_json(saved.data_info))
 
 
 def initial_variables(config: ml_collections.ConfigDict, info: DataInfo,

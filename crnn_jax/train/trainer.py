@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -36,29 +36,8 @@ from crnn_jax.train.steps import TrainOptions
 from crnn_jax.train.stopping import Interrupted, StopRequest, TrainingDiverged
 from crnn_jax.train.writers import MetricWriters, log
 from crnn_jax.workdir import checkpoints, files
+from crnn_jax.workdir.checkpoints import Progress
 from crnn_jax.workdir.lock import holds_workdir
-
-
-@dataclasses.dataclass
-class Progress:
-  """Where training stands: each checkpoint's 'meta'. ``partial`` holds the
-  running sums of an epoch interrupted midway (loss_sum, correct, seen);
-  ``best`` the best epoch so far (crnn_jax/train/selection.py)."""
-  epoch: int = 0
-  batch_in_epoch: int = 0
-  history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-  partial: dict[str, float] = dataclasses.field(default_factory=dict)
-  best: dict[str, Any] = dataclasses.field(default_factory=dict)
-  stopped_early: bool = False
-
-  def to_meta(self) -> dict[str, Any]:
-    return dataclasses.asdict(self)
-
-  @classmethod
-  def from_meta(cls, meta: Mapping[str, Any]) -> Progress:
-    return cls(epoch=int(meta['epoch']), batch_in_epoch=int(meta['batch_in_epoch']),
-               history=list(meta.get('history', [])), partial=dict(meta.get('partial') or {}),
-               best=dict(meta.get('best') or {}), stopped_early=bool(meta.get('stopped_early')))
 
 
 @dataclasses.dataclass
@@ -134,25 +113,15 @@ def _evaluate(run: Run, state: TrainState, eval_fn: Callable,
       ancestors=run.label_ancestors, checkpoint=checkpoint)
 
 
-def _checkpoint_to_evaluate(run: Run, state: TrainState, meta: Mapping[str, Any]
-                            ) -> tuple[TrainState, dict[str, Any]]:
-  """The state evaluation uses (config.eval.checkpoint: the best where the run
-  kept one, else the latest = ``state``) and a description for results.json."""
-  def read_best() -> tuple[TrainState, dict[str, Any]] | None:
-    mgr = checkpoints.best_manager(run.workdir)
-    try:
-      restored = checkpoints.restore(mgr, state)
-    finally:
-      mgr.close()
-    if restored is None:
-      return None
-    best_state, best_meta = restored
-    return (run.parallel.replicate(best_state),
-            {'checkpoint': 'best', **dict(best_meta.get('best') or {})})
-
-  latest = state, {'checkpoint': 'latest', 'epoch': int(meta.get('epoch', 0))}
-  chosen = checkpoints.chosen_directory(run.workdir, run.config.eval.get('checkpoint', 'best'))
-  return checkpoints.best_else_latest(chosen, read_best, lambda: latest, warn=log)
+def _state_to_evaluate(run: Run, state: TrainState) -> tuple[TrainState, dict[str, Any]]:
+  """``state`` with the step and weights of the checkpoint config.eval.checkpoint
+  chooses (checkpoints.load_for_use), and which one it is, for results.json."""
+  saved = checkpoints.load_for_use(run.workdir, run.config.eval.get('checkpoint', 'best'))
+  checkpoints.check_shapes({'params': state.params, 'batch_stats': state.batch_stats},
+                           saved.variables, f'the {saved.description["checkpoint"]} checkpoint '
+                           f'in {run.workdir}', run.config, run.workdir)
+  weights = run.parallel.replicate({**saved.variables, 'step': np.int32(saved.step)})
+  return state.replace(**weights), saved.description
 
 
 # --------------------------------------------------------------------------
@@ -178,7 +147,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     eval_fn = run.parallel.jit_eval_step(config.multilabel)
     state, progress = _train(run, plan, mgr, state, progress, eval_fn, options)
     # -------------------------------------------------------------- evaluate
-    state, chosen = _checkpoint_to_evaluate(run, state, progress.to_meta())
+    state, chosen = _state_to_evaluate(run, state)
     return _evaluate(run, state, eval_fn, progress.history, chosen)
   finally:
     mgr.close()
@@ -330,18 +299,9 @@ def evaluate_only(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
   with config.eval.recompute_bn."""
   run = setup.build_run(config, workdir)
   state = run.fresh_state(state_lib.make_optimizer(config, 1))
-  mgr = checkpoints.manager(run.workdir)
-  try:
-    restored = checkpoints.restore(mgr, state, run.config)
-  finally:
-    mgr.close()
-  if restored is None:
-    raise UserError(f'no checkpoint in {run.workdir!r}: train first (main.py without --mode) '
-                    'or import a reference model')
-  state, meta = restored
-  state, chosen = _checkpoint_to_evaluate(run, run.parallel.replicate(state), meta)
+  state, chosen = _state_to_evaluate(run, state)
   if config.eval.get('recompute_bn'):
     state = bn_stats.recompute(run, setup.plan_steps(config, run.info), state)
     chosen['recomputed_bn'] = True
-  history = list(meta.get('history', []))
+  history = checkpoints.read_progress(run.workdir).history  # the whole run's, for the curves
   return _evaluate(run, state, run.parallel.jit_eval_step(config.multilabel), history, chosen)

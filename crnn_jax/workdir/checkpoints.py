@@ -1,10 +1,12 @@
-"""Orbax checkpoints of a workdir: save, restore into a given state, or read
-only the model's variables (for prediction and export, which need no optimiser).
+"""Orbax checkpoints of a workdir: save and restore a train state with its
+``Progress`` (training resumes from it), or load a model for use
+(``load_for_use``: evaluation, prediction, export and fine-tuning, which need
+no optimiser).
 
 ``checkpoints/`` holds the latest steps (training resumes from them);
 ``checkpoints_best/`` the best one by a validation metric, when the run keeps
-it (config.train.best_metric). Evaluation and prediction read the best where
-there is one (``checkpoint='best'``), else the latest.
+it (config.train.best_metric). A model for use is the best where there is one
+(``checkpoint='best'``), else the latest.
 
 Orbax writes each checkpoint to a temporary folder and renames it when
 complete, so a run killed mid-save still finds its previous checkpoint; a
@@ -18,6 +20,7 @@ told apart from a damaged one by its recorded shapes, not by error texts.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import gc
 import glob
@@ -28,7 +31,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import jax
 import ml_collections
@@ -65,32 +68,30 @@ def best_manager(workdir: str) -> ocp.CheckpointManager:
   return manager(workdir, max_to_keep=1, directory=BEST_DIR)
 
 
-def chosen_directory(workdir: str, checkpoint: str = 'best') -> str:
-  """The folder of the checkpoint to evaluate or predict with: the best where
-  the run kept one and ``checkpoint`` is 'best', else the latest."""
-  if checkpoint not in CHOICES:
-    raise UserError(f"checkpoint {checkpoint!r}: use 'best' or 'latest'")
-  best = os.path.join(os.path.abspath(workdir), BEST_DIR)
-  if checkpoint == 'best' and os.path.isdir(best) and ocp.utils.checkpoint_steps(best):
-    return BEST_DIR
-  return CHECKPOINT_DIR
+@dataclasses.dataclass
+class Progress:
+  """Where a run stands: each checkpoint's 'meta', written and read only
+  through this class. ``partial`` holds the running sums of an epoch
+  interrupted midway (loss_sum, correct, seen); ``best`` the best epoch so far
+  (crnn_jax/train/selection.py); ``imported``: finished weights made into a
+  workdir, not trained in it."""
+  epoch: int = 0
+  batch_in_epoch: int = 0
+  history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+  partial: dict[str, float] = dataclasses.field(default_factory=dict)
+  best: dict[str, Any] = dataclasses.field(default_factory=dict)
+  stopped_early: bool = False
+  imported: bool = False
 
+  def to_meta(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
 
-def best_else_latest(chosen: str, read_best: Callable[[], T | None],
-                     read_latest: Callable[[], T | None], warn: Callable[[str], Any]) -> T | None:
-  """``read_best()`` where ``chosen`` (``chosen_directory``) is the best
-  checkpoint and one reads back intact, else ``read_latest()``: a damaged best
-  checkpoint (reported and moved aside by ``restore_intact``) costs a warning,
-  not the evaluation or the prediction."""
-  if chosen == BEST_DIR:
-    try:
-      found = read_best()
-    except UserError as e:
-      warn(f'warning: {e}; using the latest checkpoint')
-      found = None
-    if found is not None:
-      return found
-  return read_latest()
+  @classmethod
+  def from_meta(cls, meta: Mapping[str, Any]) -> Progress:
+    return cls(epoch=int(meta.get('epoch', 0)), batch_in_epoch=int(meta.get('batch_in_epoch', 0)),
+               history=list(meta.get('history') or []), partial=dict(meta.get('partial') or {}),
+               best=dict(meta.get('best') or {}), stopped_early=bool(meta.get('stopped_early')),
+               imported=bool(meta.get('imported')))
 
 
 def save(mgr: ocp.CheckpointManager, step: int, state: Any, meta: Mapping[str, Any]) -> None:
@@ -238,29 +239,27 @@ def _leaf_shapes(tree: Any) -> dict[str, tuple[int, ...]]:
           for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
-def _shape_check(mgr: ocp.CheckpointManager, target_state: Any,
-                 config: ml_collections.ConfigDict | None) -> Callable[[int], None]:
-  """fits(step) for restore_intact: the checkpoint's recorded shapes (orbax
-  metadata, no array read) against the target's; a UserError saying why they
-  differ: another config (config.json compared with ``config``) or another
-  data set."""
-  want = _leaf_shapes(target_state)
-
-  def fits(step: int) -> None:
-    got = _leaf_shapes(mgr.item_metadata(step)['state'].tree)
-    if got == want:
-      return
-    first = next(k for k in sorted(want.keys() | got.keys()) if want.get(k) != got.get(k))
-    where = (f'checkpoint {mgr.directory}/{step} does not fit this model ({first}: '
-             f'{got.get(first, "absent")} in the checkpoint, {want.get(first, "absent")} now)')
-    workdir = os.path.dirname(str(mgr.directory))
-    changed = files.config_differences(workdir, config) if config is not None else []
-    if changed:
-      raise UserError(f'{where}; it was written by a different config ({"; ".join(changed)}): '
-                      'use the config it was trained with, or a fresh --workdir')
-    raise UserError(f'{where}, yet {workdir}/config.json matches this config: the data set '
-                    'changed since (classes or tabular columns); use a fresh --workdir')
-  return fits
+def check_shapes(expected: Any, given: Any, what: str,
+                 config: ml_collections.ConfigDict | None = None, workdir: str = '') -> None:
+  """A one-line UserError when ``given`` (arrays, ShapeDtypeStructs or orbax's
+  recorded metadata) is not shaped like ``expected``, the model's: it names
+  the first leaf that differs and, given ``config`` and the ``workdir`` that
+  wrote ``given``, why: another config (config.json compared with ``config``)
+  or another data set. The one shape check of every checkpoint and weight read."""
+  want, got = _leaf_shapes(expected), _leaf_shapes(given)
+  if got == want:
+    return
+  first = next(k for k in sorted(want.keys() | got.keys()) if want.get(k) != got.get(k))
+  where = (f'{what} does not fit this model ({first}: {got.get(first, "absent")} in the checkpoint, '
+           f'{want.get(first, "absent")} now)')
+  if config is None or not workdir:
+    raise UserError(where)
+  changed = files.config_differences(workdir, config)
+  if changed:
+    raise UserError(f'{where}; it was written by a different config ({"; ".join(changed)}): '
+                    'use the config it was trained with, or a fresh --workdir')
+  raise UserError(f'{where}, yet {workdir}/config.json matches this config: the data set '
+                  'changed since (classes or tabular columns); use a fresh --workdir')
 
 
 def restore(mgr: ocp.CheckpointManager, target_state: Any,
@@ -275,61 +274,127 @@ def restore(mgr: ocp.CheckpointManager, target_state: Any,
     return mgr.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
 
-  found = restore_intact(mgr, read, _shape_check(mgr, abstract, config))
+  def fits(step: int) -> None:
+    check_shapes(abstract, mgr.item_metadata(step)['state'].tree,
+                 f'checkpoint {mgr.directory}/{step}', config,
+                 os.path.dirname(str(mgr.directory)))
+
+  found = restore_intact(mgr, read, fits)
   if found is None:
     return None
   restored = found[1]
   return restored.state, dict(restored.meta)
 
 
-def restore_variables(workdir: str, checkpoint: str = 'best') -> dict[str, Any]:
-  """{'params', 'batch_stats'} of the best (else latest) or the latest
-  checkpoint, as numpy arrays; the newest intact one of its folder, and the
-  latest where no best checkpoint reads back intact.
+def read_progress(workdir: str) -> Progress:
+  """The latest checkpoint's Progress (its meta alone: the whole run's history)."""
+  mgr = manager(workdir)
+  try:
+    found = restore_intact(mgr, lambda step: mgr.restore(
+        step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())))
+  finally:
+    mgr.close()
+  if found is None:
+    raise UserError(f'no checkpoint in {mgr.directory}: train or import a model first')
+  return Progress.from_meta(found[1].meta)
 
-  Read without a target, so the caller needs no optimiser to rebuild; the
-  caller checks the shapes against the model it builds (``check_variables``).
+
+# --------------------------------------------------------------------------
+# A checkpoint for use: evaluation, prediction, export, init_from
+# --------------------------------------------------------------------------
+class LoadedModel(NamedTuple):
+  """A workdir's model as its users need it (no optimiser state)."""
+  config: ml_collections.ConfigDict  # config.json: the config it was trained with
+  variables: dict[str, Any]  # {'params', 'batch_stats'}, numpy arrays
+  data_info: dict[str, Any]  # data_info.json
+  description: dict[str, Any]  # which checkpoint: {'checkpoint': 'best', epoch, ...}
+  step: int  # the checkpoint's train step
+
+
+def load_for_use(workdir: str, checkpoint: str = 'best') -> LoadedModel:
+  """The workdir's model from the checkpoint ``checkpoint`` chooses: 'best'
+  (the best epoch where the run kept one, else the latest) or 'latest'. The
+  one way evaluation, prediction, export and fine-tuning pick and read one.
+
+  The newest intact checkpoint of the chosen folder is read; a best folder
+  with none intact costs a warning and the latest is used. The caller checks
+  the variables against the model it builds (``check_shapes``).
   """
-  found = best_else_latest(chosen_directory(workdir, checkpoint),
-                           lambda: _restore_state(workdir, BEST_DIR),
-                           lambda: _restore_state(workdir, CHECKPOINT_DIR),
-                           warn=lambda line: print(line, file=sys.stderr, flush=True))
+  config = files.load_config(workdir)
+  variables, description, step = _restore_chosen(workdir, checkpoint)
+  return LoadedModel(config, variables, files.load_data_info(workdir), description, step)
+
+
+def restore_variables(workdir: str, checkpoint: str = 'best') -> dict[str, Any]:
+  """``load_for_use``'s variables alone: reads a checkpoint folder without
+  config.json too."""
+  return _restore_chosen(workdir, checkpoint)[0]
+
+
+def _restore_chosen(workdir: str, checkpoint: str
+                    ) -> tuple[dict[str, Any], dict[str, Any], int]:
+  """(variables, description, step) of the chosen checkpoint (``load_for_use``)."""
+  def read(directory: str) -> Callable[[], tuple[int, Any] | None]:
+    return lambda: _restore_numpy(workdir, directory)
+
+  found = _best_else_latest(chosen_directory(workdir, checkpoint), read(BEST_DIR),
+                            read(CHECKPOINT_DIR))
   if found is None:
     raise UserError(f'no checkpoint in {os.path.join(workdir, CHECKPOINT_DIR)!r}: '
                     'train or import a model first')
-  state = found[1].state
-  return {'params': jax.tree_util.tree_map(np.asarray, state['params']),
-          'batch_stats': jax.tree_util.tree_map(np.asarray, state.get('batch_stats') or {})}
+  (step, restored), directory = found
+  progress = Progress.from_meta(restored.meta)
+  description = ({'checkpoint': 'best', **progress.best} if directory == BEST_DIR else
+                 {'checkpoint': 'latest', 'epoch': progress.epoch})
+  state = restored.state
+  variables = {'params': state['params'], 'batch_stats': state.get('batch_stats') or {}}
+  return variables, description, int(state.get('step', step))
 
 
-def _restore_state(workdir: str, directory: str) -> tuple[int, Any] | None:
-  """(step, restored) of the newest intact checkpoint in ``directory``; None
-  if it has none (the folder is not created when missing, as a manager would)."""
+def chosen_directory(workdir: str, checkpoint: str = 'best') -> str:
+  """The folder of the checkpoint to use: the best where the run kept one and
+  ``checkpoint`` is 'best', else the latest."""
+  if checkpoint not in CHOICES:
+    raise UserError(f"checkpoint {checkpoint!r}: use 'best' or 'latest'")
+  best = os.path.join(os.path.abspath(workdir), BEST_DIR)
+  if checkpoint == 'best' and os.path.isdir(best) and ocp.utils.checkpoint_steps(best):
+    return BEST_DIR
+  return CHECKPOINT_DIR
+
+
+def _best_else_latest(chosen: str, read_best: Callable[[], T | None],
+                      read_latest: Callable[[], T | None]) -> tuple[T, str] | None:
+  """(``read_best()``, BEST_DIR) where ``chosen`` is the best folder and it
+  reads back intact, else (``read_latest()``, CHECKPOINT_DIR): a damaged best
+  checkpoint (reported and moved aside by ``restore_intact``) costs a warning,
+  not the evaluation or the prediction."""
+  if chosen == BEST_DIR:
+    try:
+      found = read_best()
+    except UserError as e:
+      _warn(f'warning: {e}; using the latest checkpoint')
+      found = None
+    if found is not None:
+      return found, BEST_DIR
+  latest = read_latest()
+  return None if latest is None else (latest, CHECKPOINT_DIR)
+
+
+def _restore_numpy(workdir: str, directory: str) -> tuple[int, Any] | None:
+  """(step, restored state and meta) of the newest intact checkpoint in
+  ``directory``, as numpy arrays (each process reads the whole of every array,
+  whatever the sharding it was saved with); None if it has none (the folder is
+  not created when missing, as a manager would)."""
   if not os.path.isdir(os.path.join(workdir, directory)):
     return None
   mgr = manager(workdir, directory=directory)
+
+  def read(step: int) -> Any:
+    recorded = mgr.item_metadata(step)['state'].tree
+    target = jax.tree_util.tree_map(lambda m: np.empty(m.shape, m.dtype), recorded)
+    return mgr.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
   try:
-    return restore_intact(mgr, lambda step: mgr.restore(
-        step, args=ocp.args.Composite(state=ocp.args.StandardRestore())))
+    return restore_intact(mgr, read)
   finally:
     mgr.close()
-
-
-def load_pretrained(workdir: str, checkpoint: str = 'best'
-                    ) -> tuple[ml_collections.ConfigDict, dict[str, Any], dict[str, Any]]:
-  """(config, {'params', 'batch_stats'}, data_info) of a workdir's best (else
-  latest) or latest checkpoint."""
-  return (files.load_config(workdir), restore_variables(workdir, checkpoint),
-          files.load_data_info(workdir))
-
-
-def check_variables(expected: Mapping[str, Any], given: Mapping[str, Any], origin: str) -> None:
-  """A UserError naming the difference when given variables do not have the
-  expected tree of shapes (``expected`` may hold ShapeDtypeStructs)."""
-  def shapes(tree: Mapping[str, Any]) -> Any:
-    return jax.tree_util.tree_map(lambda x: tuple(x.shape), {
-        'params': tree['params'], 'batch_stats': tree.get('batch_stats') or {}})
-  want, got = shapes(expected), shapes(given)
-  if want != got:
-    raise UserError(f'{origin}: weights do not fit the model built from the config '
-                    f'(expected {want}, got {got})')

@@ -18,21 +18,21 @@ from crnn_jax.workdir.lock import holds_workdir
 
 
 @holds_workdir('an import of finished weights')
-def save_pretrained(workdir: str, config: ml_collections.ConfigDict, variables: Mapping[str, Any],
-                    data_info: Mapping[str, Any]) -> None:
-  """Writes config.json, data_info.json and a step-0 checkpoint of ``variables``."""
+def write_workdir(workdir: str, config: ml_collections.ConfigDict, variables: Mapping[str, Any],
+                  data_info: Mapping[str, Any]) -> None:
+  """Writes config.json, data_info.json and a step-0 checkpoint of ``variables``
+  ({'params', 'batch_stats'}), which must fit the config's model."""
   workdir = files.ensure_workdir(workdir)
   info = DataInfo.from_json(data_info)
-  checkpoints.check_variables(state_lib.abstract_variables(config, info), variables,
-                              'the imported weights')
+  checkpoints.check_shapes(state_lib.abstract_variables(config, info), variables,
+                           'the imported checkpoint')
   state = state_lib.state_from_variables(config, info, variables,
                                          state_lib.make_optimizer(config, 1))
   files.save_config(workdir, config)
   files.save_data_info(workdir, info.to_json())
   mgr = checkpoints.manager(workdir)
   try:
-    checkpoints.save(mgr, 0, state, {
-        'epoch': config.train.num_epochs, 'batch_in_epoch': 0, 'history': [], 'partial': {},
-        'imported': True})
+    progress = checkpoints.Progress(epoch=config.train.num_epochs, imported=True)
+    checkpoints.save(mgr, 0, state, progress.to_meta())
   finally:
     mgr.close()
