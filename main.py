@@ -24,6 +24,7 @@ from ml_collections import config_flags
 from crnn_jax.core import audio
 from crnn_jax.core.errors import UserError
 from crnn_jax.evaluate import report
+from crnn_jax.recipes import run as recipes
 from crnn_jax.train import distributed, lr_find, setup, trainer
 from crnn_jax.train.stopping import Interrupted
 from crnn_jax.train.writers import log
@@ -74,7 +75,7 @@ def run(config, workdir: str | None, mode: str) -> None:
   if mode == 'eval':
     results = trainer.evaluate_only(config, workdir)
   else:
-    results = trainer.train_and_evaluate(config, workdir)
+    results = recipes.train(config, workdir)
   test, k = results['test'], config.eval.top_k
   log(f'test: {report.top1_summary(test)}; top-{k} {test[f"top{k}"]:.4f}, '
       f'loss {test["loss"]:.4f}; results in {workdir}/results.json')

@@ -15,6 +15,11 @@ def get_config() -> ml_collections.ConfigDict:
   # statistics start this run; its head is kept for classes of the same name.
   # '' trains from scratch. A workdir with a checkpoint of its own resumes instead.
   config.init_from = ''
+  # What main.py does (crnn_jax/recipes/): '' trains this config as it is; 'probe'
+  # fits a logistic regression on init_from's embeddings and folds it into the
+  # model's classifier layer (seconds on a CPU); 'finetune' trains every layer from
+  # init_from, 'head' its classifier layer alone (finetune.trainable all | head).
+  config.recipe = ''
 
   config.data = ml_collections.ConfigDict()
   config.data.name = ''  # TFDS data set name (snake_case) under data_dir
@@ -111,6 +116,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.lr_find.start_lr = 1e-7
   config.lr_find.end_lr = 10.0
   config.lr_find.num_it = 100
+
+  # The probe (config.recipe='probe'): standardised track-mean embeddings, C of
+  # scikit-learn's LogisticRegression chosen from c_grid by inner cross-validation (log-loss)
+  # with inner_folds folds, grouped by artist (album) where the data set has them.
+  config.probe = ml_collections.ConfigDict()
+  config.probe.c_grid = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
+  config.probe.inner_folds = 3
 
   config.eval = ml_collections.ConfigDict()
   config.eval.top_k = 5

@@ -105,8 +105,14 @@ def train_labels(config: ml_collections.ConfigDict) -> np.ndarray:
 def read_track_ids(config: ml_collections.ConfigDict, split: str) -> np.ndarray:
   """The track of every example of a split, in order: the windows of one track
   share it (track-level evaluation averages them)."""
+  return read_text(config, split, 'track_id')
+
+
+def read_text(config: ml_collections.ConfigDict, split: str, feature: str) -> np.ndarray:
+  """A text feature ('track_id', 'artist_id': the group the split keeps
+  together) of every example of a split, in order."""
   src = open_sources(config, skip=('spectrogram',))[split]
-  return np.asarray([_text(src[i]['track_id']) for i in range(len(src))], dtype=object)
+  return np.asarray([_text(src[i][feature]) for i in range(len(src))], dtype=object)
 
 
 def _text(value: Any) -> str:
