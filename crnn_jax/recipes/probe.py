@@ -39,7 +39,7 @@ from crnn_jax.core.errors import UserError
 from crnn_jax.data import pipeline, source
 from crnn_jax.data.info import DataInfo
 from crnn_jax.inference.model import InferenceModel
-from crnn_jax.train import finetune, pretrained, trainer
+from crnn_jax.train import finetune, from_weights, trainer
 
 PROBE_FILE = 'probe.json'
 MAX_ITER = 5000  # lbfgs on a few hundred standardised rows converges well within this
@@ -229,7 +229,7 @@ def save(workdir: str, config: ml_collections.ConfigDict, pre: finetune.Pretrain
   """config.json, data_info.json, a step-0 checkpoint and probe.json."""
   params = dict(pre.variables['params'])
   params[model.model.classifier_name()] = fitted.head(len(info.class_names))
-  pretrained.save_pretrained(workdir, config, {'params': params,
+  from_weights.write_workdir(workdir, config, {'params': params,
                                                'batch_stats': pre.variables['batch_stats']},
                              info.to_json())
   files.write_json(os.path.join(workdir, PROBE_FILE), {
