@@ -53,7 +53,6 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-import jax
 import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -212,9 +211,7 @@ def convert_checkpoint(state_dict: Mapping[str, np.ndarray], config: Any
                     f'{len(config.data.class_names)}: use '
                     f'{"configs/metal.py" if is_metal else "configs/genres.py"}')
   model = model_lib.create_model(config.model, len(config.data.class_names), num_tabular)
-  spec = np.zeros((1, audio.N_MELS, audio.num_frames(), 1), np.float32)
-  tab = np.zeros((1, num_tabular), np.float32) if num_tabular else None
-  template = jax.eval_shape(model.init, jax.random.key(0), spec, tab)
+  template = model_lib.abstract_variables(model, audio.N_MELS, audio.num_frames())
   try:
     return weights.convert_for(state_dict, template), num_tabular
   except weights.ReferenceWeightsError as e:

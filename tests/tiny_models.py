@@ -15,6 +15,7 @@ import numpy as np
 import soundfile as sf
 
 from configs import default
+from crnn_jax import model as models
 from crnn_jax.core import audio
 from crnn_jax.data.info import DataInfo
 from crnn_jax.train import from_weights
@@ -44,7 +45,7 @@ def variables(config, info: dict, seed: int) -> dict:
   scales): outputs clearly depend on the input, no init compile needed."""
   parsed = DataInfo.from_json(info)
   model = train_state.create_model(config, parsed)
-  spec, tab = train_state.dummy_inputs(parsed)
+  spec, tab = models.dummy_inputs(model, *train_state.input_size(parsed))
   shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), spec, tab, train=False))
   rng = np.random.default_rng(seed)
 

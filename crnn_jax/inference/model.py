@@ -61,8 +61,8 @@ class InferenceModel:
                                                                  return_embedding=True),
                           compiler_options=xla_defaults.inference_compiler_options(
                               jax.default_backend()))
-    self.embedding_size = int(jax.eval_shape(self._apply, self.variables,
-                                             *self.dummy_inputs(1))[1].shape[-1])
+    self.embedding_size = int(jax.eval_shape(self._apply, self.variables, *model_lib.dummy_inputs(
+        self.model, audio.N_MELS, self.frames))[1].shape[-1])
 
   @classmethod
   def from_workdir(cls, workdir: str, batch_size: int = DEFAULT_BATCH_SIZE,
@@ -78,21 +78,10 @@ class InferenceModel:
     threshold, source = files.validation_threshold(workdir)
     loaded = cls(saved.config, saved.variables, saved.data_info, batch_size=batch_size,
                  threshold=threshold, threshold_source=source, workdir=workdir)
-    checkpoints.check_shapes(loaded.abstract_variables(), saved.variables,
-                             f'the checkpoint of workdir {workdir!r}')
+    checkpoints.check_shapes(model_lib.abstract_variables(loaded.model, audio.N_MELS,
+                                                          loaded.frames),
+                             saved.variables, f'the checkpoint of workdir {workdir!r}')
     return loaded
-
-  def abstract_variables(self) -> dict[str, Any]:
-    """Shapes of the variables this config's model expects."""
-    spec, tab = self.dummy_inputs(1)
-    variables = jax.eval_shape(lambda: self.model.init(jax.random.key(0), spec, tab,
-                                                       train=False))
-    return {'params': variables['params'], 'batch_stats': variables.get('batch_stats', {})}
-
-  def dummy_inputs(self, batch: int) -> tuple[np.ndarray, np.ndarray | None]:
-    spec = np.zeros((batch, audio.N_MELS, self.frames, 1), np.float32)
-    tab = np.zeros((batch, self.num_tabular), np.float32) if self.num_tabular else None
-    return spec, tab
 
   def logits(self, images: np.ndarray, tabular: np.ndarray | None = None) -> np.ndarray:
     """uint8 spectrogram images (n, 128, frames) [+ encoded tabular (n, k)] ->

@@ -13,6 +13,7 @@ knows nothing of training, files or torch.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -167,6 +168,22 @@ def create_model(model_config: ml_collections.ConfigDict, num_classes: int,
       bn_unbiased_running_var=m.bn_unbiased_running_var,
       dtype=dtype,
   )
+
+
+def dummy_inputs(model: CRNN, mels: int, frames: int, batch: int = 1
+                 ) -> tuple[jax.Array, jax.Array | None]:
+  """Zeros shaped like a batch of the model's input (spectrograms (batch, mels,
+  frames, 1), tabular columns where it takes them): what init and eval_shape trace."""
+  spec = jnp.zeros((batch, mels, frames, 1), jnp.float32)
+  tab = jnp.zeros((batch, model.num_tabular), jnp.float32) if model.num_tabular else None
+  return spec, tab
+
+
+def abstract_variables(model: CRNN, mels: int, frames: int) -> dict[str, Any]:
+  """Shapes and dtypes of the model's {'params', 'batch_stats'}, without compiling."""
+  variables = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0),
+                             *dummy_inputs(model, mels, frames))
+  return {'params': variables['params'], 'batch_stats': variables.get('batch_stats', {})}
 
 
 def count_params(params: Any) -> int:

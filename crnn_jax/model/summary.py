@@ -12,15 +12,14 @@ import jax
 import ml_collections
 import numpy as np
 
-from crnn_jax.model.crnn import CRNN, create_model
+from crnn_jax.model.crnn import CRNN, create_model, dummy_inputs
 
 
 def layer_rows(model_config: ml_collections.ConfigDict, num_classes: int, num_tabular: int,
                mels: int, frames: int) -> list[tuple[str, str, int]]:
   """(layer path, output shape, parameter count) for every parameterised layer."""
   model = create_model(model_config, num_classes, num_tabular)
-  spec = jax.numpy.zeros((1, mels, frames, 1))
-  tab = jax.numpy.zeros((1, num_tabular)) if num_tabular else None
+  spec, tab = dummy_inputs(model, mels, frames)
 
   def record(mdl, method_name):
     del method_name

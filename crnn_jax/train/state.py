@@ -8,7 +8,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import optax
 from flax.training import train_state
@@ -86,19 +85,16 @@ def make_optimizer(config: ml_collections.ConfigDict, total_steps: int
   return tx
 
 
-def dummy_inputs(info: DataInfo, batch: int = 1) -> tuple[jax.Array, jax.Array | None]:
-  """Zeros shaped like a batch of the data set: what init and eval_shape trace."""
-  frames = info.frames or audio.num_frames()
-  spec = jnp.zeros((batch, audio.N_MELS, frames, 1), jnp.float32)
-  tab = jnp.zeros((batch, info.num_tabular), jnp.float32) if info.num_tabular else None
-  return spec, tab
+def input_size(info: DataInfo) -> tuple[int, int]:
+  """(mel bands, frames) of the data set's spectrograms."""
+  return audio.N_MELS, info.frames or audio.num_frames()
 
 
 def create_train_state(config: ml_collections.ConfigDict, info: DataInfo, rng: jax.Array,
                        tx: optax.GradientTransformation) -> TrainState:
   """A freshly initialised model with the given optimiser."""
   model = create_model(config, info)
-  spec, tab = dummy_inputs(info)
+  spec, tab = model_lib.dummy_inputs(model, *input_size(info))
   variables = jax.jit(functools.partial(model.init, train=False))(rng, spec, tab)
   return TrainState.create(apply_fn=model.apply, params=variables['params'],
                            batch_stats=variables.get('batch_stats', {}), tx=tx)
@@ -106,11 +102,7 @@ def create_train_state(config: ml_collections.ConfigDict, info: DataInfo, rng: j
 
 def abstract_variables(config: ml_collections.ConfigDict, info: DataInfo) -> dict[str, Any]:
   """Shapes and dtypes of the model's {'params', 'batch_stats'}, without compiling."""
-  model = create_model(config, info)
-  spec, tab = dummy_inputs(info)
-  variables = jax.eval_shape(functools.partial(model.init, train=False),
-                             jax.random.key(0), spec, tab)
-  return {'params': variables['params'], 'batch_stats': variables.get('batch_stats', {})}
+  return model_lib.abstract_variables(create_model(config, info), *input_size(info))
 
 
 def state_from_variables(config: ml_collections.ConfigDict, info: DataInfo,
