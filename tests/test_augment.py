@@ -27,17 +27,37 @@ def test_time_shift_rolls_each_clip_within_its_window():
   assert not np.array_equal(y, augment.time_shift(jax.random.key(1), x, 0.25))
 
 
-def test_spec_augment_masks_bands_and_frames_with_the_clip_mean():
-  x = _batch()
-  s = augment.Settings(freq_masks=1, freq_mask_bands=20, time_masks=1, time_mask_frames=10)
+def _runs(indices: np.ndarray) -> int:
+  """How many ranges of consecutive positions the sorted indices form."""
+  return int(len(indices) > 0) + int((np.diff(indices) > 1).sum())
+
+
+def test_spec_augment_masks_whole_bands_and_frames_of_the_drawn_widths():
+  """Per clip, up to 3 ranges of up to 20 mel bands and up to 2 of up to 10 frames
+  are set to the clip's mean (across all frames / all bands), nothing else changes;
+  widths are drawn uniformly up to those limits; the same key masks the same cells."""
+  x = _batch(b=64)  # uniform noise: no cell equals its clip's mean by chance
+  s = augment.Settings(freq_masks=3, freq_mask_bands=20, time_masks=2, time_mask_frames=10)
   y = np.asarray(augment.spec_augment(jax.random.key(3), x, s))
-  changed = y != np.asarray(x)
+  np.testing.assert_array_equal(y, augment.spec_augment(jax.random.key(3), x, s))
+  assert not np.array_equal(y, augment.spec_augment(jax.random.key(4), x, s))
+  masked = {'bands': [], 'frames': []}
   for i in range(x.shape[0]):
-    mean = float(x[i].mean())
-    np.testing.assert_allclose(y[i][changed[i]], mean, rtol=1e-6)
-    rows = changed[i, :, :, 0].all(axis=1).sum()  # fully masked mel bands
-    cols = changed[i, :, :, 0].all(axis=0).sum()  # fully masked frames
-    assert rows <= 20 and cols <= 10
+    changed = y[i, :, :, 0] != np.asarray(x[i, :, :, 0])
+    bands, frames = np.flatnonzero(changed.all(axis=1)), np.flatnonzero(changed.all(axis=0))
+    expected = np.zeros_like(changed)
+    expected[bands, :] = expected[:, frames] = True
+    np.testing.assert_array_equal(changed, expected)  # whole bands and frames only
+    np.testing.assert_allclose(y[i][changed], float(x[i].mean()), rtol=1e-6)
+    assert _runs(bands) <= 3 and _runs(frames) <= 2
+    masked['bands'].append(len(bands))
+    masked['frames'].append(len(frames))
+  bands, frames = np.array(masked['bands']), np.array(masked['frames'])
+  assert bands.max() <= 3 * 20 and frames.max() <= 2 * 10
+  assert (bands > 0).mean() > 0.9 and (frames > 0).mean() > 0.8  # masks are there
+  # Uniform widths in 0..20 (0..10) per mask: about 3 x 10 bands (2 x 5 frames) per clip,
+  # less where masks overlap; a fixed full width would give about 55 (19).
+  assert 20 < bands.mean() < 40 and 6 < frames.mean() < 14, (bands.mean(), frames.mean())
 
 
 def test_mixup_blends_pairs_with_the_larger_share_on_the_clip_itself():
@@ -78,3 +98,42 @@ def test_augmented_train_step_is_a_function_of_seed_and_step(tiny_data_dir):
   assert float(a['loss']) == float(b['loss']) != float(c['loss'])
   later = state.replace(step=state.step + 1)
   assert float(step(later, batch)[1]['loss']) != float(a['loss'])
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+  z = np.asarray(logits, np.float64)
+  z = z - z.max(axis=-1, keepdims=True)
+  return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def test_mixup_loss_weights_each_clips_two_labels_by_its_share(tiny_data_dir):
+  """The train step's loss with mixup, by hand: each blended clip's cross entropy
+  against its own label (weight lam) and its partner's (1 - lam), class-weighted
+  like torch's: sum(lam w_y l_y + (1 - lam) w_y' l_y') / sum(lam w_y + (1 - lam) w_y')."""
+  config = tiny_config(tiny_data_dir)
+  config.seed, config.augment.mixup_alpha = 5, 0.4
+  info = source.load_info(config)
+  src = source.open_sources(config)
+  batch = next(pipeline.train_batches(src['train'], np.arange(16), info, 16, 0, config))
+  state = state_lib.create_train_state(config, info, jax.random.key(0),
+                                       state_lib.make_optimizer(config, 10))
+  state = state.replace(step=state.step + 3)
+  class_weights = jnp.asarray([0.25, 3.0])
+  options = steps.TrainOptions.from_config(config)
+  _, m = jax.jit(lambda s, b: steps.train_step(s, b, class_weights, False, options))(state, batch)
+  # The draws of step 3 of seed 5, as the step makes them (README: from (seed, step)).
+  _, k_mixup = jax.random.split(jax.random.fold_in(jax.random.key(5), 3))
+  partner, lam = jax.device_get(augment.mixup_pairs(k_mixup, 16, 0.4))
+  spec, tab = steps.model_inputs(batch)
+  logits, _ = state.apply_fn({'params': state.params, 'batch_stats': state.batch_stats},
+                             augment.mix(spec, partner, lam), tab, train=True,
+                             mutable=['batch_stats'])
+  nll = -_log_softmax(logits)
+  own, other = np.asarray(batch['label']), np.asarray(batch['label'])[partner]
+  w, w_other = np.asarray(class_weights)[own], np.asarray(class_weights)[other]
+  rows = np.arange(16)
+  expected = ((lam * w * nll[rows, own] + (1 - lam) * w_other * nll[rows, other]).sum()
+              / (lam * w + (1 - lam) * w_other).sum())
+  np.testing.assert_allclose(float(m['loss']), expected, rtol=1e-5)
+  unmixed = (w * nll[rows, own]).sum() / w.sum()  # the blend's own labels alone
+  assert (own != other).sum() >= 4 and abs(expected - unmixed) > 1e-3

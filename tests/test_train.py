@@ -4,6 +4,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -413,3 +414,117 @@ def test_class_weights_weight_the_loss_like_torch_cross_entropy(tiny_data_dir):
   config.train.class_weighting = 'inverse_frequency'
   with pytest.raises(UserError, match='single-label'):
     train.class_weights_for(config, np.array([0, 1]), 2)
+
+
+def _batches(data_dir, config, count):
+  info = source.load_info(config)
+  train_source = source.open_sources(config)['train']
+  order = np.arange(len(train_source))
+  batches = pipeline.train_batches(train_source, order, info, 16, 0, config)
+  return info, [next(batches) for _ in range(count)]
+
+
+def _near_sgd(config):
+  """Adam with eps = 1 and a flat learning rate of 1: an update is g / (|g| + 1) per
+  weight, nearly the gradient itself, and big enough to read off float32 weights."""
+  config.train.eps, config.train.max_lr, config.train.div_factor = 1.0, 1.0, 1.0
+  return config
+
+
+def _moved(new, old) -> dict:
+  return jax.tree_util.tree_map(lambda a, b: np.asarray(a, np.float64) - b,
+                                jax.device_get(new), jax.device_get(old))
+
+
+def _micro(batch, i, size):
+  return {k: v[i * size:(i + 1) * size] for k, v in batch.items()}
+
+
+def test_gradient_accumulation_makes_the_update_of_the_whole_batch(tiny_data_dir):
+  """K micro-batches of B/K move the parameters as one step on all B clips (batch
+  norm on its running statistics, so every clip's loss is independent of the others)."""
+  options = steps.TrainOptions(frozen_batch_norm=True)
+  configs = {k: _near_sgd(tiny_config(tiny_data_dir)) for k in (1, 4)}
+  configs[4].train.grad_accum_steps = 4
+  info, batches = _batches(tiny_data_dir, configs[1], 2)
+  step = jax.jit(lambda s, b: steps.train_step(s, b, jnp.ones(2), False, options))
+  states = {k: train_state.create_train_state(c, info, jax.random.key(0),
+                                              train_state.make_optimizer(c, 10))
+            for k, c in configs.items()}
+  start = states[1].params
+  for batch in batches:  # two updates: Adam's moments carry over from the first
+    states[1], _ = step(states[1], batch)
+    for i in range(4):
+      states[4], _ = step(states[4], _micro(batch, i, 4))
+      if i < 3 and batch is batches[0]:  # no update before the 4th micro-batch
+        jax.tree_util.tree_map(np.testing.assert_array_equal, states[4].params, start)
+  whole, accumulated = _moved(states[1].params, start), _moved(states[4].params, start)
+  assert np.abs(whole['linear']['kernel']).max() > 1e-3
+
+  def same_move(a, b):
+    np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3 * np.abs(b).max() + 1e-7)
+  jax.tree_util.tree_map(same_move, accumulated, whole)
+
+
+def _convolutions_and_matmuls(program: str) -> list[str]:
+  """The program's convolutions and matrix products (of operands of rank 2 or more:
+  the loss's dot products of class weights stay float32, as they should)."""
+  return [line for line in program.splitlines()
+          if ('stablehlo.convolution' in line or 'stablehlo.dot_general' in line)
+          and re.search(r': \(tensor<\d+x\d+', line)]
+
+
+def test_bfloat16_train_step_computes_in_bfloat16(tiny_data_dir):
+  """The train step's program: with train.dtype='bfloat16' every convolution and
+  matmul (forward and backward) takes and gives bfloat16; parameters stay float32."""
+  programs = {}
+  for dtype in ('float32', 'bfloat16'):
+    config = tiny_config(tiny_data_dir)
+    config.train.dtype = dtype
+    info, (batch,) = _batches(tiny_data_dir, config, 1)
+    state = jax.eval_shape(lambda c=config, i=info: train_state.create_train_state(
+        c, i, jax.random.key(0), train_state.make_optimizer(c, 10)))
+    assert all(x.dtype == jnp.float32 for x in jax.tree_util.tree_leaves(state.params))
+    step = jax.jit(lambda s, b: steps.train_step(s, b, jnp.ones(2), False))
+    programs[dtype] = _convolutions_and_matmuls(step.lower(state, batch).as_text())
+  assert len(programs['bfloat16']) == len(programs['float32']) >= 20
+  assert not any('bf16' in line for line in programs['float32'])
+  for line in programs['bfloat16']:
+    signature = line.rsplit(' : ', 1)[1]
+    assert 'f32' not in signature and 'bf16' in signature, line
+
+
+def test_grad_clip_norm_bounds_the_update(tiny_data_dir):
+  """Gradients clipped to norm c move the weights by between c / (1 + c) and c in
+  norm (an update is g / (|g| + 1) per weight here); unclipped ones by far more."""
+  moved = {}
+  for clip in (0.0, 1e-2):
+    config = _near_sgd(tiny_config(tiny_data_dir))
+    config.train.weight_decay, config.train.grad_clip_norm = 0.0, clip
+    info, (batch,) = _batches(tiny_data_dir, config, 1)
+    state = train_state.create_train_state(config, info, jax.random.key(0),
+                                           train_state.make_optimizer(config, 10))
+    new, _ = jax.jit(lambda s, b: steps.train_step(s, b, jnp.ones(2), False))(state, batch)
+    deltas = jax.tree_util.tree_leaves(_moved(new.params, state.params))
+    moved[clip] = np.sqrt(sum((d ** 2).sum() for d in deltas))
+  assert 1e-2 / (1 + 1e-2) * 0.999 <= moved[1e-2] <= 1e-2 * 1.001, moved
+  assert moved[0.0] > 10 * 1e-2, moved
+
+
+def test_multilabel_loss_is_binary_cross_entropy_by_hand(tiny_data_dir):
+  """Sigmoid outputs: the loss is the mean over clips and classes of
+  -(y log s(z) + (1 - y) log(1 - s(z))), for label sets of two, one or no class;
+  a clip counts as right when its top class is in its set."""
+  _config, _info, state, batch = _state_and_batch(tiny_data_dir)
+  label_set = np.array(batch['label_set'])
+  label_set[:3], label_set[3:5] = 1, 0
+  batch = dict(batch, label_set=label_set)
+  _, m = jax.jit(lambda s, b: steps.train_step(s, b, jnp.ones(2), True))(state, batch)
+  spec, tab = steps.model_inputs(batch)
+  logits, _ = state.apply_fn({'params': state.params, 'batch_stats': state.batch_stats}, spec,
+                             tab, train=True, mutable=['batch_stats'])
+  z, y = np.asarray(logits, np.float64), label_set.astype(np.float64)
+  log_sigmoid = lambda v: -np.logaddexp(0.0, -v)
+  bce = -(y * log_sigmoid(z) + (1 - y) * log_sigmoid(-z))
+  np.testing.assert_allclose(float(m['loss']), bce.mean(), rtol=1e-5)
+  assert int(m['correct']) == int(label_set[np.arange(16), z.argmax(-1)].sum())
