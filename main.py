@@ -17,12 +17,12 @@ xla_defaults.apply()  # before jax is imported anywhere
 import sys
 
 import jax
-from absl import app, flags, logging
+from absl import app, flags
 from jax.experimental import multihost_utils
 from ml_collections import config_flags
 
 from crnn_jax.core import audio
-from crnn_jax.core.errors import UserError
+from crnn_jax.core.errors import UserError, run_command
 from crnn_jax.evaluate import report
 from crnn_jax.recipes import run as recipes
 from crnn_jax.train import distributed, lr_find, setup, trainer
@@ -81,25 +81,22 @@ def run(config, workdir: str | None, mode: str) -> None:
       f'loss {test["loss"]:.4f}; results in {workdir}/results.json')
 
 
-def main(argv) -> None:
+def main(argv) -> int | None:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   if FLAGS.config is None:
     raise app.UsageError('--config is required, e.g. --config=configs/demo.py')
-  logging.set_verbosity(logging.WARNING)
   try:
     distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     run(FLAGS.config, FLAGS.workdir, FLAGS.mode)
-  except UserError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
   except Interrupted as e:
     print(str(e), file=sys.stderr)
-    sys.exit(130)
+    return 130
   except KeyboardInterrupt:  # a second Ctrl-C: stop now
     print('stopped without saving; rerunning resumes from the last checkpoint', file=sys.stderr)
-    sys.exit(130)
+    return 130
+  return None
 
 
 if __name__ == '__main__':
-  app.run(main)
+  run_command(main)

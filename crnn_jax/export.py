@@ -47,12 +47,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags, logging
+from absl import flags
 from jax import export as jax_export
 
 from crnn_jax.core import audio, files, tabular
-from crnn_jax.core.errors import UserError
-from crnn_jax.inference.inputs import one_line
+from crnn_jax.core.errors import UserError, run_command
 from crnn_jax.inference.model import InferenceModel
 
 try:  # optional: installed with --no-deps (README, Export); ONNX export needs it
@@ -330,23 +329,16 @@ def _define_flags() -> None:
   flags.DEFINE_bool('overwrite', False, 'Replace an earlier export in --out.')
 
 
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise UserError(f'unexpected arguments {argv[1:]}: use --workdir and --out')
+  f = flags.FLAGS
+  export_main(f.workdir, f.out, f.formats, f.overwrite)
+
+
 def run() -> None:
-  """Entry point: one-line errors for the user, no traceback."""
   _define_flags()
-
-  def main(argv: list[str]) -> None:
-    logging.set_verbosity(logging.WARNING)
-    if len(argv) > 1:
-      print(f'error: unexpected arguments {argv[1:]}: use --workdir and --out', file=sys.stderr)
-      sys.exit(2)
-    f = flags.FLAGS
-    try:
-      export_main(f.workdir, f.out, f.formats, f.overwrite)
-    except UserError as e:
-      print(f'error: {one_line(e)}', file=sys.stderr)
-      sys.exit(2)
-
-  app.run(main)
+  run_command(main)
 
 
 if __name__ == '__main__':

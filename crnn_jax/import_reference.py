@@ -49,18 +49,17 @@ import dataclasses
 import json
 import math
 import os
-import sys
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from absl import app, flags, logging
+from absl import flags
 from ml_collections import config_flags
 
 from crnn_jax import model as model_lib
 from crnn_jax.core import audio, labels, tabular
 from crnn_jax.core import files as core_files
-from crnn_jax.core.errors import UserError
+from crnn_jax.core.errors import UserError, run_command
 from crnn_jax.reference import torch_pickle, weights
 from crnn_jax.train import from_weights
 
@@ -234,7 +233,6 @@ def import_checkpoint(checkpoint: str, config: Any, workdir: str,
 
 
 def main(argv: list[str]) -> None:
-  logging.set_verbosity(logging.WARNING)
   if len(argv) > 1:
     raise UserError(f'unexpected arguments: {argv[1:]}')
   f = flags.FLAGS
@@ -258,17 +256,8 @@ def _define_flags() -> None:
 
 
 def run() -> None:
-  """Entry point: one-line errors for the user, no traceback."""
   _define_flags()
-
-  def guarded(argv: list[str]) -> None:
-    try:
-      main(argv)
-    except UserError as e:
-      print(f'error: {e}', file=sys.stderr)
-      sys.exit(2)
-
-  app.run(guarded)
+  run_command(main)
 
 
 if __name__ == '__main__':

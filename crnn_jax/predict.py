@@ -33,13 +33,13 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, TextIO
 
-from absl import app, flags, logging
+from absl import flags
 from tqdm import tqdm
 
-from crnn_jax.core.errors import UserError
+from crnn_jax.core.errors import UserError, run_command
 from crnn_jax.inference import embeddings as embeddings_lib
 from crnn_jax.inference.embeddings import Embeddings
-from crnn_jax.inference.inputs import expand_inputs, one_line
+from crnn_jax.inference.inputs import expand_inputs
 from crnn_jax.inference.model import DEFAULT_BATCH_SIZE
 from crnn_jax.inference.predictor import Predictor
 
@@ -208,27 +208,20 @@ def _define_flags() -> None:
                     'best: the best epoch by validation where the run kept one, else the latest.')
 
 
+def main(argv: list[str]) -> int:
+  for stream in (sys.stdout, sys.stderr):  # file names that are not UTF-8: their own bytes
+    stream.reconfigure(errors='surrogateescape')
+  f = flags.FLAGS
+  with _without_decoder_chatter():
+    return predict_main(f.workdir, argv[1:], top_k=f.top_k, fmt=f.format,
+                        batch_size=f.batch_size, tabular_csv=f.tabular_csv,
+                        num_workers=f.num_workers, embeddings=f.embeddings,
+                        checkpoint=f.checkpoint)
+
+
 def run() -> None:
-  """Entry point: one-line errors for the user, no traceback."""
   _define_flags()
-
-  def main(argv: list[str]) -> None:
-    logging.set_verbosity(logging.WARNING)
-    for stream in (sys.stdout, sys.stderr):  # file names that are not UTF-8: their own bytes
-      stream.reconfigure(errors='surrogateescape')
-    f = flags.FLAGS
-    try:
-      with _without_decoder_chatter():
-        status = predict_main(f.workdir, argv[1:], top_k=f.top_k, fmt=f.format,
-                              batch_size=f.batch_size, tabular_csv=f.tabular_csv,
-                              num_workers=f.num_workers, embeddings=f.embeddings,
-                              checkpoint=f.checkpoint)
-    except UserError as e:
-      print(f'error: {one_line(e)}', file=sys.stderr)
-      sys.exit(2)
-    sys.exit(status)
-
-  app.run(main)
+  run_command(main)
 
 
 if __name__ == '__main__':

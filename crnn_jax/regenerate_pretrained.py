@@ -29,15 +29,14 @@ xla_defaults.apply()  # before jax is imported, as the other entry points
 import dataclasses
 import json
 import os
-import sys
 from typing import Any
 
-from absl import app, flags, logging
+from absl import flags
 
 from configs import genres, metal
 from crnn_jax import import_reference
 from crnn_jax.core import files as core_files
-from crnn_jax.core.errors import UserError
+from crnn_jax.core.errors import UserError, run_command
 from crnn_jax.pretrained import store
 from crnn_jax.reference import torch_pickle
 
@@ -125,7 +124,6 @@ def regenerate(checkpoints: str, out: str = store.PACKAGE_DIR) -> list[str]:
 
 
 def main(argv: list[str]) -> None:
-  logging.set_verbosity(logging.WARNING)
   if len(argv) > 1:
     raise UserError(f'unexpected arguments: {argv[1:]}')
   f = flags.FLAGS
@@ -137,18 +135,9 @@ def main(argv: list[str]) -> None:
 
 
 def run() -> None:
-  """Entry point: one-line errors for the user, no traceback."""
   flags.DEFINE_string('checkpoints', None, "Folder with the reference's two .pth files.")
   flags.DEFINE_string('out', None, 'Where to write (default: the crnn_jax.pretrained package).')
-
-  def guarded(argv: list[str]) -> None:
-    try:
-      main(argv)
-    except UserError as e:
-      print(f'error: {e}', file=sys.stderr)
-      sys.exit(2)
-
-  app.run(guarded)
+  run_command(main)
 
 
 if __name__ == '__main__':

@@ -21,17 +21,13 @@ from typing import Any
 import numpy as np
 
 from crnn_jax.core import audio, audio_features, tabular
-from crnn_jax.core.errors import UserError
+from crnn_jax.core.errors import UserError, one_line
 
 # Columns of --tabular_csv that may name a file, in the order they are tried.
 ID_COLUMNS = ('path', 'file', 'filename', 'track_id', 'id')
 # Raw value for a categorical column that cannot be estimated: the first code
 # (explicit: not explicit, the common case).
 IMPUTED_CATEGORICAL_CODE = 1.0
-
-
-def one_line(text: object) -> str:
-  return ' '.join(str(text).split())
 
 
 FOLDER_NAMED_LIKE_AUDIO = 'a folder, not an audio file (its contents are read as usual)'

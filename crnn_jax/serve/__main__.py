@@ -19,10 +19,9 @@ import socket
 import sys
 
 import numpy as np
-from absl import app, flags, logging
+from absl import flags
 
-from crnn_jax.core.errors import UserError
-from crnn_jax.inference.inputs import one_line
+from crnn_jax.core.errors import UserError, run_command
 from crnn_jax.inference.model import DEFAULT_BATCH_SIZE
 from crnn_jax.inference.predictor import Predictor
 
@@ -69,23 +68,16 @@ def _define_flags() -> None:
   flags.DEFINE_integer('batch_size', DEFAULT_BATCH_SIZE, 'Windows per model call.')
 
 
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise UserError(f'unexpected arguments {argv[1:]}: use --workdir')
+  f = flags.FLAGS
+  serve_main(f.workdir, f.host, f.port, f.max_upload_mb, f.workers, f.batch_size)
+
+
 def run() -> None:
-  """Entry point: one-line errors for the user, no traceback."""
   _define_flags()
-
-  def main(argv: list[str]) -> None:
-    logging.set_verbosity(logging.WARNING)
-    if len(argv) > 1:
-      print(f'error: unexpected arguments {argv[1:]}: use --workdir', file=sys.stderr)
-      sys.exit(2)
-    f = flags.FLAGS
-    try:
-      serve_main(f.workdir, f.host, f.port, f.max_upload_mb, f.workers, f.batch_size)
-    except UserError as e:
-      print(f'error: {one_line(e)}', file=sys.stderr)
-      sys.exit(2)
-
-  app.run(main)
+  run_command(main)
 
 
 if __name__ == '__main__':

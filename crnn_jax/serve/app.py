@@ -26,7 +26,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from crnn_jax.core import audio
-from crnn_jax.inference.inputs import one_line
+from crnn_jax.core.errors import one_line
 from crnn_jax.inference.predictor import Predictor
 from crnn_jax.serve import views
 
