@@ -23,12 +23,11 @@ from ml_collections import config_flags
 
 from crnn_jax.core import audio
 from crnn_jax.core.errors import UserError, run_command
-from crnn_jax.evaluate import report
 from crnn_jax.recipes import run as recipes
 from crnn_jax.train import distributed, lr_find, setup, trainer
 from crnn_jax.train.stopping import Interrupted
 from crnn_jax.train.writers import log
-from data_prep import build, demo
+from data_prep import build, demo, folder
 
 config_flags.DEFINE_config_file('config', None, 'Path to a config file (configs/*.py).',
                                 lock_config=True)
@@ -58,6 +57,16 @@ def prepare_demo_data(config) -> None:
                       seed=config.seed)
 
 
+def prepare_folder(config, workdir: str):
+  """config.data.folder's data set, built by process 0 (the others wait for
+  it), and the config that reads it."""
+  if jax.process_index() == 0:
+    folder.prepare(config, workdir, recipes.clip_settings(config))
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices('folder data ready')
+  return folder.reading_config(config, workdir)
+
+
 def run(config, workdir: str | None, mode: str) -> None:
   if mode == 'summary':
     print(setup.summary_table(config))
@@ -69,6 +78,8 @@ def run(config, workdir: str | None, mode: str) -> None:
       prepare_demo_data(config)
     if jax.process_count() > 1:
       multihost_utils.sync_global_devices('demo data ready')
+  if config.data.folder:
+    config = prepare_folder(config, workdir)
   if mode == 'lr_find':
     lr_find.lr_range_test(config, workdir)
     return
@@ -76,9 +87,7 @@ def run(config, workdir: str | None, mode: str) -> None:
     results = trainer.evaluate_only(config, workdir)
   else:
     results = recipes.train(config, workdir)
-  test, k = results['test'], config.eval.top_k
-  log(f'test: {report.top1_summary(test)}; top-{k} {test[f"top{k}"]:.4f}, '
-      f'loss {test["loss"]:.4f}; results in {workdir}/results.json')
+  log(recipes.summary(results, config, workdir))
 
 
 def main(argv) -> int | None:

@@ -37,6 +37,14 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.num_threads = 4  # reader threads (per worker process)
   config.data.prefetch_batches = 4  # batches read ahead: bounds the loader's memory
   config.data.demo = False  # True: generate and build the built-in demo set if missing
+  # Your music, prepared on first run (data_prep/folder.py): a folder with one
+  # sub-folder of audio files per class, or a manifest CSV (data_prep build --input).
+  # The set goes to data_dir (default WORKDIR/data) as name (default: the folder's
+  # name); a rerun reuses it or resumes its build. Clips are init_from's length (30 s).
+  config.data.folder = ''
+  config.data.windows = '1'  # windows stored per track: '1', 'all' or N (data_prep build)
+  config.data.clip_position = 'center'  # where a track's window sits: 'center' | 'start'
+  config.data.split_by = 'artist'  # 'artist' (a manifest's artist column) | 'track'
 
   config.model = ml_collections.ConfigDict()
   config.model.variant = 'reference'  # a label for reports; the fields below define it

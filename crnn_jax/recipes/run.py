@@ -12,14 +12,18 @@ reports, so predict, serve and export need not know which recipe made it.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import ml_collections
 
+from crnn_jax.core import audio
 from crnn_jax.core.errors import UserError
+from crnn_jax.evaluate import report
 from crnn_jax.recipes import probe
-from crnn_jax.train import trainer
+from crnn_jax.train import finetune, trainer
 from crnn_jax.workdir import checkpoints
 
 RECIPES = ('', 'probe', 'finetune', 'head')
@@ -59,6 +63,17 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   return trainer.train_and_evaluate(with_recipe(config, recipe) if recipe else config, workdir)
 
 
+def clip_settings(config: ml_collections.ConfigDict) -> audio.ClipSettings:
+  """How config.data.folder's tracks become clips: init_from's clip length
+  (its readout may read every time step), at config.data.clip_position."""
+  clip = audio.ClipSettings(position=config.data.clip_position)
+  if config.get('init_from'):
+    pre = finetune.load(config.init_from)
+    theirs = audio.ClipSettings.from_metadata(pre.info.metadata.get('clip'))
+    clip = dataclasses.replace(clip, seconds=theirs.seconds)
+  return clip
+
+
 def check_workdir(workdir: str, recipe: str) -> None:
   """A probe and a trained model do not share a workdir: the probe's step-0
   checkpoint would sit beside trained ones, or training would resume it."""
@@ -71,3 +86,18 @@ def check_workdir(workdir: str, recipe: str) -> None:
   if recipe != 'probe' and holds_probe:
     raise UserError(f'{workdir!r} holds a probe (probe.json); train in a fresh --workdir, or '
                     'refit it with --config.recipe=probe')
+
+
+def summary(results: Mapping[str, Any], config: ml_collections.ConfigDict, workdir: str) -> str:
+  """What a finished run says last: the test top-1 per clip and per track with
+  their intervals, the most confused pairs, and how to use the model."""
+  test, k = results['test'], config.eval.top_k
+  lines = [(f'test: {report.top1_summary(test)}; top-{k} {test[f"top{k}"]:.4f}, '
+            f'loss {test["loss"]:.4f}; results in {os.path.join(workdir, "results.json")}')]
+  confused = (test.get('track') or test).get('most_confused')
+  if confused:
+    lines.append('most confused (true -> predicted: tracks): ' + '; '.join(
+        f'{c["true"]} -> {c["predicted"]}: {c["count"]}' for c in confused[:3]))
+  lines.append(f'predict with it: python -m crnn_jax.predict --workdir={workdir} '
+               'song.mp3 more_songs/')
+  return '\n'.join(lines)
