@@ -83,3 +83,4 @@ def tiny_config(data_dir: str, name: str = 'tiny'):
   config.train.max_lr = 3e-3
   config.model.pool_windows = ((2, 2), (2, 2), (2, 2), (4, 2), (4, 4))
   return config
+

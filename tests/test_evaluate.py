@@ -1,18 +1,23 @@
 """End of training: results.json, reports and pictures; multi-label mode;
 class-imbalance options. Runs the real loop on the tiny data set."""
 
+import collections
 import json
 import os
+import struct
 
 import ml_collections
 import numpy as np
 import pytest
 from conftest import tiny_config, write_tiny
+from pictures import assert_confusion_picture, assert_curves_picture, figure_titled, figures_kept
 from PIL import Image
 from scipy.special import softmax
+from tensorboardX.proto import event_pb2
 
 from crnn_jax.evaluate import report
 from crnn_jax.train import lr_find
+from crnn_jax.train import state as state_lib
 from crnn_jax.train import trainer as train
 
 
@@ -23,9 +28,17 @@ def _run(config, workdir):
   return results
 
 
-def test_single_label_reports(tiny_data_dir, tmp_path):
-  config = tiny_config(tiny_data_dir)
-  results = _run(config, tmp_path)
+@pytest.fixture(scope='module')
+def trained(tiny_data_dir, tmp_path_factory):
+  """(workdir, results, the figures it saved) of a two-epoch run on the tiny set."""
+  workdir = tmp_path_factory.mktemp('trained')
+  with figures_kept() as figures:
+    results = _run(tiny_config(tiny_data_dir), workdir)
+  return workdir, results, figures
+
+
+def test_single_label_reports(trained):
+  tmp_path, results, _ = trained
   test = results['test']
   for key in ('top1', 'top5', 'loss', 'balanced_accuracy', 'macro', 'weighted', 'per_class',
               'confusion_matrix', 'most_confused'):
@@ -45,6 +58,47 @@ def test_single_label_reports(tiny_data_dir, tmp_path):
   assert test['track']['top1_interval'] == [low, high]
   assert report.top1_summary(test) in text
   assert f'top-1 {test["top1"]:.4f} (95% interval {low:.2f}-{high:.2f}, 16 clips)' in text
+
+
+def test_pictures_show_the_results_and_the_history(trained):
+  workdir, results, figures = trained
+  cm = np.asarray(results['test']['confusion_matrix'])
+  assert_confusion_picture(figure_titled(figures, 'test confusion matrix'), cm, ('low', 'high'))
+  history = [json.loads(line) for line in (workdir / 'metrics.jsonl').read_text().splitlines()]
+  assert [row['step'] for row in history] == [4, 8]
+  lr, _ = state_lib.schedules(tiny_config(''), 8)
+  assert_curves_picture(figure_titled(figures, 'training'), history,
+                        lr_schedule=[float(lr(step)) for step in range(8)], steps_per_epoch=4)
+
+
+def tensorboard_scalars(folder) -> dict[str, list[tuple[int, float]]]:
+  """tag -> [(step, value)] of every scalar in a folder's event files: TFRecord
+  framing (length, its CRC, the record, its CRC), each record an Event message."""
+  scalars = collections.defaultdict(list)
+  for name in sorted(os.listdir(folder)):
+    with open(os.path.join(folder, name), 'rb') as f:
+      data = f.read()
+    at = 0
+    while at < len(data):
+      (length,) = struct.unpack('<Q', data[at:at + 8])
+      event = event_pb2.Event.FromString(data[at + 12:at + 12 + length])
+      at += 12 + length + 4
+      for value in event.summary.value:
+        scalars[value.tag].append((event.step, value.simple_value))
+  return dict(scalars)
+
+
+def test_tensorboard_holds_the_rows_of_metrics_jsonl(trained):
+  workdir, _, _ = trained
+  rows = [json.loads(line) for line in (workdir / 'metrics.jsonl').read_text().splitlines()]
+  scalars = tensorboard_scalars(workdir / 'tensorboard')
+  keys = set(rows[0]) - {'epoch', 'step'}
+  assert set(scalars) == keys == {'train_loss', 'train_accuracy', 'val_loss', 'val_accuracy',
+                                  'learning_rate', 'beta1'}
+  for key in keys:  # event files hold float32
+    assert [step for step, _ in scalars[key]] == [row['step'] for row in rows]
+    np.testing.assert_allclose([v for _, v in scalars[key]], [row[key] for row in rows],
+                               rtol=1e-6)
 
 
 def test_multilabel_mode_reports_map(tiny_data_dir, tmp_path):

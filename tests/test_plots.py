@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 import pytest
+from pictures import assert_confusion_picture, assert_curves_picture, drawn_lines, figures_kept
 
 from crnn_jax.evaluate import plots
 
@@ -66,3 +67,44 @@ def test_lr_finder_png(tmp_path):
     plots.plot_lr_finder(lrs, losses[:-1], str(tmp_path / 'bad.png'))
   with pytest.raises(ValueError):
     plots.plot_lr_finder(np.zeros(3), np.ones(3), str(tmp_path / 'bad.png'))
+
+
+def test_confusion_matrix_picture_is_the_matrix_with_its_counts(tmp_path):
+  cm = np.array([[5, 0, 1, 0], [2, 7, 0, 0], [0, 3, 9, 1], [0, 0, 0, 0]])
+  names = ['swing', 'metal', 'strings', 'unseen']
+  with figures_kept() as figures:
+    plots.plot_confusion_matrix(cm, names, str(tmp_path / 'cm.png'), title='demo')
+  (figure,) = figures
+  assert_confusion_picture(figure, cm, names)
+  assert 'n=28, accuracy 0.750' in figure.axes[0].get_title()
+
+
+def test_training_curves_picture_draws_the_history(tmp_path):
+  rng = np.random.default_rng(2)
+  history = [{'epoch': e, 'step': 10 * e, 'train_loss': float(rng.uniform(0.1, 2)),
+              'val_loss': float(rng.uniform(0.1, 2)), 'train_accuracy': float(rng.uniform()),
+              'val_accuracy': float(rng.uniform()), 'learning_rate': float(rng.uniform(0, 1e-3)),
+              'beta1': float(rng.uniform(0.85, 0.95))} for e in range(1, 6)]
+  schedule = rng.uniform(0, 1e-3, 50)
+  with figures_kept() as figures:
+    plots.plot_training_curves(history, str(tmp_path / 'curves.png'), lr_schedule=schedule,
+                               steps_per_epoch=10)
+  assert_curves_picture(figures[0], history, schedule, 10)
+
+
+def test_lr_finder_picture_draws_the_losses_against_the_rates(tmp_path):
+  rng = np.random.default_rng(3)
+  lrs = np.geomspace(1e-6, 1.0, 40)
+  losses, raw = rng.uniform(1, 2, 40), rng.uniform(1, 2, 40)
+  with figures_kept() as figures:
+    plots.plot_lr_finder(lrs, losses, str(tmp_path / 'lr.png'), suggested_lr=lrs[17],
+                         raw_losses=raw)
+  (ax,) = figures[0].axes
+  drawn = drawn_lines(ax)
+  for label, values in (('smoothed loss', losses), ('loss per batch', raw)):
+    np.testing.assert_array_equal(drawn[label][0], lrs)
+    np.testing.assert_array_equal(drawn[label][1], values)
+  (marker,) = [k for k in drawn if k.startswith('suggested max_lr')]
+  np.testing.assert_array_equal(drawn[marker][0], [lrs[17]])
+  np.testing.assert_array_equal(drawn[marker][1], [losses[17]])
+  assert ax.get_xscale() == 'log'
