@@ -1,10 +1,16 @@
 """A full disk or unwritable storage: one line, nothing already written
 damaged, and the same command continues once there is space.
 
-Two kinds of test keep each promise:
+Three kinds of test keep each promise:
   * on a really small file system: a size-limited tmpfs mounted for the test
     (needs root, or CAP_SYS_ADMIN, as in this project's containers; elsewhere
     these skip, saying why);
+  * under a file size limit (RLIMIT_FSIZE, ``tests/limited_writes.py``), which
+    needs no privileges: the kernel refuses the same write calls partway
+    through a file, in orbax, TFDS and our own writers, with EFBIG ('file too
+    large') instead of ENOSPC; every layer reacts to the refusal as to a full
+    disk (the message names the cause). These run wherever the tmpfs ones run,
+    so CI exercises the same commands with or without mount;
   * by injecting ENOSPC (OSError errno 28) at the write calls, which runs
     everywhere: the cache, the data set and JSON/CSV/PNG writes raise it where
     the operating system would, a checkpoint save raises the error tensorstore
@@ -13,12 +19,16 @@ Two kinds of test keep each promise:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
+import resource
 import shutil
+import signal
 import subprocess
 import sys
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pytest
@@ -34,6 +44,8 @@ ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 class SmallDisk:
   """A tmpfs of a given size at ``path``, with ballast to fill it."""
+
+  WHAT, FIX = 'disk full', 'free some space'
 
   def __init__(self, path: str):
     self.path = path
@@ -56,6 +68,35 @@ class SmallDisk:
   def read_only(self, on: bool = True) -> None:
     subprocess.run(['mount', '-o', 'remount,' + ('ro' if on else 'rw'), self.path], check=True)
 
+  @contextlib.contextmanager
+  def refusing(self) -> Iterator[None]:
+    """Writes of more than a few KiB refused, until the block ends."""
+    self.fill(leave_kib=8)
+    try:
+      yield
+    finally:
+      self.free_space()
+
+  def limit(self, total_kib: int, file_kib: int, after_first_checkpoint: bool = False
+            ) -> list[str]:
+    """The disk holds ``total_kib`` (``file_kib`` is FileSizeLimit's): the
+    arguments before a command's own."""
+    del file_kib, after_first_checkpoint  # a disk limits the sum of the files
+    self.resize(total_kib)
+    return []
+
+  def full(self, leave_kib: int, file_kib: int) -> list[str]:
+    """Only ``leave_kib`` left (``file_kib`` is FileSizeLimit's)."""
+    del file_kib
+    self.fill(leave_kib)
+    return []
+
+  def unlimited(self) -> list[str]:
+    if os.path.exists(self.ballast):
+      self.free_space()
+    self.resize(20 * 1024)
+    return []
+
 
 @pytest.fixture
 def small_disk(tmp_path):
@@ -65,11 +106,70 @@ def small_disk(tmp_path):
                            capture_output=True, text=True, check=False)
   if mounted.returncode:
     pytest.skip(f'cannot mount a tmpfs here ({mounted.stderr.strip() or "mount failed"}); '
-                'the *_injected tests keep the same promise')
+                'the *_injected tests and the file size limit keep the same promise')
   try:
     yield SmallDisk(path)
   finally:
     subprocess.run(['umount', '-l', path], check=False)
+
+
+class FileSizeLimit:
+  """Writes that would take a file past a size refused (RLIMIT_FSIZE: EFBIG),
+  in a folder ``path`` of the usual disk; no mount, no root. In this process
+  with ``refusing``, in commands through tests/limited_writes.py."""
+
+  WHAT = 'file too large'
+  FIX = 'raise the file size limit or write somewhere else'
+  HELPER = os.path.join(ROOT, 'tests', 'limited_writes.py')
+
+  def __init__(self, path: str):
+    self.path = path
+
+  @contextlib.contextmanager
+  def refusing(self, nbytes: int = 8 << 10) -> Iterator[None]:
+    assert signal.getsignal(signal.SIGXFSZ) == signal.SIG_IGN  # CPython's: EFBIG, not a kill
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, hard))
+    try:
+      yield
+    finally:
+      resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+  def limit(self, total_kib: int, file_kib: int, after_first_checkpoint: bool = False
+            ) -> list[str]:
+    """Each file may hold ``file_kib`` (``total_kib`` is SmallDisk's), from the
+    start or from the first checkpoint saved on."""
+    del total_kib  # one file at a time
+    return [self.HELPER, str(file_kib << 10)] + (
+        ['--after_first_checkpoint'] if after_first_checkpoint else [])
+
+  def full(self, leave_kib: int, file_kib: int) -> list[str]:
+    """Each file may hold ``file_kib`` (``leave_kib`` is SmallDisk's)."""
+    del leave_kib
+    return self.limit(0, file_kib)
+
+  def unlimited(self) -> list[str]:
+    return []
+
+
+@pytest.fixture
+def file_size_limit(tmp_path):
+  path = str(tmp_path / 'limited')
+  os.makedirs(path)
+  return FileSizeLimit(path)
+
+
+@pytest.fixture(params=['small_disk', 'file_size_limit'])
+def refusing_storage(request):
+  """Each test of a refused write, on a small disk (skips without mount) and
+  under a file size limit (runs everywhere)."""
+  return request.getfixturevalue(request.param)
+
+
+def _one_line(storage: SmallDisk | FileSizeLimit, path: str) -> str:
+  """What a write the storage refused prints."""
+  return (f'{storage.WHAT} writing {path!r}: nothing written before was damaged; {storage.FIX}, '
+          'then rerun the same command to continue')
 
 
 def _env():
@@ -78,19 +178,21 @@ def _env():
   return env
 
 
+def _last_line(out: subprocess.CompletedProcess) -> str:
+  assert 'Traceback' not in out.stderr, out.stderr[-3000:]
+  return out.stderr.strip().splitlines()[-1]
+
+
 # ---------------------------------------------------------------- JSON, CSV, PNG
 
-def test_a_full_disk_leaves_the_old_file_whole(small_disk):
-  path = os.path.join(small_disk.path, 'results.json')
+def test_a_refused_write_leaves_the_old_file_whole(refusing_storage):
+  path = os.path.join(refusing_storage.path, 'results.json')
   files.write_json(path, {'old': True})
-  small_disk.fill(leave_kib=8)
-  with pytest.raises(StorageError) as e:
+  with refusing_storage.refusing(), pytest.raises(StorageError) as e:
     files.write_json(path, {'new': 'x' * 100_000})
-  assert str(e.value).startswith(f'disk full writing {path!r}: nothing written before was '
-                                 'damaged; free some space, then rerun the same command')
+  assert str(e.value) == _one_line(refusing_storage, path)
   assert files.read_json(path) == {'old': True}
-  assert sorted(os.listdir(small_disk.path)) == ['ballast', 'results.json']  # no temp file
-  small_disk.free_space()
+  assert os.listdir(refusing_storage.path) == ['results.json']  # no temp file
   files.write_json(path, {'new': 1})
   assert files.read_json(path) == {'new': 1}
 
@@ -106,19 +208,37 @@ def test_a_full_disk_leaves_the_old_file_whole_injected(tmp_path):
   assert os.listdir(tmp_path) == ['report.csv']
 
 
+def _training_refuses_workdir(workdir: str, data_dir: str, reason: str) -> None:
+  out = subprocess.run(
+      [sys.executable, 'main.py', '--config=configs/default.py', f'--workdir={workdir}',
+       '--config.data.name=tiny', f'--config.data.data_dir={data_dir}'],
+      cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300, check=False)
+  assert out.returncode == 2
+  assert out.stderr.strip().splitlines() == [
+      f"error: workdir '{workdir}' is not writable ({reason}); choose another --workdir"]
+
+
 def test_read_only_storage_is_one_line(small_disk, tiny_data_dir):
   small_disk.read_only()
   with pytest.raises(StorageError, match='read-only file system writing'):
     files.write_json(os.path.join(small_disk.path, 'x.json'), {})
-  out = subprocess.run(
-      [sys.executable, 'main.py', '--config=configs/default.py',
-       f'--workdir={small_disk.path}/w', '--config.data.name=tiny',
-       f'--config.data.data_dir={tiny_data_dir}'],
-      cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300, check=False)
-  assert out.returncode == 2
-  assert out.stderr.strip().splitlines() == [
-      (f"error: workdir '{small_disk.path}/w' is not writable (Read-only file system); choose "
-       'another --workdir')]
+  _training_refuses_workdir(f'{small_disk.path}/w', tiny_data_dir, 'Read-only file system')
+
+
+def test_unwritable_folder_is_one_line(tmp_path, tiny_data_dir):
+  """The read-only test's promise without a mount: a folder this user may not
+  write (EACCES), where permission bits bind (not for root)."""
+  folder = tmp_path / 'locked'
+  folder.mkdir(mode=0o555)
+  try:
+    if os.access(folder, os.W_OK):
+      pytest.skip('permissions do not bind this user (root); test_read_only_storage_is_one_line '
+                  'keeps the promise where a tmpfs can be mounted')
+    with pytest.raises(StorageError, match='permission denied writing'):
+      files.write_json(str(folder / 'x.json'), {})
+    _training_refuses_workdir(f'{folder}/w', tiny_data_dir, 'Permission denied')
+  finally:
+    folder.chmod(0o755)
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -146,8 +266,26 @@ def test_a_checkpoint_save_on_a_full_disk_keeps_the_previous_one(small_disk, mon
   monkeypatch.setattr(checkpoints, '_check_free_space', lambda directory, state: None)
   with pytest.raises(StorageError, match=f"disk full writing '{workdir}/checkpoints/2'"):
     checkpoints.save(mgr, 2, _state(2.0), {'epoch': 2})
-  assert _saved_steps(workdir) == ['1']  # the unfinished save was removed
   small_disk.free_space()
+  _previous_checkpoint_kept_then_saved(mgr, workdir)
+
+
+def test_a_checkpoint_save_refused_midway_keeps_the_previous_one(file_size_limit):
+  """orbax's own write (tensorstore's) refused partway through the state."""
+  from crnn_jax.workdir import checkpoints
+  workdir = os.path.join(file_size_limit.path, 'w')
+  mgr = checkpoints.manager(workdir)
+  checkpoints.save(mgr, 1, _state(1.0), {'epoch': 1})
+  with file_size_limit.refusing(64 << 10), pytest.raises(StorageError) as e:
+    checkpoints.save(mgr, 2, _state(2.0), {'epoch': 2})  # 256 KiB of state
+  assert str(e.value) == _one_line(file_size_limit, f'{workdir}/checkpoints/2')
+  _previous_checkpoint_kept_then_saved(mgr, workdir)
+
+
+def _previous_checkpoint_kept_then_saved(mgr, workdir: str) -> None:
+  """After a refused save of step 2: step 1 is whole, and the same save works now."""
+  from crnn_jax.workdir import checkpoints
+  assert _saved_steps(workdir) == ['1']  # the unfinished save was removed
   state, meta = checkpoints.restore(checkpoints.manager(workdir), _state(0.0))
   assert meta == {'epoch': 1}
   np.testing.assert_array_equal(state['w'], _state(1.0)['w'])
@@ -197,33 +335,33 @@ def _dataset(data_dir: str, name: str) -> dict:
   return out
 
 
-def _build_cli(library: str, data_dir: str) -> subprocess.CompletedProcess:
+def _build_cli(library: str, data_dir: str, limit: Sequence[str] = ()
+               ) -> subprocess.CompletedProcess:
   return subprocess.run(
-      [sys.executable, '-m', 'data_prep', 'build', f'--input={library}',
+      [sys.executable, *limit, '-m', 'data_prep', 'build', f'--input={library}',
        f'--data_dir={data_dir}', '--name=songs', f'--clip_seconds={CLIP.seconds}',
        f'--min_seconds={CLIP.min_seconds}', '--workers=1', '--no_progress'],
       cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600, check=False)
 
 
 @pytest.mark.slow
-def test_a_build_on_a_full_disk_continues_once_space_is_freed(small_disk, tmp_path):
+def test_a_build_on_a_full_disk_continues_once_space_is_freed(refusing_storage, tmp_path):
+  storage = refusing_storage
   library = _library(str(tmp_path / 'lib'))
   reference = str(tmp_path / 'reference')
   assert _build_cli(library, reference).returncode == 0
-  data_dir = os.path.join(small_disk.path, 'data')
-  small_disk.resize(400)  # the decode cache does not fit
-  first = _build_cli(library, data_dir)
+  data_dir = os.path.join(storage.path, 'data')
+  # The decode cache does not fit (a cached clip is 17 KiB).
+  first = _build_cli(library, data_dir, storage.limit(total_kib=400, file_kib=4))
   assert first.returncode == 2
-  assert first.stderr.strip().splitlines()[-1].startswith(f"error: disk full writing '{data_dir}/")
+  assert _last_line(first).startswith(f"error: {storage.WHAT} writing '{data_dir}/songs_cache/")
   cached = len(os.listdir(os.path.join(data_dir, 'songs_cache')))
-  small_disk.resize(1100)  # the cache fits, the data set does not
-  second = _build_cli(library, data_dir)
+  # The cache fits, the data set does not (its training split is 400 KiB).
+  second = _build_cli(library, data_dir, storage.limit(total_kib=1100, file_kib=128))
   assert second.returncode == 2, second.stderr
-  assert second.stderr.strip().splitlines()[-1].startswith(
-      f"error: disk full writing '{data_dir}/songs/1.0.0'")
+  assert _last_line(second) == 'error: ' + _one_line(storage, f'{data_dir}/songs/1.0.0')
   assert len(os.listdir(os.path.join(data_dir, 'songs_cache'))) >= cached  # kept
-  small_disk.resize(4096)
-  third = _build_cli(library, data_dir)
+  third = _build_cli(library, data_dir, storage.unlimited())
   assert third.returncode == 0, third.stderr
   assert '40 from the cache' in third.stdout  # nothing decoded twice
   assert _dataset(data_dir, 'songs') == _dataset(reference, 'songs')
@@ -300,8 +438,9 @@ def _train_args(data_dir: str, workdir: str, epochs: int, mode: str = 'train') -
           f'--config.train.num_epochs={epochs}', '--config.train.max_lr=3e-3', f'--mode={mode}']
 
 
-def _main(*args) -> subprocess.CompletedProcess:
-  return subprocess.run(_train_args(*args), cwd=ROOT, env=_env(), capture_output=True,
+def _main(*args, limit: Sequence[str] = ()) -> subprocess.CompletedProcess:
+  argv = _train_args(*args)
+  return subprocess.run([argv[0], *limit, *argv[1:]], cwd=ROOT, env=_env(), capture_output=True,
                         text=True, timeout=600, check=False)
 
 
@@ -319,23 +458,25 @@ def _checkpoint_bytes(data_dir: str) -> int:
 
 
 @pytest.mark.slow
-def test_training_on_a_full_disk_resumes_with_the_same_results(small_disk, tiny_data_dir,
+def test_training_on_a_full_disk_resumes_with_the_same_results(refusing_storage, tiny_data_dir,
                                                                tmp_path):
-  """The disk has room for the first checkpoint, not the second: the run stops
-  at the second save; the same command, after space is freed, resumes."""
+  """The storage has room for the first checkpoint, not the second: the run
+  stops at the second save (a small disk: before it writes; a file size limit:
+  in orbax's write); the same command, once allowed, resumes."""
+  storage = refusing_storage
   straight = str(tmp_path / 'straight')
   assert _main(tiny_data_dir, straight, 2).returncode == 0
-  small_disk.resize((int(_checkpoint_bytes(tiny_data_dir) * 1.6) >> 10) + 1024)
-  workdir = os.path.join(small_disk.path, 'w')
-  full = _main(tiny_data_dir, workdir, 2)
+  state_bytes = _checkpoint_bytes(tiny_data_dir)
+  assert state_bytes > 1 << 20  # its largest file is over the file size limit below
+  workdir = os.path.join(storage.path, 'w')
+  full = _main(tiny_data_dir, workdir, 2, limit=storage.limit(
+      total_kib=(int(state_bytes * 1.6) >> 10) + 1024, file_kib=256, after_first_checkpoint=True))
   assert full.returncode == 2, full.stderr
-  assert full.stderr.strip().splitlines()[-1] == (
-      f"error: disk full writing '{workdir}/checkpoints': nothing written before was damaged; "
-      'free some space, then rerun the same command to continue')
-  assert 'Traceback' not in full.stderr
+  # A small disk is refused by the free-space check before the save starts.
+  refused = f'{workdir}/checkpoints' + ('/8' if isinstance(storage, FileSizeLimit) else '')
+  assert _last_line(full) == 'error: ' + _one_line(storage, refused)
   assert _saved_steps(workdir) == ['4']
-  small_disk.resize(20 * 1024)
-  resumed = _main(tiny_data_dir, workdir, 2)
+  resumed = _main(tiny_data_dir, workdir, 2, limit=storage.unlimited())
   assert resumed.returncode == 0, resumed.stderr
   assert 'Resuming from' in resumed.stdout
   with open(os.path.join(straight, 'results.json')) as a, \
@@ -344,9 +485,9 @@ def test_training_on_a_full_disk_resumes_with_the_same_results(small_disk, tiny_
   # Writing results: evaluation on a full disk leaves results.json as it was.
   with open(os.path.join(workdir, 'results.json'), 'rb') as f:
     results = f.read()
-  small_disk.fill(leave_kib=16)
-  evaluated = _main(tiny_data_dir, workdir, 2, 'eval')
+  refusing = storage.full(leave_kib=16, file_kib=1)
+  evaluated = _main(tiny_data_dir, workdir, 2, 'eval', limit=refusing)
   assert evaluated.returncode == 2
-  assert evaluated.stderr.strip().splitlines()[-1].startswith('error: disk full writing ')
+  assert _last_line(evaluated).startswith(f'error: {storage.WHAT} writing ')
   with open(os.path.join(workdir, 'results.json'), 'rb') as f:
     assert f.read() == results

@@ -7,10 +7,10 @@ complete. A reader therefore sees the old file or the new one, never a torn
 one, and a failed write (ENOSPC, an exception, Ctrl-C) leaves the old file
 as it was.
 
-Storage that refuses a write (full, over quota, read-only, no permission) is
-a :class:`StorageError`: one line naming the file and what to do, raised by
-``atomic_write`` and by :func:`raise_if_storage_error` for the writers this
-module does not own (orbax, TFDS).
+Storage that refuses a write (full, over quota, read-only, no permission, a
+file over its size limit) is a :class:`StorageError`: one line naming the file
+and what to do, raised by ``atomic_write`` and by :func:`raise_if_storage_error`
+for the writers this module does not own (orbax, TFDS).
 """
 
 from __future__ import annotations
@@ -34,13 +34,15 @@ STORAGE_ERRNOS = {
     errno.EROFS: ('read-only file system', 'write somewhere else'),
     errno.EACCES: ('permission denied', 'fix the permissions or write somewhere else'),
     errno.EPERM: ('operation not permitted', 'fix the permissions or write somewhere else'),
+    # A file over the file system's largest (FAT's 4 GiB) or the process's limit (ulimit -f).
+    errno.EFBIG: ('file too large', 'raise the file size limit or write somewhere else'),
 }
 # Only writing can fail with these, so they are storage errors wherever raised.
-_WRITE_ONLY_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+_WRITE_ONLY_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
 # tensorstore (orbax) and absl-status texts carry the errno as text.
 _STATUS_ERRNO = re.compile(r"os_error_code='?(\d+)")
 _STATUS_TEXTS = {'No space left on device': errno.ENOSPC, 'Disk quota exceeded': errno.EDQUOT,
-                 'Read-only file system': errno.EROFS}
+                 'Read-only file system': errno.EROFS, 'File too large': errno.EFBIG}
 
 
 class StorageError(UserError, OSError):
