@@ -59,15 +59,17 @@ def music_like_images(n: int, seed: int = 0) -> list[np.ndarray]:
   return images
 
 
-def write_synthetic(data_dir: str, clips: int) -> None:
-  """``clips`` training examples (and a few for the other splits)."""
+def write_synthetic(data_dir: str, clips: int, frames: int | None = None) -> None:
+  """``clips`` training examples (and a few for the other splits), 30-s clips
+  or their first ``frames`` spectrogram frames."""
+  frames = frames or audio.num_frames()
   images = music_like_images(8)
   rng = np.random.default_rng(1)
 
   def examples(split: str, n: int):
     for i in range(n):
       label = int(rng.integers(len(CLASSES)))
-      image = np.roll(images[i % len(images)], int(rng.integers(1000)), axis=1)
+      image = np.roll(images[i % len(images)], int(rng.integers(1000)), axis=1)[:, :frames]
       yield f'{split}{i}', {'spectrogram': image, 'tabular': np.zeros(0, np.float32),
                             'label': label, 'label_set': np.eye(len(CLASSES), dtype=np.uint8)[label],
                             'track_id': f'{split}{i}', 'artist_id': f'{split}{i}'}
@@ -75,7 +77,7 @@ def write_synthetic(data_dir: str, clips: int) -> None:
   sizes = {'train': clips, 'validation': 4, 'test': 4}
   writer.write_dataset(NAME, data_dir, CLASSES, 0,
                        {s: (lambda s=s, n=n: examples(s, n)) for s, n in sizes.items()},
-                       {'tabular_names': []}, frames=audio.num_frames())
+                       {'tabular_names': []}, frames=frames)
 
 
 def loader_rate(data_dir: str, batch: int, workers: int, threads: int, batches: int
@@ -87,7 +89,7 @@ def loader_rate(data_dir: str, batch: int, workers: int, threads: int, batches: 
   info = source.load_info(config)
   train = source.open_sources(config)['train']
   order = pipeline.epoch_order(np.zeros(len(train), np.int64), config.seed, 0)
-  it = pipeline.train_batches(train, order, info, batch, 0, config)
+  it = pipeline.train_batches(pipeline.Reader(train, info, config), order, batch)
   jax.block_until_ready(jax.device_put(next(it)))  # worker start-up, first reads
   tic = time.perf_counter()
   n = 0

@@ -119,7 +119,8 @@ def get_config() -> ml_collections.ConfigDict:
   # child -> parent class names (e.g. melodic death metal -> death metal):
   # applied to multi-label targets and predictions.
   config.label_hierarchy = ml_collections.ConfigDict()
-  # --mode=lr_find: fastai's range test, exponential sweep over num_it batches.
+  # --mode=lr_find: fastai's range test, exponential sweep over num_it batches
+  # (fastai v1's defaults; crnn_jax/train/lr_find.py).
   config.lr_find = ml_collections.ConfigDict()
   config.lr_find.start_lr = 1e-7
   config.lr_find.end_lr = 10.0

@@ -88,7 +88,8 @@ def test_augmented_train_step_is_a_function_of_seed_and_step(tiny_data_dir):
   config.augment.mixup_alpha = 0.4
   info = source.load_info(config)
   src = source.open_sources(config)
-  batch = next(pipeline.train_batches(src['train'], np.arange(16), info, 16, 0, config))
+  batch = next(pipeline.train_batches(pipeline.Reader(src['train'], info, config), np.arange(16),
+                                      16))
   state = state_lib.create_train_state(config, info, jax.random.key(0),
                                        state_lib.make_optimizer(config, 10))
   options = steps.TrainOptions.from_config(config)

@@ -153,7 +153,7 @@ def test_frozen_batch_norm_trains_every_weight_and_keeps_the_loaded_statistics(
     config = _config(tiny_data_dir, 'tiny', pretrained, batch_norm=batch_norm)
     run = setup.build_run(config, str(tmp_path / batch_norm))
     state, _ = run.from_pretrained(run.fresh_state(state_lib.make_optimizer(config, 4)))
-    batch = next(iter(pipeline.eval_batches(run.sources['train'], run.info, 8, config, 0, 1)))
+    batch = next(iter(pipeline.eval_batches(run.reader('train'), 8)))
     options = steps.TrainOptions.from_config(config)
     new, _ = steps.train_step(state, batch, jnp.ones(2), False, options)
     return options, jax.device_get(state), jax.device_get(new)

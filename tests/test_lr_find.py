@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import math
 
+import ml_collections
 import numpy as np
 import pytest
+from conftest import tiny_config
 
+from crnn_jax.data import pipeline
 from crnn_jax.train import lr_find
 
 
@@ -33,7 +36,7 @@ def test_bias_corrected_smoothing_by_hand():
 
 def test_stops_on_divergence_where_fastai_would():
   losses = [2.0 - 0.01 * i for i in range(60)] + [2.0 * 1.3 ** i for i in range(60)]
-  state = lr_find.LRFinderState(num_it=200)
+  state = lr_find.LRFinderState(1e-7, 10.0, num_it=200)
   for loss in losses:
     if state.record(loss):
       break
@@ -43,21 +46,21 @@ def test_stops_on_divergence_where_fastai_would():
   assert len(state.losses) == expected_stop + 1 < len(losses)
   assert 'diverged' in state.stop_reason and state.done
   np.testing.assert_allclose(state.smoothed, smooth[:expected_stop + 1])
-  assert state.lrs == pytest.approx(list(lr_find.range_test_lrs(num_it=200)[:expected_stop + 1]))
+  assert state.lrs == pytest.approx(list(lr_find.range_test_lrs(1e-7, 10.0, 200)[:expected_stop + 1]))
   with pytest.raises(RuntimeError):
     state.record(1.0)
 
 
 def test_stops_on_nan_and_after_num_it():
-  state = lr_find.LRFinderState(num_it=50)
+  state = lr_find.LRFinderState(1e-7, 10.0, num_it=50)
   assert not state.record(1.0) and state.record(float('nan')) and 'diverged' in state.stop_reason
-  state = lr_find.LRFinderState(num_it=20)
+  state = lr_find.LRFinderState(1e-7, 10.0, num_it=20)
   steps = 0
   while not state.done:
     state.record(1.0)
     steps += 1
   assert steps == 20 and 'all 20' in state.stop_reason
-  no_stop = lr_find.LRFinderState(num_it=10, stop_div=False)
+  no_stop = lr_find.LRFinderState(1e-7, 10.0, num_it=10, stop_div=False)
   for loss in [1.0, 100.0, 1e6]:
     assert not no_stop.record(loss)
 
@@ -97,3 +100,25 @@ def test_range_test_on_a_quadratic_finds_a_stable_lr():
   assert 'diverged' in state.stop_reason and len(state.lrs) < 100
   suggested = lr_find.suggest_lr(state.lrs, state.smoothed)
   assert 1e-3 < suggested < 2 / a
+
+
+def test_range_test_reads_the_targets_training_reads(tiny_data_dir, tmp_path, monkeypatch):
+  """Multi-label with a label hierarchy: training's label sets have a child's
+  parents set too, and the range test must sweep on the same targets."""
+  config = tiny_config(tiny_data_dir)
+  config.multilabel = True
+  config.label_hierarchy = ml_collections.ConfigDict({'low': 'high'})  # 'low' implies 'high'
+  config.lr_find = ml_collections.ConfigDict({'num_it': 20, 'start_lr': 1e-6, 'end_lr': 1e-2})
+  real, label_sets = pipeline.train_batches, []
+
+  def recorded(*args, **kwargs):
+    for batch in real(*args, **kwargs):
+      label_sets.append(batch['label_set'])
+      yield batch
+
+  monkeypatch.setattr(pipeline, 'train_batches', recorded)
+  result = lr_find.lr_range_test(config, str(tmp_path))
+  assert len(result['lrs']) == 20
+  label_set = np.concatenate(label_sets)
+  low = label_set[:, 0] == 1
+  assert low.any() and np.all(label_set[low, 1] == 1)

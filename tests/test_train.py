@@ -56,7 +56,7 @@ def _state_and_batch(data_dir, num_tabular=0, name='tiny'):
       config, info, jax.random.key(0),
       train_state.make_optimizer(config, 10 * config.train.num_epochs))
   order = np.arange(len(sources['train']))
-  batch = next(pipeline.train_batches(sources['train'], order, info, 16, 0, config))
+  batch = next(pipeline.train_batches(pipeline.Reader(sources['train'], info, config), order, 16))
   return config, info, state, batch
 
 
@@ -130,9 +130,10 @@ def test_worker_processes_read_the_same_batches_in_the_same_order(tiny_data_dir)
   info = source.load_info(config)
   train_source = source.open_sources(config)['train']
   order = pipeline.epoch_order(np.zeros(len(train_source), np.int64), 0, 0)
-  in_process = list(pipeline.train_batches(train_source, order, info, 4, 1, config))
+  reader = pipeline.Reader(train_source, info, config)
+  in_process = list(pipeline.train_batches(reader, order, 4, 1))
   config.data.num_workers = 1  # absl flags not parsed here, as in a notebook
-  in_worker = list(pipeline.train_batches(train_source, order, info, 4, 1, config))
+  in_worker = list(pipeline.train_batches(reader, order, 4, 1))
   assert len(in_worker) == len(in_process) > 1
   for a, b in zip(in_process, in_worker):
     for key in a:
@@ -164,7 +165,7 @@ step = par.jit_train_step(False)
 w = par.replicate(jax.numpy.ones(2))
 losses = []
 order = pipeline.epoch_order(source.read_labels(src['train']), 0, 0)
-for batch in pipeline.train_batches(src['train'], order, info, 16, 0, config):
+for batch in pipeline.train_batches(pipeline.Reader(src['train'], info, config), order, 16):
   state, m = step(state, par.shard_batch(batch), w)
   losses.append(float(m['loss']))  # block on each step
 print(json.dumps({{'devices': jax.device_count(), 'losses': losses}}))

@@ -14,6 +14,7 @@ several processes, each reads only its own slice of every global batch.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -90,27 +91,43 @@ def num_workers(config: ml_collections.ConfigDict) -> int:
   return max(1, min(16, cores - 2))
 
 
-def train_batches(source: Any, order: np.ndarray, info: DataInfo, global_batch: int,
-                  start_batch: int, config: ml_collections.ConfigDict,
-                  process_index: int = 0, process_count: int = 1,
-                  label_ancestors: np.ndarray | None = None) -> Iterator[Batch]:
+@dataclasses.dataclass(frozen=True)
+class Reader:
+  """One split of a prepared set as batches are read from it: its random-access
+  source, how its examples become model inputs, and this process's share."""
+  source: Any  # source.open_sources(config)[split]
+  info: DataInfo
+  config: ml_collections.ConfigDict  # config.data: reader threads, read-ahead, workers
+  label_ancestors: np.ndarray | None = None  # multi-label: a child label implies its parents
+  process_index: int = dataclasses.field(default_factory=jax.process_index)
+  process_count: int = dataclasses.field(default_factory=jax.process_count)
+
+  def local(self, global_batch: int) -> slice:
+    """This process's columns of a global batch."""
+    if global_batch % self.process_count:
+      raise UserError(f'batch size {global_batch} is not divisible by {self.process_count} '
+                      'processes')
+    local = global_batch // self.process_count
+    return slice(self.process_index * local, (self.process_index + 1) * local)
+
+
+def train_batches(reader: Reader, order: np.ndarray, global_batch: int, start_batch: int = 0
+                  ) -> Iterator[Batch]:
   """This process's part of each full global batch of one epoch, from start_batch on.
 
   The last partial batch is dropped, as the reference did.
   """
-  if global_batch % process_count:
-    raise UserError(f'batch size {global_batch} is not divisible by {process_count} processes')
-  local = global_batch // process_count
+  mine = reader.local(global_batch)
   num_batches = len(order) // global_batch
   usable = order[:num_batches * global_batch].reshape(num_batches, global_batch)
-  mine = usable[:, process_index * local:(process_index + 1) * local].reshape(-1)
-  transform = ToModelInputs(info, label_ancestors)
-  ds = (grain.MapDataset.range(len(mine))
-        .map(lambda i: transform.map(source[int(mine[i])]))
-        .batch(local, drop_remainder=True))
+  index = usable[:, mine].reshape(-1)
+  transform = ToModelInputs(reader.info, reader.label_ancestors)
+  ds = (grain.MapDataset.range(len(index))
+        .map(lambda i: transform.map(reader.source[int(index[i])]))
+        .batch(mine.stop - mine.start, drop_remainder=True))
   ds = ds[start_batch:]
-  iter_ds = ds.to_iter_dataset(_read_options(config))
-  workers = num_workers(config)
+  iter_ds = ds.to_iter_dataset(_read_options(reader.config))
+  workers = num_workers(reader.config)
   if workers > 0:
     if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; main.py parses them,
       flags.FLAGS.mark_as_parsed()  # a notebook or library caller does not
@@ -119,22 +136,19 @@ def train_batches(source: Any, order: np.ndarray, info: DataInfo, global_batch: 
   return iter(iter_ds)
 
 
-def eval_batches(source: Any, info: DataInfo, global_batch: int,
-                 config: ml_collections.ConfigDict, process_index: int = 0,
-                 process_count: int = 1, label_ancestors: np.ndarray | None = None
-                 ) -> Iterator[Batch]:
+def eval_batches(reader: Reader, global_batch: int) -> Iterator[Batch]:
   """Every example once, in order; the last batch padded, with 'mask' 0 on padding."""
-  n = len(source)
-  local = global_batch // process_count
+  n = len(reader.source)
+  mine = reader.local(global_batch)
   num_batches = -(-n // global_batch)
   padded = np.arange(num_batches * global_batch)
   mask = (padded < n).astype(np.float32)
   index = np.minimum(padded, n - 1)
-  sl = slice(process_index * local, (process_index + 1) * local)
-  index = index.reshape(num_batches, global_batch)[:, sl].reshape(-1)
-  mask = mask.reshape(num_batches, global_batch)[:, sl].reshape(-1)
-  transform = ToModelInputs(info, label_ancestors)
+  index = index.reshape(num_batches, global_batch)[:, mine].reshape(-1)
+  mask = mask.reshape(num_batches, global_batch)[:, mine].reshape(-1)
+  transform = ToModelInputs(reader.info, reader.label_ancestors)
   ds = (grain.MapDataset.range(len(index))
-        .map(lambda i: dict(transform.map(source[int(index[i])]), mask=np.float32(mask[i])))
-        .batch(local, drop_remainder=True))
-  return iter(ds.to_iter_dataset(_read_options(config)))
+        .map(lambda i: dict(transform.map(reader.source[int(index[i])]),
+                            mask=np.float32(mask[i])))
+        .batch(mine.stop - mine.start, drop_remainder=True))
+  return iter(ds.to_iter_dataset(_read_options(reader.config)))

@@ -40,9 +40,7 @@ def recompute(run: Run, plan: StepPlan, state: TrainState) -> TrainState:
   limit = int(config.eval.get('recompute_bn_batches', 0))
   if limit > 0:
     order = order[:limit * plan.micro_batch]
-  batches = pipeline.train_batches(run.sources['train'], order, run.info, plan.micro_batch, 0,
-                                   config, jax.process_index(), jax.process_count(),
-                                   run.label_ancestors)
+  batches = pipeline.train_batches(run.reader('train'), order, plan.micro_batch)
   variables = {'params': state.params, 'batch_stats': state.batch_stats}
   total, count = None, 0
   for batch in batches:

@@ -4,7 +4,7 @@
 pure bookkeeping below (``LRFinderState``: the sweep, smoothing, stop rule,
 suggestion) with the training step:
 
-  finder = LRFinderState(start_lr=1e-7, end_lr=10.0, num_it=100)
+  finder = LRFinderState.from_config(config.lr_find)  # its defaults: configs/default.py
   while not finder.done:
     loss = train_one_batch(lr=finder.next_lr())
     finder.record(loss)
@@ -51,18 +51,14 @@ from crnn_jax.train.state import TrainState
 from crnn_jax.train.writers import log
 from crnn_jax.workdir.lock import holds_workdir
 
-DEFAULT_START_LR = 1e-7
-DEFAULT_END_LR = 10.0
-DEFAULT_NUM_IT = 100
 SMOOTHING_BETA = 0.98
 DIVERGENCE_FACTOR = 4.0
 SKIP_START = 10
 SKIP_END = 5
 
 
-def lr_schedule_for_range_test(start_lr: float = DEFAULT_START_LR,
-                               end_lr: float = DEFAULT_END_LR,
-                               num_it: int = DEFAULT_NUM_IT) -> Callable[[Any], Any]:
+def lr_schedule_for_range_test(start_lr: float, end_lr: float, num_it: int
+                               ) -> Callable[[Any], Any]:
   """step -> lr of the exponential sweep; an optax-style schedule.
 
   Uses only arithmetic, so it accepts a Python int, a numpy array or a traced
@@ -76,8 +72,7 @@ def lr_schedule_for_range_test(start_lr: float = DEFAULT_START_LR,
   return schedule
 
 
-def range_test_lrs(start_lr: float = DEFAULT_START_LR, end_lr: float = DEFAULT_END_LR,
-                   num_it: int = DEFAULT_NUM_IT) -> np.ndarray:
+def range_test_lrs(start_lr: float, end_lr: float, num_it: int) -> np.ndarray:
   """The num_it learning rates of a full sweep (batches 0..num_it-1)."""
   return np.asarray(lr_schedule_for_range_test(start_lr, end_lr, num_it)(
       np.arange(num_it, dtype=np.float64)))
@@ -118,9 +113,9 @@ def diverged(smoothed: float, best: float, factor: float = DIVERGENCE_FACTOR) ->
 @dataclasses.dataclass
 class LRFinderState:
   """Progress of one range test; ``record`` each batch's loss in order."""
-  start_lr: float = DEFAULT_START_LR
-  end_lr: float = DEFAULT_END_LR
-  num_it: int = DEFAULT_NUM_IT
+  start_lr: float
+  end_lr: float
+  num_it: int
   beta: float = SMOOTHING_BETA
   stop_div: bool = True
   div_factor: float = DIVERGENCE_FACTOR
@@ -136,6 +131,12 @@ class LRFinderState:
   def __post_init__(self) -> None:
     _check_range(self.start_lr, self.end_lr, self.num_it)
     self._schedule = lr_schedule_for_range_test(self.start_lr, self.end_lr, self.num_it)
+
+  @classmethod
+  def from_config(cls, lr_find: ml_collections.ConfigDict) -> LRFinderState:
+    """The sweep config.lr_find describes (fastai v1's defaults in configs/default.py)."""
+    return cls(start_lr=float(lr_find.start_lr), end_lr=float(lr_find.end_lr),
+               num_it=int(lr_find.num_it))
 
   def next_lr(self) -> float:
     """The learning rate for the next batch."""
@@ -215,9 +216,8 @@ def lr_range_test(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
   or written, so it is safe in a training workdir.
   """
   run = setup.build_run(config, workdir)
-  lf, t = config.lr_find, config.train
-  finder = LRFinderState(start_lr=float(lf.start_lr), end_lr=float(lf.end_lr),
-                         num_it=int(lf.num_it))
+  t = config.train
+  finder = LRFinderState.from_config(config.lr_find)
   state = run.fresh_state(optax.inject_hyperparams(optax.adamw)(
       learning_rate=finder.start_lr, b1=0.9, b2=t.beta2, eps=t.eps, weight_decay=t.weight_decay))
   if config.get('init_from'):
@@ -258,9 +258,7 @@ def _sweep(run: setup.Run, state: TrainState, finder: LRFinderState) -> None:
   epoch = 0
   while not finder.done:
     order = pipeline.epoch_order(labels, config.seed, epoch)
-    for batch in pipeline.train_batches(run.sources['train'], order, run.info,
-                                        config.train.batch_size, 0, config, jax.process_index(),
-                                        jax.process_count()):
+    for batch in pipeline.train_batches(run.reader('train'), order, config.train.batch_size):
       state, m = step(state, run.parallel.shard_batch(batch), weights,
                       jnp.float32(finder.next_lr()))
       if finder.record(float(m['loss'])):

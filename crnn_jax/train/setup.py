@@ -15,7 +15,7 @@ import optax
 
 from crnn_jax.core import audio, labels
 from crnn_jax.core.errors import UserError
-from crnn_jax.data import source
+from crnn_jax.data import pipeline, source
 from crnn_jax.data.info import DataInfo
 from crnn_jax.model import summary
 from crnn_jax.train import finetune
@@ -118,6 +118,10 @@ class Run:
     state = state.replace(params=variables['params'], batch_stats=variables['batch_stats'],
                           opt_state=state.tx.init(variables['params']))
     return self.parallel.replicate(state), notes
+
+  def reader(self, split: str) -> pipeline.Reader:
+    """Batches of ``split`` as this run reads them (its label hierarchy applied)."""
+    return pipeline.Reader(self.sources[split], self.info, self.config, self.label_ancestors)
 
   def train_labels(self) -> np.ndarray:
     """Every training label, read without decoding a spectrogram."""

@@ -82,9 +82,7 @@ def predict_split(run: Run, state: TrainState, split: str, eval_fn: Callable
   """Logits, losses, labels, label sets and track ids of every example of a split."""
   outs: dict[str, list[np.ndarray]] = {'logits': [], 'loss': [], 'label': [], 'label_set': [],
                                        'mask': []}
-  for batch in pipeline.eval_batches(
-      run.sources[split], run.info, run.config.train.eval_batch_size, run.config,
-      jax.process_index(), jax.process_count(), run.label_ancestors):
+  for batch in pipeline.eval_batches(run.reader(split), run.config.train.eval_batch_size):
     out = jax.device_get(eval_fn(state, run.parallel.shard_batch(batch)))
     for k, v in outs.items():
       v.append(np.asarray(out[k]))
@@ -257,10 +255,9 @@ def _train_epoch(run: Run, plan: StepPlan, mgr: ocp.CheckpointManager, state: Tr
   start_batch = resumed.batch_in_epoch if resumed else 0
   sums = EpochSums(**resumed.partial) if resumed else EpochSums()
   order = pipeline.epoch_order(train_labels, config.seed, epoch, config.train.sampling)
-  batches = pipeline.train_batches(
-      run.sources['train'], order[:plan.steps_per_epoch * plan.global_batch],
-      run.info, plan.micro_batch, start_batch, config, jax.process_index(), jax.process_count(),
-      run.label_ancestors)
+  batches = pipeline.train_batches(run.reader('train'),
+                                   order[:plan.steps_per_epoch * plan.global_batch],
+                                   plan.micro_batch, start_batch)
   bar = tqdm(total=plan.micro_steps_per_epoch, initial=start_batch,
              desc=f'epoch {epoch + 1}/{plan.num_epochs}', disable=jax.process_index() != 0,
              dynamic_ncols=True, mininterval=1.0)
