@@ -50,7 +50,7 @@ import numpy as np
 from absl import flags
 from jax import export as jax_export
 
-from crnn_jax.core import audio, files, tabular
+from crnn_jax.core import audio, storage, tabular
 from crnn_jax.core.errors import UserError, run_command
 from crnn_jax.inference.model import InferenceModel
 
@@ -293,8 +293,8 @@ def export_main(workdir: str, out: str, formats: Sequence[str] = FORMATS,
     worst = max(data['check']['max_abs_difference_from_jax'].values(), default=0.0)
     if not worst <= 1e-4:
       raise UserError(f'the exported files differ from JAX by up to {worst:.3g}: not written')
-    files.write_json(os.path.join(staging, CONTRACT_FILE), data)
-    files.write_text(os.path.join(staging, README_FILE), readme(data))
+    storage.write_json(os.path.join(staging, CONTRACT_FILE), data)
+    storage.write_text(os.path.join(staging, README_FILE), readme(data))
     _move_into_place(staging, out)
   finally:
     shutil.rmtree(staging, ignore_errors=True)
@@ -307,7 +307,7 @@ def export_main(workdir: str, out: str, formats: Sequence[str] = FORMATS,
 
 
 def _write(folder: str, name: str, blob: bytes, log: Callable[[str], None]) -> None:
-  with files.atomic_write(os.path.join(folder, name), 'wb') as f:
+  with storage.atomic_write(os.path.join(folder, name), 'wb') as f:
     f.write(blob)
   log(f'wrote {name} ({len(blob) / 2**20:.2f} MiB)')
 

@@ -57,8 +57,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from crnn_jax import model as model_lib
-from crnn_jax.core import audio, labels, tabular
-from crnn_jax.core import files as core_files
+from crnn_jax.core import audio, labels, storage, tabular
 from crnn_jax.core.errors import UserError, run_command
 from crnn_jax.reference import torch_pickle, weights
 from crnn_jax.train import from_weights
@@ -152,7 +151,7 @@ def build_data_info(config: Any, num_tabular: int, checkpoint: str,
       'clip': dataclasses.asdict(audio.ClipSettings()),  # 30 s from the start, as previews
       'source': f'imported reference checkpoint {os.path.basename(checkpoint)}',
       'imported_from': {'file': os.path.abspath(checkpoint),
-                        'sha256': core_files.sha256(checkpoint)},
+                        'sha256': storage.sha256(checkpoint)},
   }
   if num_tabular:
     if tabular_stats and tabular_csv:

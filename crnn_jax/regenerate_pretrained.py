@@ -35,7 +35,7 @@ from absl import flags
 
 from configs import genres, metal
 from crnn_jax import import_reference
-from crnn_jax.core import files as core_files
+from crnn_jax.core import storage
 from crnn_jax.core.errors import UserError, run_command
 from crnn_jax.pretrained import store
 from crnn_jax.reference import torch_pickle
@@ -80,7 +80,7 @@ def find_checkpoint(folder: str, source: Source) -> str:
   for path in (os.path.join(folder, os.path.basename(source.path)),
                os.path.join(folder, source.path)):
     if os.path.isfile(path):
-      if core_files.sha256(path) != source.sha256:
+      if storage.sha256(path) != source.sha256:
         raise UserError(f'{path} is not the reference\'s {os.path.basename(path)} of commit '
                         f'{COMMIT[:7]}: its SHA-256 differs from {source.sha256}')
       return path

@@ -50,12 +50,12 @@ import numpy as np
 from etils import epath
 from tensorflow_datasets.core.utils import tqdm_utils
 
-from crnn_jax.core import audio, audio_features, files, locks, tabular
+from crnn_jax.core import audio, audio_features, file_lock, storage, tabular
 from crnn_jax.data import schema
 from crnn_jax.data.schema import SPLITS
 from data_prep import decode, split, writer
+from data_prep.build_input import read_source
 from data_prep.records import Problem, Source, Track
-from data_prep.sources import read_source
 
 TABULAR_MODES = ('auto', 'none', 'source', 'audio')
 
@@ -136,12 +136,12 @@ class Split:
 
 
 def lock_path(data_dir: str, name: str) -> str:
-  """One build of a data set at a time: DIR/NAME.lock (crnn_jax.core.locks).
+  """One build of a data set at a time: DIR/NAME.lock (crnn_jax.core.file_lock).
 
   A remote data_dir (gs://...) has no lock files: its lock is a local file
   named after the URL, which keeps apart the builds started on this machine.
   """
-  if files.is_remote(data_dir):
+  if storage.is_remote(data_dir):
     url = f'{data_dir.rstrip("/")}/{name}'
     folder = os.path.join(tempfile.gettempdir(), 'crnn_jax_locks')
     os.makedirs(folder, exist_ok=True)
@@ -149,7 +149,7 @@ def lock_path(data_dir: str, name: str) -> str:
   return os.path.join(os.path.abspath(data_dir), f'{name}.lock')
 
 
-@locks.exclusive(lock_path, 'data_prep build')
+@file_lock.exclusive(lock_path, 'data_prep build')
 def build_dataset(input_path: str, data_dir: str, name: str, options: Options | None = None,
                   **overrides: Any) -> dict[str, Any]:
   """Prepares ``data_dir/name/<version>`` from a folder or manifest CSV.
@@ -160,7 +160,7 @@ def build_dataset(input_path: str, data_dir: str, name: str, options: Options | 
   t0 = time.time()
   opts = dataclasses.replace(options or Options(), **overrides)
   opts = dataclasses.replace(opts, windows=decode.check_windows(opts.windows))
-  if not files.is_remote(data_dir):
+  if not storage.is_remote(data_dir):
     data_dir = os.path.abspath(data_dir)
   schema.check_name(name)  # fail fast on a bad name
   if opts.tabular not in TABULAR_MODES:
@@ -425,7 +425,7 @@ def _previous_kept_until_replaced(version_dir: epath.Path, previous: epath.Path,
   except BaseException as e:
     if previous.is_dir() and not version_dir.is_dir():
       previous.rename(version_dir)
-    files.raise_if_storage_error(e, os.fspath(version_dir))
+    storage.raise_if_storage_error(e, os.fspath(version_dir))
     raise
   previous.rmtree(missing_ok=True)
 
@@ -473,10 +473,10 @@ def write_report(path: str, problems: Sequence[Problem]) -> None:
   for p in problems:
     w.writerow([p.origin, p.track_id, p.reason])
   # File names that are not UTF-8 are written as \xNN.
-  if files.is_remote(path):
+  if storage.is_remote(path):
     epath.Path(path).write_bytes(text.getvalue().encode('utf-8', 'backslashreplace'))
   else:
-    with files.atomic_write(path, newline='', encoding='utf-8', errors='backslashreplace') as f:
+    with storage.atomic_write(path, newline='', encoding='utf-8', errors='backslashreplace') as f:
       f.write(text.getvalue())
 
 

@@ -12,7 +12,7 @@ import os
 import sys
 from typing import Any
 
-from crnn_jax.core import audio, files, labels
+from crnn_jax.core import audio, labels, storage
 from crnn_jax.core.errors import UserError
 from data_prep import build, match
 from data_prep.musicbrainz import command as musicbrainz_command
@@ -118,9 +118,9 @@ def run_build(args: argparse.Namespace) -> int:
         label_map=label_map, tabular=args.tabular, manifest_options=manifest_options,
         progress=not args.no_progress, **_beam_settings(args))
   except (ValueError, OSError, UserError) as e:  # a held lock, a full disk: one line
-    code = files.storage_errno(e)
-    if code is not None and not isinstance(e, files.StorageError):
-      e = files.StorageError(code, os.strerror(code), getattr(e, 'filename', None) or args.data_dir)
+    code = storage.storage_errno(e)
+    if code is not None and not isinstance(e, storage.StorageError):
+      e = storage.StorageError(code, os.strerror(code), getattr(e, 'filename', None) or args.data_dir)
     print(f'error: {e}', file=sys.stderr)
     return 2
   except KeyboardInterrupt:

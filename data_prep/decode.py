@@ -41,7 +41,7 @@ import numpy as np
 from etils import epath
 from tqdm import tqdm
 
-from crnn_jax.core import audio, audio_features, files, malloc, processes
+from crnn_jax.core import audio, audio_features, malloc, processes, storage
 
 CACHE_VERSION = 2  # bump when what a cache file holds or means changes
 MIN_POOL_JOBS = 48  # fewer clips to compute than this: decode in this process
@@ -78,7 +78,7 @@ def cache_key(path: str, clip: audio.ClipSettings, estimate_features: bool,
               windows: str = SINGLE) -> str | None:
   """Identifies one track's work product; None when the file cannot be stat'ed."""
   try:
-    if files.is_remote(path):
+    if storage.is_remote(path):
       st = epath.Path(path).stat()
       size, mtime_ns, path = st.length, int(st.mtime * 1e9), os.fspath(path)
     else:
@@ -99,7 +99,7 @@ def cache_key(path: str, clip: audio.ClipSettings, estimate_features: bool,
 def _atomic_savez(path: str, **arrays: Any) -> None:
   if not path:  # no cache for a file that could not be stat'ed
     return
-  with files.atomic_write(path, 'wb') as f:
+  with storage.atomic_write(path, 'wb') as f:
     np.savez(f, **arrays)
 
 
@@ -136,7 +136,7 @@ def compute_track(path: str, clip: audio.ClipSettings, estimate_features: bool,
 def _local_file(path: str) -> Iterator[str]:
   """``path`` itself, or a remote file's bytes in a local temporary file (the
   decoders take file names); same suffix, so formats are recognised alike."""
-  if not files.is_remote(path):
+  if not storage.is_remote(path):
     yield path
     return
   with tempfile.NamedTemporaryFile(suffix=os.path.splitext(path)[1]) as tmp:
@@ -147,7 +147,7 @@ def _local_file(path: str) -> Iterator[str]:
 
 def _unreadable(path: str) -> str | None:
   """Why ``path`` cannot be read, or None."""
-  if files.is_remote(path):
+  if storage.is_remote(path):
     try:
       return None if epath.Path(path).is_file() else 'unreadable path: no such file'
     except Exception as e:  # noqa: BLE001  remote file systems raise their own types

@@ -33,7 +33,7 @@ from collections.abc import Callable
 import numpy as np
 import soundfile as sf
 
-from crnn_jax.core import files
+from crnn_jax.core import storage
 
 STYLES = ('electronic', 'metal', 'strings', 'swing')
 # (extension, soundfile format, subtype); cycled with rates and channel counts
@@ -413,10 +413,10 @@ def generate_demo_library(folder: str, seed: int = 0, clips_per_class: int = 40,
         continue
       _, fmt, subtype, rate, channels = clip_format(c, i)
       y = synthesize(style, seed, i, seconds, rate, channels)
-      with files.atomic_write(path, 'wb') as f:
+      with storage.atomic_write(path, 'wb') as f:
         sf.write(f, y, rate, format=fmt, subtype=subtype)
   # written last: its presence means every clip above matches these arguments
-  files.write_json(manifest_path, want)
+  storage.write_json(manifest_path, want)
   return paths
 
 

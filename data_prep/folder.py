@@ -25,7 +25,7 @@ from crnn_jax.core import audio
 from crnn_jax.core.errors import UserError
 from crnn_jax.data.schema import SPLITS
 from data_prep import build
-from data_prep.sources import read_source
+from data_prep.build_input import read_source
 
 # A class needs a track in each of train, validation and test: with the 64/16/20
 # split, three tracks of a class can all miss the validation split.

@@ -54,7 +54,7 @@ import csv
 import os
 from collections.abc import Iterator, Sequence
 
-from crnn_jax.core import files
+from crnn_jax.core import storage
 from crnn_jax.core.tabular import REFERENCE_COLUMNS
 from data_prep.records import Problem, Source, Track
 
@@ -168,7 +168,7 @@ def read_manifest(csv_path: str, preset: str = '', audio_root: str = '', echones
   """A manifest CSV -> Source (tracks, problems, tabular columns)."""
   csv_path = os.path.abspath(csv_path)
   if audio_root:  # a remote root (gs://...) stays as it is
-    root = audio_root if files.is_remote(audio_root) else os.path.abspath(audio_root)
+    root = audio_root if storage.is_remote(audio_root) else os.path.abspath(audio_root)
   else:
     root = os.path.dirname(csv_path)
   if preset == 'fma':
@@ -207,7 +207,7 @@ def read_manifest(csv_path: str, preset: str = '', audio_root: str = '', echones
     if not path:
       problems.append(Problem(origin, track_id, 'missing field: path'))
       continue
-    full = path if os.path.isabs(path) or files.is_remote(path) else os.path.join(root, path)
+    full = path if os.path.isabs(path) or storage.is_remote(path) else os.path.join(root, path)
     if not track_id:
       track_id = os.path.splitext(path)[0].replace(os.sep, '/')
     label_set = parse_label_set(_first(row, set_cols))

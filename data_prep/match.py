@@ -23,7 +23,7 @@ import sys
 import unicodedata
 from typing import Any
 
-from crnn_jax.core import files
+from crnn_jax.core import storage
 from crnn_jax.core.audio import AUDIO_EXTENSIONS
 
 _QUALIFIER = re.compile(r'\s*[\(\[][^\)\]]*[\)\]]')
@@ -90,7 +90,7 @@ def match_table(table: str, library: str, out: str) -> dict[str, int]:
     counts['matched'] += 1
     counts['ambiguous'] += len(set(candidates)) > 1
     row['path'] = os.path.abspath(candidates[0])
-  with files.atomic_write(out, newline='', encoding='utf-8') as f:
+  with storage.atomic_write(out, newline='', encoding='utf-8') as f:
     w = csv.DictWriter(f, fieldnames=fields)
     w.writeheader()
     w.writerows(rows)

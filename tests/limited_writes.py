@@ -7,7 +7,7 @@ RLIMIT_FSIZE (``ulimit -f``): a write that would take any file past BYTES
 fails with EFBIG (CPython ignores SIGXFSZ, so the call fails instead of the
 process dying), in this process and the processes it starts. To the code
 under test this is a full disk: the same write call, in orbax's tensorstore,
-TFDS's array_record or ``crnn_jax.core.files``, fails partway through a file
+TFDS's array_record or ``crnn_jax.core.storage``, fails partway through a file
 with an errno of the storage (EFBIG instead of ENOSPC). It needs no mount and
 no root, so tests/test_disk_full.py keeps its promises where a tmpfs cannot be
 mounted. Unlike a full disk it limits each file, not their sum: with

@@ -27,7 +27,7 @@ from crnn_jax.inference.inputs import TabularTable
 from crnn_jax.train import from_weights
 from crnn_jax.train import state as state_lib
 from data_prep import build, manifest
-from data_prep.sources import printable
+from data_prep.build_input import printable
 
 # Decoding the corpus' hour (CD quality) whole takes 2.5 GB as float32 before
 # resampling; streamed, a command stays near its usual size.

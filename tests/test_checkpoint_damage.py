@@ -16,7 +16,7 @@ import pytest
 from conftest import tiny_config
 
 from crnn_jax.core.errors import UserError
-from crnn_jax.core.locks import FileLock
+from crnn_jax.core.file_lock import FileLock
 from crnn_jax.data import source
 from crnn_jax.train import state as state_lib
 from crnn_jax.train import trainer

@@ -51,7 +51,7 @@ def test_layout_labels_and_mixed_formats(library):
 
 
 def test_folder_reader_takes_every_clip_without_complaint(library):
-  from data_prep import sources  # the reader `python -m data_prep build` uses
+  from data_prep import build_input as sources  # the reader `python -m data_prep build` uses
   folder, paths = library
   source = sources.read_folder(folder)
   assert not source.problems

@@ -34,8 +34,8 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
-from crnn_jax.core import audio, files
-from crnn_jax.core.files import StorageError
+from crnn_jax.core import audio, storage
+from crnn_jax.core.storage import StorageError
 from data_prep import build, decode, demo, writer
 
 CLIP = audio.ClipSettings(seconds=3.0, position='start', min_seconds=1.0)
@@ -187,20 +187,20 @@ def _last_line(out: subprocess.CompletedProcess) -> str:
 
 def test_a_refused_write_leaves_the_old_file_whole(refusing_storage):
   path = os.path.join(refusing_storage.path, 'results.json')
-  files.write_json(path, {'old': True})
+  storage.write_json(path, {'old': True})
   with refusing_storage.refusing(), pytest.raises(StorageError) as e:
-    files.write_json(path, {'new': 'x' * 100_000})
+    storage.write_json(path, {'new': 'x' * 100_000})
   assert str(e.value) == _one_line(refusing_storage, path)
-  assert files.read_json(path) == {'old': True}
+  assert storage.read_json(path) == {'old': True}
   assert os.listdir(refusing_storage.path) == ['results.json']  # no temp file
-  files.write_json(path, {'new': 1})
-  assert files.read_json(path) == {'new': 1}
+  storage.write_json(path, {'new': 1})
+  assert storage.read_json(path) == {'new': 1}
 
 
 def test_a_full_disk_leaves_the_old_file_whole_injected(tmp_path):
   path = str(tmp_path / 'report.csv')
-  files.write_text(path, 'old\n')
-  with pytest.raises(StorageError, match='disk full writing'), files.atomic_write(path) as f:
+  storage.write_text(path, 'old\n')
+  with pytest.raises(StorageError, match='disk full writing'), storage.atomic_write(path) as f:
     f.write('new')
     raise ENOSPC  # what the write or the flush at close raises on a full disk
   with open(path) as f:
@@ -221,7 +221,7 @@ def _training_refuses_workdir(workdir: str, data_dir: str, reason: str) -> None:
 def test_read_only_storage_is_one_line(small_disk, tiny_data_dir):
   small_disk.read_only()
   with pytest.raises(StorageError, match='read-only file system writing'):
-    files.write_json(os.path.join(small_disk.path, 'x.json'), {})
+    storage.write_json(os.path.join(small_disk.path, 'x.json'), {})
   _training_refuses_workdir(f'{small_disk.path}/w', tiny_data_dir, 'Read-only file system')
 
 
@@ -235,7 +235,7 @@ def test_unwritable_folder_is_one_line(tmp_path, tiny_data_dir):
       pytest.skip('permissions do not bind this user (root); test_read_only_storage_is_one_line '
                   'keeps the promise where a tmpfs can be mounted')
     with pytest.raises(StorageError, match='permission denied writing'):
-      files.write_json(str(folder / 'x.json'), {})
+      storage.write_json(str(folder / 'x.json'), {})
     _training_refuses_workdir(f'{folder}/w', tiny_data_dir, 'Permission denied')
   finally:
     folder.chmod(0o755)

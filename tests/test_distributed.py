@@ -71,7 +71,7 @@ def test_two_processes_match_one_process(tiny_data_dir, tmp_path):
 
 def test_two_processes_refuse_a_held_workdir_together(tiny_data_dir, tmp_path):
   """Process 0 asks for the lock and tells process 1: both stop, with the same line."""
-  from crnn_jax.core.locks import FileLock
+  from crnn_jax.core.file_lock import FileLock
   workdir = tmp_path / 'w'
   with FileLock(workdir / 'run.lock', 'training'):
     procs = _start_pair(tiny_data_dir, str(workdir), 1)

@@ -1,4 +1,4 @@
-"""One writer per workdir and per data set: crnn_jax.core.locks and its users."""
+"""One writer per workdir and per data set: crnn_jax.core.file_lock and its users."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ import time
 import pytest
 from conftest import ROOT
 
-from crnn_jax.core import locks
+from crnn_jax.core import file_lock as locks
 from crnn_jax.core.errors import UserError
-from crnn_jax.core.locks import FileLock, Holder, LockHeld
+from crnn_jax.core.file_lock import FileLock, Holder, LockHeld
 from data_prep import build
 
 

@@ -33,7 +33,7 @@ from tiny_models import write_clip as _write
 
 from configs import default
 from crnn_jax import predict as pr
-from crnn_jax.core import audio, files, tabular
+from crnn_jax.core import audio, storage, tabular
 from crnn_jax.core.errors import UserError
 from crnn_jax.inference.inputs import expand_inputs
 from crnn_jax.inference.model import InferenceModel
@@ -217,9 +217,9 @@ def test_text_output_and_usage_errors(single, predictor, clips):
 
 def test_validation_threshold_read_from_results_json(tmp_path):
   assert validation_threshold(str(tmp_path)) == (None, 'default (no results.json)')
-  files.write_json(str(tmp_path / 'results.json'), {'validation': {'top1': 0.5}})
+  storage.write_json(str(tmp_path / 'results.json'), {'validation': {'top1': 0.5}})
   assert validation_threshold(str(tmp_path))[0] is None
-  files.write_json(str(tmp_path / 'results.json'), {'validation': {'threshold': 0.37}})
+  storage.write_json(str(tmp_path / 'results.json'), {'validation': {'threshold': 0.37}})
   assert validation_threshold(str(tmp_path)) == (0.37, 'chosen on validation (results.json)')
 
 

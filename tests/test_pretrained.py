@@ -19,7 +19,7 @@ from conftest import REFERENCE_CHECKPOINTS
 
 from crnn_jax import import_reference, regenerate_pretrained
 from crnn_jax import model as model_lib
-from crnn_jax.core import audio, files, labels
+from crnn_jax.core import audio, labels, storage
 from crnn_jax.core.errors import UserError
 from crnn_jax.pretrained import store
 from crnn_jax.reference import torch_pickle
@@ -40,7 +40,7 @@ def test_the_shipped_files_are_the_listed_ones_and_intact():
   assert sorted(line.split('  ')[1] for line in listed) == store.shipped_files()
   for line in listed:
     digest, name = line.split('  ')
-    assert files.sha256(Path(store.PACKAGE_DIR) / name) == digest, name
+    assert storage.sha256(Path(store.PACKAGE_DIR) / name) == digest, name
   assert 'Copyright (c) 2020 Adam Montgomerie' in (
       Path(store.PACKAGE_DIR) / 'LICENSE').read_text()
 

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from crnn_jax.core import files
+from crnn_jax.core import storage
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -25,7 +25,7 @@ def _figure(width: float, height: float) -> Figure:
 
 def _save(fig: Figure, path: str, dpi: int) -> str:
   path = os.fspath(path)
-  with files.atomic_write(path, 'wb') as f:
+  with storage.atomic_write(path, 'wb') as f:
     fig.savefig(f, dpi=dpi, format='png')
   return path
 

@@ -21,7 +21,7 @@ import ml_collections
 import numpy as np
 from scipy.special import expit, log_softmax, softmax
 
-from crnn_jax.core import files, labels
+from crnn_jax.core import labels, storage
 from crnn_jax.data.info import DataInfo
 from crnn_jax.evaluate import metrics, plots
 from crnn_jax.workdir.files import RESULTS_FILE
@@ -120,7 +120,7 @@ def evaluate_and_report(predict: Callable[[str], Predictions], info: DataInfo,
   threshold = results['validation'].get('threshold')
   results['test'] = split_metrics(predict('test'), info, config, ancestors, threshold)
   if jax.process_index() == 0:
-    files.write_json(os.path.join(workdir, RESULTS_FILE), results)
+    storage.write_json(os.path.join(workdir, RESULTS_FILE), results)
     _write_test_report(results['test'], info, config, workdir)
     if history:
       plots.plot_training_curves(history, os.path.join(workdir, 'training_curves.png'),
@@ -144,14 +144,14 @@ def _write_test_report(test: Mapping[str, Any], info: DataInfo,
     plots.plot_confusion_matrix(cm, info.class_names,
                                 os.path.join(workdir, 'confusion_matrix_test.png'),
                                 title=f'{info.name}: test confusion matrix')
-    files.write_text(os.path.join(workdir, 'confusion_matrix_test.csv'),
+    storage.write_text(os.path.join(workdir, 'confusion_matrix_test.csv'),
                      metrics.confusion_csv(cm, info.class_names))
   track = test.get('track')
   if track and track['count'] < test['count']:  # several windows per track
     text += '\n' + clip_and_track_table(test, config)
   if 'top1_interval' in test:
     text += '\n' + top1_summary(test)
-  files.write_text(os.path.join(workdir, 'report_test.txt'), text + '\n')
+  storage.write_text(os.path.join(workdir, 'report_test.txt'), text + '\n')
   print(text, flush=True)
 
 

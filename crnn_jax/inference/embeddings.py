@@ -31,7 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from crnn_jax.core import files as files_lib
+from crnn_jax.core import storage
 from crnn_jax.core.errors import UserError
 from crnn_jax.inference.model import InferenceModel
 
@@ -107,7 +107,7 @@ class Embeddings:
       pq.write_table(self.table(), sink)
       data = sink.getvalue()
     try:
-      with files_lib.atomic_write(path, 'wb') as f:
+      with storage.atomic_write(path, 'wb') as f:
         f.write(data)
     except OSError as e:
       raise UserError(f'--embeddings {path!r} cannot be written: {e.strerror or e}') from None

@@ -31,7 +31,7 @@ import ml_collections
 import numpy as np
 from flax import serialization
 
-from crnn_jax.core import files as core_files
+from crnn_jax.core import storage
 from crnn_jax.core.errors import UserError
 from crnn_jax.workdir import files as workdir_files
 
@@ -68,7 +68,7 @@ def load(name: str, folder: str = PACKAGE_DIR) -> ShippedModel:
   UserError for an unknown name or files that differ from what was shipped."""
   if name not in names(folder):
     raise unknown_name(name, folder)
-  description = core_files.read_json(os.path.join(folder, name + DESCRIPTION_SUFFIX))
+  description = storage.read_json(os.path.join(folder, name + DESCRIPTION_SUFFIX))
   with open(os.path.join(folder, name + WEIGHTS_SUFFIX), 'rb') as f:
     blob = f.read()
   if hashlib.sha256(blob).hexdigest() != description['weights']['sha256']:
@@ -88,9 +88,9 @@ def write(folder: str, name: str, config: Mapping[str, Any], variables: Mapping[
   variables = {'params': variables['params'], 'batch_stats': variables.get('batch_stats', {})}
   blob = serialization.msgpack_serialize(
       jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), variables))
-  with core_files.atomic_write(os.path.join(folder, name + WEIGHTS_SUFFIX), 'wb') as f:
+  with storage.atomic_write(os.path.join(folder, name + WEIGHTS_SUFFIX), 'wb') as f:
     f.write(blob)
-  core_files.write_json(os.path.join(folder, name + DESCRIPTION_SUFFIX), {
+  storage.write_json(os.path.join(folder, name + DESCRIPTION_SUFFIX), {
       'format': FORMAT, 'version': 1, 'name': name, 'description': description,
       'config': dict(config), 'data_info': dict(data_info), 'source': dict(source),
       'weights': {'file': name + WEIGHTS_SUFFIX, 'sha256': hashlib.sha256(blob).hexdigest()},
@@ -106,5 +106,5 @@ def shipped_files(folder: str = PACKAGE_DIR) -> list[str]:
 def write_checksums(folder: str) -> None:
   """SHA256SUMS: the hash of every model file, as ``sha256sum`` writes it."""
   listed = shipped_files(folder)
-  core_files.write_text(os.path.join(folder, CHECKSUMS_FILE), ''.join(
-      f'{core_files.sha256(os.path.join(folder, n))}  {n}\n' for n in listed))
+  storage.write_text(os.path.join(folder, CHECKSUMS_FILE), ''.join(
+      f'{storage.sha256(os.path.join(folder, n))}  {n}\n' for n in listed))

@@ -34,7 +34,7 @@ from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from crnn_jax.core import files
+from crnn_jax.core import storage
 from crnn_jax.core.errors import UserError
 from crnn_jax.data import pipeline, source
 from crnn_jax.data.info import DataInfo
@@ -232,7 +232,7 @@ def save(workdir: str, config: ml_collections.ConfigDict, pre: finetune.Pretrain
   from_weights.write_workdir(workdir, config, {'params': params,
                                                'batch_stats': pre.variables['batch_stats']},
                              info.to_json())
-  files.write_json(os.path.join(workdir, PROBE_FILE), {
+  storage.write_json(os.path.join(workdir, PROBE_FILE), {
       **fitted.record(), 'init_from': str(config.init_from), 'classes': list(info.class_names),
       'tracks': len(embedded.labels), 'windows': len(embedded.windows),
       'groups': len(set(embedded.groups)), 'embedding': model.embedding_description(),
@@ -259,4 +259,4 @@ def train_probe(config: ml_collections.ConfigDict, workdir: str) -> dict[str, An
 def read_record(workdir: str) -> Mapping[str, Any] | None:
   """probe.json of a probe workdir; None for other workdirs."""
   path = os.path.join(workdir, PROBE_FILE)
-  return files.read_json(path) if os.path.exists(path) else None
+  return storage.read_json(path) if os.path.exists(path) else None

@@ -14,7 +14,7 @@ import ml_collections
 from crnn_jax.data.info import DataInfo
 from crnn_jax.train import state as state_lib
 from crnn_jax.workdir import checkpoints, files
-from crnn_jax.workdir.lock import holds_workdir
+from crnn_jax.workdir.run_lock import holds_workdir
 
 
 @holds_workdir('an import of finished weights')

@@ -42,14 +42,14 @@ import ml_collections
 import numpy as np
 import optax
 
-from crnn_jax.core import files
+from crnn_jax.core import storage
 from crnn_jax.core.errors import UserError
 from crnn_jax.data import pipeline
 from crnn_jax.evaluate import plots
 from crnn_jax.train import setup, steps
 from crnn_jax.train.state import TrainState
 from crnn_jax.train.writers import log
-from crnn_jax.workdir.lock import holds_workdir
+from crnn_jax.workdir.run_lock import holds_workdir
 
 SMOOTHING_BETA = 0.98
 DIVERGENCE_FACTOR = 4.0
@@ -233,7 +233,7 @@ def lr_range_test(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
             'stop_reason': finder.stop_reason, 'lrs': finder.lrs,
             'smoothed_losses': finder.smoothed, 'losses': finder.losses}
   if jax.process_index() == 0:
-    files.write_json(os.path.join(run.workdir, 'lr_find.json'), result)
+    storage.write_json(os.path.join(run.workdir, 'lr_find.json'), result)
     plots.plot_lr_finder(finder.lrs, finder.smoothed, os.path.join(run.workdir, 'lr_find.png'),
                          suggested_lr=suggestion, raw_losses=finder.losses,
                          title=f'{run.info.name}: learning-rate range test')

@@ -37,7 +37,7 @@ from crnn_jax.train.stopping import Interrupted, StopRequest, TrainingDiverged
 from crnn_jax.train.writers import MetricWriters, log
 from crnn_jax.workdir import checkpoints, files
 from crnn_jax.workdir.checkpoints import Progress
-from crnn_jax.workdir.lock import holds_workdir
+from crnn_jax.workdir.run_lock import holds_workdir
 
 
 @dataclasses.dataclass

@@ -10,7 +10,7 @@ from typing import Any
 import jax
 from tensorboardX import SummaryWriter
 
-from crnn_jax.core import files
+from crnn_jax.core import storage
 
 
 def log(message: str) -> None:
@@ -44,7 +44,7 @@ class MetricWriters:
     duplicates or loses a line, even one lost to a kill after a save."""
     if not self.enabled:
       return
-    with files.atomic_write(os.path.join(self.workdir, 'metrics.jsonl')) as f:
+    with storage.atomic_write(os.path.join(self.workdir, 'metrics.jsonl')) as f:
       f.writelines(json.dumps(r, sort_keys=True) + '\n' for r in history)
 
   def close(self) -> None:

@@ -38,7 +38,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-from crnn_jax.core import files as core_files
+from crnn_jax.core import storage
 from crnn_jax.core.errors import UserError
 from crnn_jax.workdir import files, integrity
 
@@ -110,7 +110,7 @@ def save(mgr: ocp.CheckpointManager, step: int, state: Any, meta: Mapping[str, A
   except Exception as e:
     if jax.process_index() == 0:
       _remove_unfinished(str(mgr.directory), step)
-    core_files.raise_if_storage_error(e, os.path.join(str(mgr.directory), str(step)))
+    storage.raise_if_storage_error(e, os.path.join(str(mgr.directory), str(step)))
     raise
   if jax.process_index() == 0:
     integrity.write_manifest(os.path.join(str(mgr.directory), str(step)))
@@ -151,7 +151,7 @@ def _check_free_space(directory: str, state: Any) -> None:
   except OSError:
     return
   if free < need:
-    raise core_files.StorageError(errno.ENOSPC, os.strerror(errno.ENOSPC), directory)
+    raise storage.StorageError(errno.ENOSPC, os.strerror(errno.ENOSPC), directory)
 
 
 def _remove_unfinished(directory: str, step: int | str = '*') -> None:

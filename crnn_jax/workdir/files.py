@@ -11,7 +11,7 @@ from typing import Any
 
 import ml_collections
 
-from crnn_jax.core import files
+from crnn_jax.core import storage
 from crnn_jax.core.errors import UserError
 
 CONFIG_FILE = 'config.json'
@@ -36,7 +36,7 @@ def ensure_workdir(workdir: str) -> str:
 
 
 def save_config(workdir: str, config: ml_collections.ConfigDict) -> None:
-  files.write_json(os.path.join(workdir, CONFIG_FILE), json.loads(config.to_json_best_effort()))
+  storage.write_json(os.path.join(workdir, CONFIG_FILE), json.loads(config.to_json_best_effort()))
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
@@ -44,7 +44,7 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   if not os.path.exists(path):
     raise UserError(f'{path} not found: {workdir!r} is not a crnn_jax workdir '
                     '(train with main.py or import a model first)')
-  return config_from_json(files.read_json(path))
+  return config_from_json(storage.read_json(path))
 
 
 def config_from_json(data: Mapping[str, Any]) -> ml_collections.ConfigDict:
@@ -57,7 +57,7 @@ def config_differences(workdir: str, config: ml_collections.ConfigDict, limit: i
   """Fields where the workdir's config.json differs from ``config``, as
   'model.gru_features: 64 in config.json, 32 now' (none: no config.json)."""
   try:
-    saved = _flat(files.read_json(os.path.join(workdir, CONFIG_FILE)))
+    saved = _flat(storage.read_json(os.path.join(workdir, CONFIG_FILE)))
   except (OSError, ValueError):
     return []
   now = _flat(json.loads(config.to_json_best_effort()))
@@ -85,14 +85,14 @@ def _tuples(x: Any) -> Any:
 
 
 def save_data_info(workdir: str, data_info: Mapping[str, Any]) -> None:
-  files.write_json(os.path.join(workdir, DATA_INFO_FILE), dict(data_info))
+  storage.write_json(os.path.join(workdir, DATA_INFO_FILE), dict(data_info))
 
 
 def load_data_info(workdir: str) -> dict[str, Any]:
   path = os.path.join(workdir, DATA_INFO_FILE)
   if not os.path.exists(path):
     raise UserError(f'{path} not found: train a model in {workdir!r} or import one first')
-  return files.read_json(path)
+  return storage.read_json(path)
 
 
 def validation_threshold(workdir: str) -> tuple[float | None, str]:
@@ -100,7 +100,7 @@ def validation_threshold(workdir: str) -> tuple[float | None, str]:
   when results.json has none (a fresh import, or training not finished)."""
   path = os.path.join(workdir, RESULTS_FILE)
   try:
-    value = files.read_json(path).get('validation', {}).get('threshold')
+    value = storage.read_json(path).get('validation', {}).get('threshold')
   except FileNotFoundError:
     return None, 'default (no results.json)'
   except (OSError, ValueError, AttributeError):

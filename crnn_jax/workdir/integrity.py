@@ -22,7 +22,7 @@ import json
 import os
 import re
 
-from crnn_jax.core import files
+from crnn_jax.core import storage
 
 MANIFEST = 'crnn_jax_manifest.json'
 REASON_FILE = 'DAMAGED.txt'
@@ -52,8 +52,8 @@ def write_manifest(step_dir: str) -> None:
   entries = {}
   for rel in _files_under(step_dir):
     full = os.path.join(step_dir, rel)
-    entries[rel] = {'bytes': os.path.getsize(full), 'sha256': files.sha256(full)}
-  files.write_json(os.path.join(step_dir, MANIFEST), {'version': 1, 'files': entries})
+    entries[rel] = {'bytes': os.path.getsize(full), 'sha256': storage.sha256(full)}
+  storage.write_json(os.path.join(step_dir, MANIFEST), {'version': 1, 'files': entries})
 
 
 def verify(step_dir: str, step: int) -> tuple[bool, Damage | None]:
@@ -62,7 +62,7 @@ def verify(step_dir: str, step: int) -> tuple[bool, Damage | None]:
   if not os.path.exists(path):
     return False, None
   try:
-    entries = files.read_json(path)['files']
+    entries = storage.read_json(path)['files']
   except (OSError, ValueError, KeyError, TypeError) as e:
     return False, Damage(step, MANIFEST, f'manifest unreadable ({type(e).__name__})')
   for rel, want in sorted(entries.items()):
@@ -81,7 +81,7 @@ def _check_file(path: str, want: dict) -> str | None:
     kind = 'truncated' if size < want['bytes'] else 'grown'
     return f'{kind}: {size:,} bytes, {want["bytes"]:,} written'
   try:
-    digest = files.sha256(path)
+    digest = storage.sha256(path)
   except OSError as e:
     return f'unreadable ({e.strerror or e})'
   if digest != want['sha256']:
@@ -127,7 +127,7 @@ def move_aside(step_dir: str, damage: Damage) -> str:
   target += f'.{suffix}' if suffix else ''
   os.makedirs(os.path.dirname(target), exist_ok=True)
   os.rename(step_dir, target)
-  files.write_text(os.path.join(target, REASON_FILE), json.dumps(
+  storage.write_text(os.path.join(target, REASON_FILE), json.dumps(
       {'step': damage.step, 'file': damage.file, 'reason': damage.reason,
        'moved_from': step_dir, 'moved_at': stamp}, indent=2) + '\n')
   return target

@@ -22,7 +22,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from crnn_jax.core import files
+from crnn_jax.core import storage
 from data_prep.musicbrainz.genres import Classes
 from data_prep.musicbrainz.lookup import MusicBrainz, normalise
 from data_prep.musicbrainz.tags import Named, Skipped
@@ -102,7 +102,7 @@ def label_files(named: Sequence[Named], skipped: Sequence[Skipped], mb: MusicBra
 
 
 def _write(path: str, columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> None:
-  with files.atomic_write(path, newline='', encoding='utf-8') as f:
+  with storage.atomic_write(path, newline='', encoding='utf-8') as f:
     w = csv.DictWriter(f, fieldnames=columns)
     w.writeheader()
     w.writerows(rows)

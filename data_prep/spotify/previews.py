@@ -15,7 +15,7 @@ from typing import Any
 import requests
 from tqdm import tqdm
 
-from crnn_jax.core import files
+from crnn_jax.core import storage
 from data_prep.spotify.errors import retry_wait
 
 MAX_PREVIEW_WAIT = 60.0  # longest Retry-After honoured for a preview download (s)
@@ -57,7 +57,7 @@ def _download(url: str, path: str, session: requests.Session, sleep: Callable[[f
     except requests.RequestException:  # network trouble: back off, then give up on this file
       resp = None
     if resp is not None and resp.status_code == 200 and resp.content:
-      with files.atomic_write(path, 'wb') as f:
+      with storage.atomic_write(path, 'wb') as f:
         f.write(resp.content)
       return True
     retryable = resp is None or resp.status_code == 429 or resp.status_code >= 500

@@ -14,7 +14,7 @@ import csv
 from collections.abc import Iterable
 from typing import Any
 
-from crnn_jax.core import files
+from crnn_jax.core import storage
 
 FEATURE_COLUMNS = ('danceability', 'energy', 'key', 'loudness', 'mode', 'speechiness',
                    'acousticness', 'instrumentalness', 'liveness', 'valence', 'tempo',
@@ -46,7 +46,7 @@ def track_row(track: dict, genre: str, playlist: str = '', album_id: str = '') -
 
 def write_table(rows: Iterable[dict[str, Any]], path: str) -> None:
   rows = sorted(rows, key=lambda r: r['id'])
-  with files.atomic_write(path, newline='', encoding='utf-8') as f:
+  with storage.atomic_write(path, newline='', encoding='utf-8') as f:
     w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction='ignore')
     w.writeheader()
     w.writerows(rows)
@@ -62,7 +62,7 @@ class Report:
     self.rows.append((kind, item_id, name, reason))
 
   def write(self, path: str) -> None:
-    with files.atomic_write(path, newline='', encoding='utf-8') as f:
+    with storage.atomic_write(path, newline='', encoding='utf-8') as f:
       w = csv.writer(f)
       w.writerow(REPORT_COLUMNS)
       w.writerows(self.rows)

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 
 import soundfile as sf
 
-from crnn_jax.core import files, labels
+from crnn_jax.core import labels, storage
 from data_prep import demo
 
 EDITORIAL = 'spotify'  # owner of Spotify's editorial playlists
@@ -169,7 +169,7 @@ def write_library(cat: Catalogue, folder: str, track_ids: Iterable[str] | None =
     style = styles[sum(map(ord, (artist.genres or ['?'])[0])) % len(styles)]
     y = demo.synthesize(style, seed=0, index=sum(map(ord, tid)) % 10_000, seconds=seconds,
                         sample_rate=sample_rate)
-    with (files.atomic_write(path, 'wb') as f,
+    with (storage.atomic_write(path, 'wb') as f,
           sf.SoundFile(f, 'w', sample_rate, 1, format='FLAC') as out):
       out.artist, out.album, out.title = artist.name, album.name, track.name
       out.write(y)

@@ -7,7 +7,7 @@ points.py, which announces these phases before each of their moments:
             writing), checkpoint_manifest (orbax done, manifest not yet),
             evaluation (a split is predicted: validation each epoch, then
             validation and test), file_write (results.json, plots, metrics,
-            config: anything written through crnn_jax.core.files)
+            config: anything written through crnn_jax.core.storage)
   build     decode (a track is decoded, not read from the cache), cache_write (its spectrogram is
             cached), dataset_write (an example goes into the TFDS files),
             report_write (the bad-input report)

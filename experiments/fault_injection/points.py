@@ -24,7 +24,7 @@ from typing import Any
 
 import orbax.checkpoint as ocp
 
-from crnn_jax.core import files
+from crnn_jax.core import storage
 from crnn_jax.data import pipeline
 from crnn_jax.train import trainer
 from crnn_jax.workdir import integrity
@@ -60,7 +60,7 @@ def install_training_points() -> None:
   ocp.CheckpointManager.save = _before('checkpoint_save', ocp.CheckpointManager.save)
   integrity.write_manifest = _before('checkpoint_manifest', integrity.write_manifest)
   trainer.predict_split = _before('evaluation', trainer.predict_split)
-  write = files.atomic_write
+  write = storage.atomic_write
 
   @contextlib.contextmanager
   def atomic_write(*args: Any, **kwargs: Any) -> Iterator[Any]:
@@ -68,7 +68,7 @@ def install_training_points() -> None:
     with write(*args, **kwargs) as f:
       yield f
 
-  files.atomic_write = atomic_write
+  storage.atomic_write = atomic_write
 
 
 def install_build_points() -> None:

@@ -39,7 +39,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, Self, TypeVar
 
-from crnn_jax.core import files
+from crnn_jax.core import storage
 from crnn_jax.core.errors import UserError
 
 F = TypeVar('F', bound=Callable[..., Any])
@@ -205,7 +205,7 @@ class FileLock:
       os.makedirs(os.path.dirname(self.path), exist_ok=True)
       return self._create(me)
     except OSError as e:
-      files.raise_if_storage_error(e, self.path)
+      storage.raise_if_storage_error(e, self.path)
       raise
 
   def _create(self, me: Holder) -> bool:
@@ -258,11 +258,10 @@ class FileLock:
       os.close(fd)  # also releases the flock
 
 
-def exclusive(lock_path_of: Callable[..., str], purpose: str) -> Callable[[F], F]:
-  """Decorates a function to run holding the lock at ``lock_path_of(...)``,
-  which is called with the decorated function's arguments of the same names,
-  e.g. ``@exclusive(lambda data_dir, name: f'{data_dir}/{name}.lock', 'a build')``."""
-  wanted = list(inspect.signature(lock_path_of).parameters)
+def holding(lock_of: Callable[..., contextlib.AbstractContextManager]) -> Callable[[F], F]:
+  """Decorates a function to run inside the lock ``lock_of(...)`` returns, which
+  is called with the decorated function's arguments of the same names."""
+  wanted = list(inspect.signature(lock_of).parameters)
 
   def decorate(fn: F) -> F:
     signature = inspect.signature(fn)
@@ -271,7 +270,17 @@ def exclusive(lock_path_of: Callable[..., str], purpose: str) -> Callable[[F], F
     def locked(*args: Any, **kwargs: Any) -> Any:
       bound = signature.bind(*args, **kwargs)
       bound.apply_defaults()
-      with FileLock(lock_path_of(**{k: bound.arguments[k] for k in wanted}), purpose):
+      with lock_of(**{k: bound.arguments[k] for k in wanted}):
         return fn(*args, **kwargs)
     return locked  # type: ignore[return-value]
   return decorate
+
+
+def exclusive(lock_path_of: Callable[..., str], purpose: str) -> Callable[[F], F]:
+  """Decorates a function to run holding the lock file at ``lock_path_of(...)``,
+  e.g. ``@exclusive(lambda data_dir, name: f'{data_dir}/{name}.lock', 'a build')``."""
+
+  @functools.wraps(lock_path_of)  # its signature: the arguments ``holding`` passes
+  def lock_of(*args: Any, **kwargs: Any) -> FileLock:
+    return FileLock(lock_path_of(*args, **kwargs), purpose)
+  return holding(lock_of)

@@ -1,5 +1,5 @@
-"""Where tracks come from: a library folder (one sub-folder per label) or a
-manifest CSV (data_prep.manifest)."""
+"""A build's input read into tracks: a library folder (one sub-folder per label)
+or a manifest CSV (data_prep.manifest)."""
 
 from __future__ import annotations
 

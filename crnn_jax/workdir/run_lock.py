@@ -1,4 +1,4 @@
-"""One writer per workdir: ``WORKDIR/run.lock`` (crnn_jax.core.locks).
+"""One writer per workdir: ``WORKDIR/run.lock`` (a crnn_jax.core.file_lock).
 
 Training, the LR range test and imports write a workdir, so they hold its
 lock (the ``holds_workdir`` decorator); a second one refuses with one line
@@ -13,8 +13,6 @@ same message.
 from __future__ import annotations
 
 import contextlib
-import functools
-import inspect
 import os
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -24,7 +22,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from crnn_jax.core.errors import UserError
-from crnn_jax.core.locks import FileLock, LockHeld
+from crnn_jax.core.file_lock import FileLock, LockHeld, holding
 from crnn_jax.workdir import checkpoints, files
 
 LOCK_FILE = 'run.lock'
@@ -68,16 +66,7 @@ def hold(workdir: str, purpose: str) -> Iterator[None]:
 def holds_workdir(purpose: str) -> Callable[[F], F]:
   """Decorates a function with a ``workdir`` argument: it runs holding that
   workdir's lock."""
-  def decorate(fn: F) -> F:
-    signature = inspect.signature(fn)
-
-    @functools.wraps(fn)
-    def locked(*args: Any, **kwargs: Any) -> Any:
-      workdir = signature.bind(*args, **kwargs).arguments['workdir']
-      with hold(workdir, purpose):
-        return fn(*args, **kwargs)
-    return locked  # type: ignore[return-value]
-  return decorate
+  return holding(lambda workdir: hold(workdir, purpose))
 
 
 def _from_process_0(text: str) -> str:
