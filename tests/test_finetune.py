@@ -75,6 +75,26 @@ def test_loads_body_and_statistics_keeps_shared_head_rows(pretrained, mid_low_di
   assert any('kept for low; initialised fresh for mid' in n for n in notes), notes
 
 
+def test_class_map_starts_a_renamed_class_from_its_pretrained_row(pretrained, mid_low_dir):
+  """finetune.class_map 'mid=high': the new class 'mid' starts from the pretrained
+  'high' row, 'low' from 'low' (same name, at another index); a bad pair is one line."""
+  config = _config(mid_low_dir, 'tiny_mid', pretrained, class_map='mid=high')
+  info = source.load_info(config)
+  fresh = state_lib.create_train_state(config, info, jax.random.key(7),
+                                       state_lib.make_optimizer(config, 4))
+  fresh_vars = jax.device_get({'params': fresh.params, 'batch_stats': fresh.batch_stats})
+  loaded = finetune.load(pretrained)
+  variables, notes = finetune.initial_variables(config, info, fresh_vars, loaded)
+  head, pre_head = variables['params']['linear'], loaded.variables['params']['linear']
+  for new, old in ((0, 1), (1, 0)):  # mid <- high, low <- low
+    np.testing.assert_array_equal(head['kernel'][:, new], pre_head['kernel'][:, old])
+    assert head['bias'][new] == pre_head['bias'][old]
+  assert 'head linear: kept for mid (from high), low' in notes
+  config.finetune.class_map = 'mid=treble'
+  with pytest.raises(UserError, match="class_map 'mid=treble'.*PRETRAINED one of"):
+    finetune.initial_variables(config, info, fresh_vars, loaded)
+
+
 def test_a_mean_readout_starts_from_the_flatten_head():
   """The converted kernel applied to the mean of the GRU outputs equals the
   flatten head with each step's weights replaced by their average (the time-major

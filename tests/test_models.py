@@ -90,6 +90,33 @@ def test_torch_init_bounds():
   np.testing.assert_array_equal(p['conv1']['bn']['scale'], 1.0)
 
 
+def test_flax_init_gives_flaxs_default_initialisers():
+  """config.model.init='flax': zero biases, lecun-normal kernels (variance 1 / fan-in,
+  unbounded where torch's are uniform within 1 / sqrt(fan-in)), orthogonal recurrent
+  kernels; 'torch' (the reference) draws every bias."""
+  config = default.get_config()
+  config.model.readout = 'mean'  # any clip length: a short one initialises faster
+  params = {}
+  for init in ('torch', 'flax'):
+    config.model.init = init
+    variables, _, _ = _init(models.create_model(config.model, 10, 0), frames=128)
+    params[init] = jax.device_get(variables['params'])
+  flax_params, torch_params = params['flax'], params['torch']
+  biases = lambda p: {name: v for name, v in ((jax.tree_util.keystr(k), v) for k, v in
+                                              jax.tree_util.tree_leaves_with_path(p))
+                      if 'bias' in name and "['bn']" not in name}  # batch norm's start at 0
+  assert len(biases(flax_params)) == len(biases(torch_params)) >= 15
+  assert all(not np.any(v) for v in biases(flax_params).values())
+  assert all(np.all(v != 0) for v in biases(torch_params).values())
+  kernel = flax_params['conv2']['conv']['kernel']  # fan-in 9 x 64
+  assert np.std(kernel) == pytest.approx(1 / np.sqrt(9 * 64), rel=0.05)
+  assert np.abs(kernel).max() > 1.5 / np.sqrt(9 * 64)  # normal tails, not uniform
+  for layer in ('gru_l0', 'gru_l1'):
+    recurrent = np.concatenate([flax_params[layer][g]['kernel'] for g in ('hr', 'hz', 'hn')], 1)
+    for gate in np.split(recurrent, 3, axis=1):
+      np.testing.assert_allclose(gate.T @ gate, np.eye(64), atol=1e-5)
+
+
 @pytest.mark.parametrize('shape,window', [((2, 9, 13, 3), (2, 2)), ((1, 16, 161, 2), (4, 2)),
                                           ((2, 4, 80, 2), (4, 4))])
 def test_max_pool_matches_flax_values_and_gradients_with_ties(shape, window):
