@@ -15,5 +15,4 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.data_dir = 'data/tfds'
   config.data.class_names = labels.GENRES
   config.data.num_tabular = 0  # audio only
-  config.train.max_lr = 1.445e-3
   return config
