@@ -115,7 +115,8 @@ def test_mixup_loss_weights_each_clips_two_labels_by_its_share(tiny_data_dir):
   config.seed, config.augment.mixup_alpha = 5, 0.4
   info = source.load_info(config)
   src = source.open_sources(config)
-  batch = next(pipeline.train_batches(src['train'], np.arange(16), info, 16, 0, config))
+  batch = next(pipeline.train_batches(pipeline.Reader(src['train'], info, config), np.arange(16),
+                                      16))
   state = state_lib.create_train_state(config, info, jax.random.key(0),
                                        state_lib.make_optimizer(config, 10))
   state = state.replace(step=state.step + 3)

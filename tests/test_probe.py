@@ -66,7 +66,8 @@ def _check_folded_exactly(config, workdir, results):
   embedded = probe.embed_split(backbone, config, info, 'train')
   fitted = probe.fit(embedded, config)
   saved = InferenceModel.from_workdir(workdir)
-  batch = next(pipeline.eval_batches(source.open_sources(config)['train'], info, 64, config))
+  reader = pipeline.Reader(source.open_sources(config)['train'], info, config)
+  batch = next(pipeline.eval_batches(reader, 64))
   logits, embeddings = saved.forward(batch['spectrogram'],
                                      batch['tabular'] if saved.num_tabular else None)
   np.testing.assert_allclose(embeddings, embedded.windows, atol=1e-5)  # the backbone, unchanged

@@ -421,7 +421,7 @@ def _batches(data_dir, config, count):
   info = source.load_info(config)
   train_source = source.open_sources(config)['train']
   order = np.arange(len(train_source))
-  batches = pipeline.train_batches(train_source, order, info, 16, 0, config)
+  batches = pipeline.train_batches(pipeline.Reader(train_source, info, config), order, 16)
   return info, [next(batches) for _ in range(count)]
 
 

@@ -160,7 +160,8 @@ def embed(model: InferenceModel, config: ml_collections.ConfigDict, info: DataIn
   """Every example's embedding through the pretrained model (inputs as
   training reads them), with the tracks' labels and groups."""
   windows, labels = [], []
-  for batch in pipeline.eval_batches(split_source, info, model.batch_size, config):
+  for batch in pipeline.eval_batches(pipeline.Reader(split_source, info, config),
+                                     model.batch_size):
     keep = batch['mask'] > 0
     tab = batch['tabular'][keep] if model.num_tabular else None
     windows.append(model.forward(batch['spectrogram'][keep], tab)[1])
