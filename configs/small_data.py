@@ -13,8 +13,8 @@ by validation accuracy kept and evaluated. Prepare several windows per track:
   python main.py --config=configs/small_data.py --config.data.name=mine \
       --config.data.data_dir=data/tfds --workdir=workdirs/mine
 
-benchmarks/RESULTS.md (real-music benchmark) has what it reaches on real
-recordings, beside the reference recipe and fine-tuning (configs/finetune.py).
+experiments/real_music/README.md (the real-music study) has what it reaches on
+real recordings, beside the reference recipe and fine-tuning (configs/finetune.py).
 """
 
 import ml_collections
