@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+# librosa caches its numba functions on disk; two processes compiling one at once
+# can leave a cache that crashes every later load (numba takes no lock), as the
+# suite's workers did in a fresh environment. So each worker keeps its own, set
+# before anything imports numba.
+if os.environ.get('PYTEST_XDIST_WORKER') and 'NUMBA_CACHE_DIR' not in os.environ:
+  os.environ['NUMBA_CACHE_DIR'] = os.path.join(
+      tempfile.gettempdir(), f'crnn_jax_numba_{sys.version_info[0]}{sys.version_info[1]}_'
+      f'{os.environ["PYTEST_XDIST_WORKER"]}')
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
