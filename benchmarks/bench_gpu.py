@@ -1,9 +1,12 @@
 r"""crnn_jax vs the PyTorch port on a GPU: one command, one table.
 
-  python -m benchmarks.bench_gpu --install         # fresh GPU machine: install, then measure
-  python -m benchmarks.bench_gpu                   # CUDA builds already installed
+  python -m benchmarks.bench_gpu                   # CUDA builds of jax and torch installed
   python -m benchmarks.bench_gpu --gru_unroll=1,4,all --json=gpu.json
   python -m benchmarks.bench_gpu --smoke           # CPU, tiny shapes (CI keeps it working)
+
+On a GPU machine without network, ``benchmarks/gpu_run.sh`` (benchmarks/gpu_run.py)
+runs this table's children within time budgets, beside the parity check and a
+training curve; docs/install.md says how to install the CUDA builds.
 
 Per batch size (default 8, 16, 32, 64, 128, 256), compute dtype (float32;
 bfloat16: crnn_jax's ``config.train.dtype``, torch.autocast) and mode (train
@@ -16,19 +19,18 @@ same uint8 batches (benchmarks/contestants.py):
   peak MiB   crnn_jax: XLA's buffer assignment of the compiled step
              (arguments + outputs + temporaries); torch: max_memory_allocated
   compile s  crnn_jax: lowering + compiling the step; torch: its first step
-             (cuDNN autotuning, ``cudnn.benchmark``)
+             (cuDNN autotuning, ``cudnn.benchmark``; with ``torch.compile``
+             the Inductor compilation too)
   GRU share  1 - step time without the recurrent part / with it (the same
              model with the GRU removed; the readout keeps its 1,280 inputs)
 
-then crnn_jax's data-parallel train step (``train.Parallel``) on the first 1,
-2, 4, ... visible GPUs, --scaling_batch clips per GPU. Each framework and
-dtype runs in a process of its own (no shared allocator, no JAX
-preallocation); the table comes at the end, --json keeps every figure.
-
---install first installs the pinned CUDA builds into this Python (the
-project with its ``cuda12`` extra: jax[cuda12]==0.10.2; torch==2.13.0, whose
-PyPI Linux wheel is the CUDA build), then starts again; --wheelhouse=DIR
-installs from a folder of wheels instead (a machine without network).
+The torch contestants (--torch): ``eager`` (NCHW), ``cl`` (channels_last) and
+``compiled`` (``torch.compile`` of the NCHW model, no GRU share). Then
+crnn_jax's data-parallel train step (``train.Parallel``) on the first 1, 2, 4,
+... visible GPUs, --scaling_batch clips per GPU. Each framework and dtype runs
+in a process of its own (no shared allocator, no JAX preallocation), printing
+each row as it is measured; the table comes at the end, --json keeps every
+figure.
 """
 
 from __future__ import annotations
@@ -36,7 +38,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import functools
-import importlib.metadata
 import json
 import os
 import platform
@@ -44,29 +45,15 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from benchmarks import bench_scaling
 
 ROOT = Path(__file__).resolve().parents[1]
-TORCH_PIN = 'torch==2.13.0'
 SMOKE = {'batch_sizes': '2', 'frames': 128, 'steps': 1, 'repeats': 1, 'warmup': 0,
          'scaling_devices': '1,2', 'scaling_batch': 2}
-
-
-# --------------------------------------------------------------------------
-# Installing
-# --------------------------------------------------------------------------
-def install(wheelhouse: str) -> None:
-  """pip-installs the project with CUDA jax and a CUDA torch into this Python."""
-  pip = [sys.executable, '-m', 'pip', 'install', '--quiet']
-  if wheelhouse:
-    pip += ['--no-index', '--find-links', wheelhouse]
-  subprocess.run([*pip, '-e', f'{ROOT}[cuda12,torch]'], check=True)
-  if '+cpu' in importlib.metadata.version('torch'):  # ==2.13.0 accepts 2.13.0+cpu
-    subprocess.run([*pip, '--force-reinstall', '--no-deps', TORCH_PIN], check=True)
-    subprocess.run([*pip, TORCH_PIN], check=True)  # the CUDA wheel's own dependencies
 
 
 # --------------------------------------------------------------------------
@@ -108,10 +95,17 @@ def measure_contestant(name: str, build: Any, args: argparse.Namespace, batch: i
     return [dict(base, mode=mode, error=message) for mode in ('train', 'eval')]
 
 
-def jax_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
+TORCH_VARIANTS = {  # --torch value: (row name, channels_last, torch.compile)
+    'eager': ('torch', False, False),
+    'cl': ('torch CL', True, False),
+    'compiled': ('torch compiled', False, True),
+}
+
+
+def jax_rows(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
+  """crnn_jax's rows, batch size by batch size (each row as soon as it is measured)."""
   from benchmarks import contestants  # pylint: disable=import-outside-toplevel  # imports jax
 
-  rows = []
   for batch in _ints(args.batch_sizes):
     images, labels = contestants.make_batch(batch, args.frames)
     for unroll in args.gru_unroll.split(','):
@@ -120,28 +114,27 @@ def jax_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
       for no_gru in (False, True) if args.gru_share and first else (False,):
         config = contestants.jax_config(args.dtype, no_gru, value)
         build = functools.partial(contestants.jax_steps, images, labels, config)
-        rows += measure_contestant(f'jax u{unroll}', build, args, batch, no_gru)
-  return rows
+        yield from measure_contestant(f'jax u{unroll}', build, args, batch, no_gru)
 
 
-def torch_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
+def torch_rows(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
+  """The port's rows: each --torch variant, batch size by batch size."""
   import torch  # pylint: disable=import-outside-toplevel
 
   from benchmarks import contestants  # pylint: disable=import-outside-toplevel
 
   device = 'cpu' if args.smoke else 'cuda'
   torch.backends.cudnn.benchmark = True
-  rows = []
   for batch in _ints(args.batch_sizes):
     images, labels = contestants.make_batch(batch, args.frames)
-    for name, channels_last in (('torch', False), ('torch CL', True)):
-      for no_gru in (False, True) if args.gru_share else (False,):
+    for variant in args.torch.split(','):
+      name, channels_last, compiled = TORCH_VARIANTS[variant]
+      for no_gru in (False, True) if args.gru_share and not compiled else (False,):
         build = functools.partial(contestants.torch_steps, images, labels, channels_last,
-                                  device, args.dtype, no_gru)
-        rows += measure_contestant(name, build, args, batch, no_gru)
+                                  device, args.dtype, no_gru, compiled)
+        yield from measure_contestant(name, build, args, batch, no_gru)
         if device == 'cuda':
           torch.cuda.empty_cache()
-  return rows
 
 
 def environment(args: argparse.Namespace) -> dict[str, Any]:
@@ -166,20 +159,22 @@ def environment(args: argparse.Namespace) -> dict[str, Any]:
 # --------------------------------------------------------------------------
 # The parent: children, scaling, the table
 # --------------------------------------------------------------------------
-def run_child(args: argparse.Namespace, kind: str, dtype: str = 'float32') -> Any:
+def run_child(args: argparse.Namespace, kind: str, dtype: str = 'float32') -> list[Any]:
+  """What a child printed: one JSON value per line (the info dict, or rows)."""
   env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE='false')
   if args.smoke:
     env.update(JAX_PLATFORMS='cpu', CUDA_VISIBLE_DEVICES='')
   argv = [sys.executable, '-m', 'benchmarks.bench_gpu', f'--child={kind}', f'--dtype={dtype}',
           f'--batch_sizes={args.batch_sizes}', f'--frames={args.frames}',
           f'--steps={args.steps}', f'--repeats={args.repeats}', f'--warmup={args.warmup}',
-          f'--gru_unroll={args.gru_unroll}', '--gru_share' if args.gru_share else '--no-gru_share']
+          f'--gru_unroll={args.gru_unroll}', f'--torch={args.torch}',
+          '--gru_share' if args.gru_share else '--no-gru_share']
   if args.smoke:
     argv.append('--smoke')
   out = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True, check=False)
   if out.returncode:
     raise RuntimeError(f'{kind} ({dtype}) failed:\n{out.stderr[-4000:]}')
-  return json.loads(out.stdout.strip().splitlines()[-1])
+  return [json.loads(line) for line in out.stdout.splitlines() if line.startswith('{')]
 
 
 def scaling_rows(args: argparse.Namespace, visible: int) -> list[dict[str, Any]]:
@@ -242,13 +237,17 @@ def _scaling_cells(scaling: list[dict[str, Any]], width: int) -> list[list[Any]]
 
 
 def table(rows: list[dict[str, Any]], scaling: list[dict[str, Any]]) -> str:
-  """One Markdown table: a row per (B, dtype, mode), then the scaling rows."""
+  """One Markdown table: a row per (B, dtype, mode), then the scaling rows; a column
+  per torch variant that has rows."""
   full, ablated = _index(rows, False), _index(rows, True)
+  frameworks = {r['framework'] for r in rows}
   jax_names = list(dict.fromkeys(r['framework'] for r in rows if r['framework'].startswith('jax')))
-  names, extra = jax_names[:1] + ['torch', 'torch CL'], jax_names[1:]
-  columns = ['B', 'dtype', 'mode', 'JAX clips/s', 'torch clips/s', 'torch CL clips/s',
-             'JAX / best torch', 'peak MiB JAX / torch / CL',
-             'compile s JAX / torch / CL (1st step)', 'GRU share JAX / torch / CL']
+  torch_names = [name for name, _, _ in TORCH_VARIANTS.values() if name in frameworks]
+  names, extra = (jax_names[:1] or ['jax u1']) + torch_names, jax_names[1:]  # '-' without JAX rows
+  short = ' / '.join(['JAX'] + [n.replace('torch ', '') for n in torch_names])
+  columns = ['B', 'dtype', 'mode', 'JAX clips/s', *(f'{n} clips/s' for n in torch_names),
+             'JAX / best torch', f'peak MiB {short}', f'compile s {short} (1st step)',
+             f'GRU share {short}']
   if extra:
     columns.append('JAX clips/s with gru_unroll ' + ' / '.join(n[5:] for n in extra))
   keys = sorted({k[1:] for k in full}, key=lambda k: (k[1], k[2] != 'train', k[0]))
@@ -258,11 +257,8 @@ def table(rows: list[dict[str, Any]], scaling: list[dict[str, Any]]) -> str:
   return '\n'.join('| ' + ' | '.join(str(c) for c in line) + ' |' for line in lines)
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  parser.add_argument('--install', action='store_true',
-                      help='pip-install the CUDA builds of jax and torch first (see above)')
-  parser.add_argument('--wheelhouse', default='', help='with --install: a folder of wheels')
   parser.add_argument('--smoke', action='store_true', help='CPU, tiny shapes: checks it runs')
   parser.add_argument('--batch_sizes', default=None, help='default 8,16,32,64,128,256')
   parser.add_argument('--dtypes', default='float32,bfloat16')
@@ -275,13 +271,15 @@ def parse_args() -> argparse.Namespace:
   parser.add_argument('--gru_share', action=argparse.BooleanOptionalAction, default=True,
                       help='also time both models without their GRU')
   parser.add_argument('--no_torch', action='store_true', help='crnn_jax only')
+  parser.add_argument('--torch', default='eager,cl', help='torch variants: eager, cl '
+                      '(channels_last), compiled (torch.compile)')
   parser.add_argument('--scaling_devices', default=None,
                       help='device counts (default 1, 2, 4, ... up to all visible)')
   parser.add_argument('--scaling_batch', type=int, default=None, help='clips per device (64)')
   parser.add_argument('--json', default='', help='also write every figure here')
   parser.add_argument('--child', default='', help=argparse.SUPPRESS)
   parser.add_argument('--dtype', default='float32', help=argparse.SUPPRESS)
-  args = parser.parse_args()
+  args = parser.parse_args(argv)
   defaults = SMOKE if args.smoke else {
       'batch_sizes': '8,16,32,64,128,256', 'frames': 1292, 'steps': 10, 'repeats': 5,
       'warmup': 2, 'scaling_devices': '', 'scaling_batch': 64}
@@ -292,15 +290,14 @@ def parse_args() -> argparse.Namespace:
 
 
 def measure_all(args: argparse.Namespace) -> dict[str, Any]:
-  env = run_child(args, 'info')
+  env = run_child(args, 'info')[0]
   print(json.dumps(env), flush=True)
   if not args.smoke and env['jax_platform'] != 'gpu':
     sys.exit(f'error: JAX sees no GPU ({env["jax_platform"]}): install the CUDA builds '
-             '(--install) or run --smoke on a CPU')
+             '(docs/install.md) or run --smoke on a CPU')
   with_torch = not args.no_torch and env.get('torch') is not None
   if with_torch and not args.smoke and 'torch_device' not in env:
-    print(f'torch {env["torch"]} sees no GPU: crnn_jax only (--install gets the CUDA build)',
-          file=sys.stderr)
+    print(f'torch {env["torch"]} sees no GPU: crnn_jax only', file=sys.stderr)
     with_torch = False
   results = {'env': env, 'args': vars(args), 'rows': [], 'scaling': []}
   for dtype in args.dtypes.split(','):
@@ -328,31 +325,15 @@ def _progress(results: dict[str, Any], new: list[dict[str, Any]], json_path: str
 CHILDREN = {'info': environment, 'jax': jax_rows, 'torch': torch_rows}
 
 
-def _without_install(argv: list[str]) -> list[str]:
-  """The command line again, less --install and --wheelhouse[=]DIR (after installing)."""
-  rest, skip = [], False
-  for arg in argv:
-    if skip or arg == '--install' or arg.startswith('--wheelhouse='):
-      skip = False
-      continue
-    if arg == '--wheelhouse':
-      skip = True
-      continue
-    rest.append(arg)
-  return rest
-
-
 def main() -> None:
   args = parse_args()
   if args.child:
     from crnn_jax.core import xla_defaults  # pylint: disable=import-outside-toplevel
     xla_defaults.apply()  # as training's entry points, before jax is imported
-    print(json.dumps(CHILDREN[args.child](args)))
+    out = CHILDREN[args.child](args)
+    for item in [out] if isinstance(out, dict) else out:
+      print(json.dumps(item), flush=True)
     return
-  if args.install:
-    install(args.wheelhouse)
-    os.execv(sys.executable, [sys.executable, '-m', 'benchmarks.bench_gpu',
-                              *_without_install(sys.argv[1:])])
   results = measure_all(args)
   print(table(results['rows'], results['scaling']))
   if args.json:

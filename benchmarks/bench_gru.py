@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from crnn_jax.core import xla_defaults
@@ -106,6 +106,37 @@ def interleaved_seconds(fns: list[Callable[[], Any]], steps: int, repeats: int) 
   return [statistics.median(t) for t in times]
 
 
+def measure(batch_sizes: list[int], unrolls: list[Any], steps: int, repeats: int
+            ) -> Iterator[dict[str, Any]]:
+  """A row per batch size: ms per forward + backward of each variant, compile seconds."""
+  for batch in batch_sizes:
+    seq = np.random.default_rng(batch).standard_normal((batch, TIME_STEPS, FEATURES),
+                                                       np.float32)
+    variants = [jax_variant(PerStep(), seq)] + [jax_variant(Hoisted(u), seq) for u in unrolls]
+    torch_fn = torch_variant(seq)
+    fns = [fn for fn, _ in variants] + ([torch_fn] if torch_fn else [])
+    seconds = interleaved_seconds(fns, steps, repeats)
+    names = ['per-step'] + [f'hoisted u{"all" if u is True else u}' for u in unrolls]
+    yield {'batch': batch, 'device': jax.devices()[0].device_kind,
+           'ms': {n: 1e3 * t for n, t in zip(names, seconds)},
+           'compile_s': {n: c for n, (_, c) in zip(names, variants)},
+           'torch_ms': 1e3 * seconds[-1] if torch_fn else None}
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+  """Markdown: ms (compile s) per variant and batch size."""
+  names = list(rows[0]['ms']) if rows else []
+  lines = ['| B | ' + ' | '.join(names) + ' | torch | per-step / best hoisted |',
+           '|---|' + '---|' * (len(names) + 2)]
+  for r in rows:
+    cells = [f'{r["ms"][n]:.3f} ({r["compile_s"][n]:.1f})' for n in names]
+    torch_ms = '-' if r['torch_ms'] is None else f'{r["torch_ms"]:.3f}'
+    best = min(r['ms'][n] for n in names[1:])
+    lines.append(f'| {r["batch"]} | ' + ' | '.join(cells) +
+                 f' | {torch_ms} | {r["ms"]["per-step"] / best:.2f}x |')
+  return '\n'.join(lines)
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--batch_sizes', default='1,8,64')
@@ -117,20 +148,12 @@ def main() -> None:
   unrolls = [True if u == 'all' else int(u) for u in args.unrolls.split(',')]
   print(f'jax {jax.__version__} on {jax.devices()[0].device_kind}; input (B, {TIME_STEPS}, '
         f'{FEATURES}), {LAYERS} layers; ms per forward + backward (compile s)')
-  names = ['per-step'] + [f'hoisted u{"all" if u is True else u}' for u in unrolls] + ['torch']
-  print('| B | ' + ' | '.join(names) + ' | per-step / best hoisted |')
-  print('|---|' + '---|' * (len(names) + 1))
-  for batch in (int(b) for b in args.batch_sizes.split(',')):
-    seq = np.random.default_rng(batch).standard_normal((batch, TIME_STEPS, FEATURES),
-                                                       np.float32)
-    variants = [jax_variant(PerStep(), seq)] + [jax_variant(Hoisted(u), seq) for u in unrolls]
-    torch_fn = torch_variant(seq)
-    fns = [fn for fn, _ in variants] + ([torch_fn] if torch_fn else [])
-    seconds = interleaved_seconds(fns, args.steps, args.repeats)
-    cells = [f'{1e3 * t:.3f} ({c:.1f})' for t, (_, c) in zip(seconds, variants)]
-    cells.append(f'{1e3 * seconds[-1]:.3f}' if torch_fn else '-')
-    best = min(seconds[1:len(variants)])
-    print(f'| {batch} | ' + ' | '.join(cells) + f' | {seconds[0] / best:.2f}x |', flush=True)
+  rows = []
+  for row in measure([int(b) for b in args.batch_sizes.split(',')], unrolls, args.steps,
+                     args.repeats):
+    rows.append(row)
+    print(table(rows).splitlines()[-1], flush=True)
+  print(table(rows))
 
 
 if __name__ == '__main__':

@@ -5,8 +5,9 @@ crnn_jax runs ``crnn_jax.train.steps.train_step`` / ``eval_step`` as training
 does (jit, donated state, uint8 input converted on the device); bfloat16 is
 ``config.train.dtype='bfloat16'`` (float32 parameters and batch-norm
 statistics). The port runs crnn_jax/reference/torch_model.py with fastai's AdamW,
-NCHW or channels_last, bfloat16 through ``torch.autocast``; its input is the
-same uint8 batch, converted on the device each step too.
+NCHW or channels_last, optionally through ``torch.compile``, bfloat16 through
+``torch.autocast``; its input is the same uint8 batch, converted on the device
+each step too.
 
 ``no_gru=True`` builds the same model without its recurrent part (the conv
 features go straight to the readout, which keeps its 1,280 inputs), so the
@@ -131,8 +132,10 @@ def _flops(compiled: Any) -> float:
 
 
 def torch_steps(images: np.ndarray, labels: np.ndarray, channels_last: bool,
-                device: str = 'cpu', dtype: str = 'float32', no_gru: bool = False) -> Steps:
-  """The PyTorch port's train and eval steps (fastai's AdamW, one-cycle)."""
+                device: str = 'cpu', dtype: str = 'float32', no_gru: bool = False,
+                compiled: bool = False) -> Steps:
+  """The PyTorch port's train and eval steps (fastai's AdamW, one-cycle);
+  ``compiled``: the model through ``torch.compile`` (the optimiser stays eager)."""
   import torch  # pylint: disable=import-outside-toplevel
   import torch.nn.functional as F  # pylint: disable=import-outside-toplevel
 
@@ -144,6 +147,7 @@ def torch_steps(images: np.ndarray, labels: np.ndarray, channels_last: bool,
     model.rnn.gru = _passthrough_gru()
   memory_format = torch.channels_last if channels_last else torch.contiguous_format
   model = model.to(device=device, memory_format=memory_format)
+  forward = torch.compile(model) if compiled else model
   x_uint8 = torch.from_numpy(images).to(device)
   y = torch.from_numpy(labels.astype(np.int64)).to(device)
   sched = tr.OneCycle(1000 * 10, 1.445e-3)
@@ -158,7 +162,7 @@ def torch_steps(images: np.ndarray, labels: np.ndarray, channels_last: bool,
   def train() -> Any:
     model.train()
     with autocast():
-      loss = F.nll_loss(model(inputs()), y)
+      loss = F.nll_loss(forward(inputs()), y)
     opt.zero_grad()
     loss.backward()
     opt.step(sched.lr, sched.beta1)
@@ -168,7 +172,7 @@ def torch_steps(images: np.ndarray, labels: np.ndarray, channels_last: bool,
   def evaluate() -> Any:
     model.eval()
     with torch.no_grad(), autocast():
-      return model(inputs())
+      return forward(inputs())
 
   def sync(handle: Any) -> None:
     if device.startswith('cuda'):

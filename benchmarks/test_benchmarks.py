@@ -62,11 +62,6 @@ def test_gpu_benchmark_runs_on_cpu_with_tiny_shapes(tmp_path):
   assert not [r for r in results['rows'] if 'error' in r]
 
 
-def test_gpu_benchmark_restarts_without_the_install_flags():
-  argv = ['--install', '--wheelhouse', '/w', '--dtypes=float32', '--wheelhouse=/x', '--smoke']
-  assert bench_gpu._without_install(argv) == ['--dtypes=float32', '--smoke']  # pylint: disable=protected-access
-
-
 def test_prepare_throughput_alternates_worker_counts():
   assert prepare_throughput.abba([1, 2], 3) == [1, 2, 2, 1, 1, 2]
   assert prepare_throughput.abba([1, 2, 4], 1) == [1, 2, 4]
