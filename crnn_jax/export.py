@@ -1,6 +1,7 @@
-r"""``python -m crnn_jax.export``: a workdir's model as files that run without crnn_jax.
+r"""``python -m crnn_jax.export``: a model as files that run without crnn_jax.
 
-  python -m crnn_jax.export --workdir=workdirs/reference_genres --out=exports/genres
+  python -m crnn_jax.export --model=genres --out=exports/genres
+  python -m crnn_jax.export --workdir=workdirs/demo --out=exports/demo
   python -m crnn_jax.export --workdir=W --out=DIR --formats=stablehlo   # without jax2onnx
 
 Writes into a new folder (an existing one is refused unless --overwrite, which
@@ -12,6 +13,7 @@ replaces only an earlier export):
                     the spectrogram contract (crnn_jax.core.audio), window
                     length, tabular names, statistics and encoding
   README.md         how to use them
+  LICENSE           a shipped model's license (its weights are the reference's, MIT)
 
 Both models map the model input (batch, 128, frames), float32 = uint8
 spectrogram image / 255 [+ encoded tabular (batch, k)] to ``log_probs``
@@ -53,6 +55,7 @@ from jax import export as jax_export
 from crnn_jax.core import audio, storage, tabular
 from crnn_jax.core.errors import UserError, run_command
 from crnn_jax.inference.model import InferenceModel
+from crnn_jax.pretrained import resolve, store
 
 try:  # optional: installed with --no-deps (README, Export); ONNX export needs it
   import jax2onnx
@@ -64,8 +67,8 @@ except ImportError:
   onnxruntime = None
 
 FORMATS = ('onnx', 'stablehlo')
-ONNX_FILE, STABLEHLO_FILE, CONTRACT_FILE, README_FILE = (
-    'model.onnx', 'model.jaxexport', 'model.json', 'README.md')
+ONNX_FILE, STABLEHLO_FILE, CONTRACT_FILE, README_FILE, LICENSE_FILE = (
+    'model.onnx', 'model.jaxexport', 'model.json', 'README.md', 'LICENSE')
 INPUT_NAMES = ('spectrogram', 'tabular')
 OUTPUT_NAMES = ('log_probs', 'embedding')
 PLATFORMS = ('cpu', 'cuda')
@@ -266,9 +269,12 @@ def verify(model: InferenceModel, folder: str, formats: Sequence[str]) -> dict[s
           for name, got in outputs.items()}
 
 
-def export_main(workdir: str, out: str, formats: Sequence[str] = FORMATS,
-                overwrite: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
-  """The command without absl: writes the folder, returns its model.json."""
+def export_main(workdir: str | None, out: str, formats: Sequence[str] = FORMATS,
+                overwrite: bool = False, log: Callable[[str], None] = print,
+                model: str | None = None) -> dict[str, Any]:
+  """The command without absl: writes the folder, returns its model.json. The
+  model is the shipped ``model`` or ``workdir``'s (exactly one)."""
+  resolve.check_one_named(model, workdir)
   formats = [f.strip().lower() for f in formats if f.strip()]
   unknown = sorted(set(formats) - set(FORMATS))
   if unknown or not formats:
@@ -276,8 +282,10 @@ def export_main(workdir: str, out: str, formats: Sequence[str] = FORMATS,
   if 'onnx' in formats and jax2onnx is None:
     raise UserError(f'ONNX export needs jax2onnx: {JAX2ONNX_INSTALL} (or --formats=stablehlo)')
   check_target(out, overwrite)
-  model = InferenceModel.from_workdir(workdir, batch_size=1)
-  data = contract(model, formats)
+  loaded = InferenceModel.load(model, workdir, batch_size=1)
+  data = contract(loaded, formats)
+  if loaded.name:
+    data['source'] = store.read_description(loaded.name)['source']
   out = os.path.abspath(out)
   os.makedirs(os.path.dirname(out), exist_ok=True)
   staging = f'{out}.partial-{os.getpid()}'
@@ -285,16 +293,18 @@ def export_main(workdir: str, out: str, formats: Sequence[str] = FORMATS,
   os.makedirs(staging)
   try:
     if 'stablehlo' in formats:
-      _write(staging, STABLEHLO_FILE, to_stablehlo(model), log)
+      _write(staging, STABLEHLO_FILE, to_stablehlo(loaded), log)
     if 'onnx' in formats:
-      _write(staging, ONNX_FILE, to_onnx(model, data), log)
-    data['check'] = {'max_abs_difference_from_jax': verify(model, staging, formats),
+      _write(staging, ONNX_FILE, to_onnx(loaded, data), log)
+    data['check'] = {'max_abs_difference_from_jax': verify(loaded, staging, formats),
                      'inputs': 'random batch of 3'}
     worst = max(data['check']['max_abs_difference_from_jax'].values(), default=0.0)
     if not worst <= 1e-4:
       raise UserError(f'the exported files differ from JAX by up to {worst:.3g}: not written')
     storage.write_json(os.path.join(staging, CONTRACT_FILE), data)
     storage.write_text(os.path.join(staging, README_FILE), readme(data))
+    if loaded.name:  # the reference's weights: their license travels with them
+      shutil.copyfile(store.license_path(), os.path.join(staging, LICENSE_FILE))
     _move_into_place(staging, out)
   finally:
     shutil.rmtree(staging, ignore_errors=True)
@@ -302,7 +312,7 @@ def export_main(workdir: str, out: str, formats: Sequence[str] = FORMATS,
   for name in formats:
     log(f'checked {name}: max |difference from JAX| = {checked[name]:.2g}' if name in checked
         else f'not checked {name}: onnxruntime is not installed (pip install -e \'.[export]\')')
-  log(f'exported {os.path.basename(os.path.normpath(workdir))} to {out}')
+  log(f'exported {model or os.path.basename(os.path.normpath(workdir))} to {out}')
   return data
 
 
@@ -323,7 +333,9 @@ def _move_into_place(staging: str, out: str) -> None:
 
 # ---------------------------------------------------------------- command line
 def _define_flags() -> None:
-  flags.DEFINE_string('workdir', None, 'A trained or imported model\'s workdir.')
+  flags.DEFINE_string('model', None, f'A model shipped with crnn_jax: {", ".join(store.names())}. '
+                      'Or give --workdir.')
+  flags.DEFINE_string('workdir', None, 'A trained or imported model\'s workdir. Or give --model.')
   flags.DEFINE_string('out', None, 'A new folder for the exported files.')
   flags.DEFINE_list('formats', list(FORMATS), 'onnx (needs jax2onnx) and/or stablehlo.')
   flags.DEFINE_bool('overwrite', False, 'Replace an earlier export in --out.')
@@ -331,9 +343,9 @@ def _define_flags() -> None:
 
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
-    raise UserError(f'unexpected arguments {argv[1:]}: use --workdir and --out')
+    raise UserError(f'unexpected arguments {argv[1:]}: use --model or --workdir, and --out')
   f = flags.FLAGS
-  export_main(f.workdir, f.out, f.formats, f.overwrite)
+  export_main(f.workdir, f.out, f.formats, f.overwrite, model=f.model)
 
 
 def run() -> None:

@@ -1,6 +1,7 @@
-r"""``python -m crnn_jax.predict``: genres of your own audio files, from a trained
-(or imported) workdir.
+r"""``python -m crnn_jax.predict``: genres of your own audio files, from a model
+shipped with crnn_jax (--model) or a trained or imported workdir (--workdir).
 
+  python -m crnn_jax.predict --model=genres song.mp3 more_songs/
   python -m crnn_jax.predict --workdir=workdirs/demo demo_data/audio
   python -m crnn_jax.predict --workdir=DIR --top_k=3 --format=json song.mp3 more/
   python -m crnn_jax.predict --workdir=workdirs/reference_metal \
@@ -42,6 +43,7 @@ from crnn_jax.inference.embeddings import Embeddings
 from crnn_jax.inference.inputs import expand_inputs
 from crnn_jax.inference.model import DEFAULT_BATCH_SIZE
 from crnn_jax.inference.predictor import Predictor
+from crnn_jax.pretrained import resolve, store
 
 
 def format_text(result: Mapping[str, Any]) -> str:
@@ -63,23 +65,26 @@ def format_text(result: Mapping[str, Any]) -> str:
   return '\n'.join(lines) + '\n'
 
 
-def predict_main(workdir: str, inputs: Sequence[str], top_k: int = 5, fmt: str = 'text',
+def predict_main(workdir: str | None, inputs: Sequence[str], top_k: int = 5, fmt: str = 'text',
                  batch_size: int = DEFAULT_BATCH_SIZE, tabular_csv: str | None = None,
                  num_workers: int | None = None, out: TextIO | None = None,
                  err: TextIO | None = None, predictor: Predictor | None = None,
-                 embeddings: str | None = None, checkpoint: str = 'best') -> int:
+                 embeddings: str | None = None, checkpoint: str = 'best',
+                 model: str | None = None) -> int:
   """The command without absl: returns the exit status (0 if any file was scored).
 
-  ``predictor`` (else loaded from ``workdir``'s ``checkpoint``: 'best' or
-  'latest') lets a caller reuse a loaded model; ``embeddings`` names a .npz or
-  .parquet file for the files' embeddings.
+  ``predictor`` (else the shipped ``model``, or ``workdir``'s ``checkpoint``:
+  'best' or 'latest') lets a caller reuse a loaded model; ``embeddings`` names
+  a .npz or .parquet file for the files' embeddings.
   """
   out = out or sys.stdout
   err = err or sys.stderr
+  if predictor is None:
+    resolve.check_one_named(model, workdir)
   _check_usage(fmt, inputs, tabular_csv)
   embeddings = embeddings_lib.target_path(embeddings) if embeddings else None
-  predictor = predictor or Predictor.from_workdir(workdir, batch_size=batch_size,
-                                                  checkpoint=checkpoint)
+  predictor = predictor or Predictor.load(model, workdir, batch_size=batch_size,
+                                          checkpoint=checkpoint)
   model = predictor.model
   header = model.describe()
   if tabular_csv and not model.num_tabular:
@@ -192,7 +197,9 @@ def _without_decoder_chatter() -> Iterator[None]:
 
 
 def _define_flags() -> None:
-  flags.DEFINE_string('workdir', None, 'A trained or imported model\'s workdir.')
+  flags.DEFINE_string('model', None, f'A model shipped with crnn_jax: {", ".join(store.names())} '
+                      '(crnn_jax/pretrained/README.md). Or give --workdir.')
+  flags.DEFINE_string('workdir', None, 'A trained or imported model\'s workdir. Or give --model.')
   flags.DEFINE_integer('top_k', 5, 'How many genres to print per file.')
   flags.DEFINE_enum('format', 'text', ['text', 'json'], 'text for people, json for programs.')
   flags.DEFINE_integer('batch_size', DEFAULT_BATCH_SIZE,
@@ -216,7 +223,7 @@ def main(argv: list[str]) -> int:
     return predict_main(f.workdir, argv[1:], top_k=f.top_k, fmt=f.format,
                         batch_size=f.batch_size, tabular_csv=f.tabular_csv,
                         num_workers=f.num_workers, embeddings=f.embeddings,
-                        checkpoint=f.checkpoint)
+                        checkpoint=f.checkpoint, model=f.model)
 
 
 def run() -> None:

@@ -9,20 +9,31 @@ from __future__ import annotations
 
 import filecmp
 import importlib.util
+import io
+import json
 import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
-from conftest import REFERENCE_CHECKPOINTS
+from conftest import REFERENCE_CHECKPOINTS, ROOT
+from tiny_models import write_clip
 
-from crnn_jax import import_reference, regenerate_pretrained
+from crnn_jax import export, import_reference, predict, regenerate_pretrained
 from crnn_jax import model as model_lib
 from crnn_jax.core import audio, labels, storage
 from crnn_jax.core.errors import UserError
+from crnn_jax.inference.model import InferenceModel
+from crnn_jax.inference.predictor import Predictor
 from crnn_jax.pretrained import store
 from crnn_jax.reference import torch_pickle
+from crnn_jax.train import finetune
 
 CHECKPOINTS = REFERENCE_CHECKPOINTS
 needs_checkpoints = pytest.mark.skipif(
@@ -41,8 +52,7 @@ def test_the_shipped_files_are_the_listed_ones_and_intact():
   for line in listed:
     digest, name = line.split('  ')
     assert storage.sha256(Path(store.PACKAGE_DIR) / name) == digest, name
-  assert 'Copyright (c) 2020 Adam Montgomerie' in (
-      Path(store.PACKAGE_DIR) / 'LICENSE').read_text()
+  assert 'Copyright (c) 2020 Adam Montgomerie' in Path(store.license_path()).read_text()
 
 
 @pytest.mark.parametrize('name', ['genres', 'metal'])
@@ -110,3 +120,129 @@ def test_regeneration_refuses_another_checkpoint(tmp_path):
   shutil.copy(CHECKPOINTS / 'crnn_concat_metal_model.pth', tmp_path / 'crnn_genre_model.pth')
   with pytest.raises(UserError, match='crnn_genre_model.pth is not the reference'):
     regenerate_pretrained.regenerate(str(tmp_path), str(tmp_path / 'out'))
+
+
+# ---------------------------------------------------------------- using them by name
+@pytest.fixture(scope='module')
+def songs(tmp_path_factory) -> list[Path]:
+  """A file, and a folder of two (one longer than a window), as a user would pass them."""
+  root = tmp_path_factory.mktemp('songs')
+  write_clip(root / 'more_songs' / 'b.ogg', 'strings', 12.0, index=3)
+  return [write_clip(root / 'song.wav', 'swing', 20.0, index=1),
+          write_clip(root / 'more_songs' / 'a.flac', 'metal', 40.0, index=2).parent]
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def _blocked_torch_command(args: list[str]) -> list[str]:
+  """python running ``args`` as ``python -m`` would, with every import of torch
+  failing, and without a network where ``unshare -n`` works (as root)."""
+  script = ('import importlib.abc, runpy, sys\n'
+            'class NoTorch(importlib.abc.MetaPathFinder):\n'
+            '  def find_spec(self, name, path=None, target=None):\n'
+            "    if name.partition('.')[0] == 'torch':\n"
+            "      raise ImportError('torch is blocked by this test')\n"
+            'sys.meta_path.insert(0, NoTorch())\n'
+            'sys.argv = sys.argv[1:]\n'
+            "runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)\n")
+  command = [sys.executable, '-c', script, *args]
+  return (['unshare', '-n', *command] if shutil.which('unshare')
+          and subprocess.run(['unshare', '-n', 'true'], check=False).returncode == 0 else command)
+
+
+def test_predict_model_genres_needs_neither_torch_nor_network(songs):
+  command = _blocked_torch_command(['crnn_jax.predict', '--model=genres', '--top_k=3',
+                                    *map(str, songs)])
+  proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                        check=False)
+  assert proc.returncode == 0, proc.stderr
+  assert proc.stdout.startswith('# 10 genres, softmax, 30 s windows')
+  ranked = [line.split()[1] for line in proc.stdout.splitlines() if line.startswith('   1. ')]
+  assert len(ranked) == 3 and set(ranked) <= set(labels.GENRES)
+  assert proc.stdout.splitlines()[-1].startswith('# scored 3 of 3 file(s)')
+
+
+def test_the_torch_blocker_blocks_torch():
+  """The command above would fail where anything it runs imports torch."""
+  proc = subprocess.run(_blocked_torch_command(['torch']), cwd=ROOT, capture_output=True,
+                        text=True, timeout=60, check=False)
+  assert proc.returncode != 0 and 'ImportError: torch is blocked by this test' in proc.stderr
+
+
+@needs_checkpoints
+def test_predict_model_genres_log_probs_equal_the_imported_pth(songs, tmp_path):
+  out = io.StringIO()
+  assert predict.predict_main(None, [str(p) for p in songs], top_k=10, fmt='json', out=out,
+                              model='genres') == 0
+  results = json.loads(out.getvalue())['results']
+  config = regenerate_pretrained.SOURCES['genres'].config.get_config()
+  variables, _ = import_reference.convert_checkpoint(
+      torch_pickle.read_state_dict(CHECKPOINTS / 'crnn_genre_model.pth'), config)
+  shipped = store.load('genres')
+  imported = Predictor(InferenceModel(config, variables, shipped.data_info))
+  expected = imported.predict_files([r['file'] for r in results], top_k=10)
+  for got, want in zip(results, expected, strict=True):
+    got_log = {e['genre']: np.log(e['probability']) for e in got['top_k']}
+    want_log = {e['genre']: np.log(e['probability']) for e in want['top_k']}
+    assert got_log.keys() == set(labels.GENRES)
+    np.testing.assert_allclose([got_log[g] for g in labels.GENRES],
+                               [want_log[g] for g in labels.GENRES], rtol=0, atol=1e-6)
+
+
+def test_model_or_workdir_exactly_one_and_metal_refused_with_the_reason(songs, tmp_path):
+  for workdir, model, said in ((None, None, 'give one'), (str(tmp_path), 'genres', 'give only one')):
+    with pytest.raises(UserError, match=f'{said} of --model=NAME .*genres, metal.*--workdir=DIR'):
+      predict.predict_main(workdir, [str(songs[0])], model=model)
+  with pytest.raises(UserError, match="no shipped model 'jazz'.*genres, metal"):
+    predict.predict_main(None, [str(songs[0])], model='jazz')
+  with pytest.raises(UserError, match="'metal' cannot score audio.*training split.*init_from=metal"):
+    predict.predict_main(None, [str(songs[0])], model='metal')
+
+
+def test_export_model_genres_carries_the_license_and_source(tmp_path):
+  data = export.export_main(None, str(tmp_path / 'out'), formats=['stablehlo'],
+                            log=lambda _: None, model='genres')
+  assert data['classes'] == list(labels.GENRES)
+  assert data['source']['commit'] == store.load('genres').source['commit']
+  assert 'Adam Montgomerie' in (tmp_path / 'out' / 'LICENSE').read_text()
+  assert data['check']['max_abs_difference_from_jax']['stablehlo'] < 1e-4
+
+
+def test_serve_model_genres(songs):
+  port = free_port()
+  proc = subprocess.Popen([sys.executable, '-m', 'crnn_jax.serve', '--model=genres',
+                           f'--port={port}'], cwd=ROOT, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+  try:
+    info = None
+    for _ in range(600):
+      try:
+        with urllib.request.urlopen(f'http://127.0.0.1:{port}/api/model', timeout=5) as response:
+          info = json.loads(response.read())
+        break
+      except OSError:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
+    assert info is not None and info['model'] == 'genres'
+    assert info['classes'] == list(labels.GENRES)
+  finally:
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def test_init_from_takes_a_shipped_name(tmp_path, monkeypatch):
+  found = finetune.load('genres')
+  assert found.info.class_names == tuple(labels.GENRES) and found.workdir == 'genres'
+  np.testing.assert_array_equal(found.variables['params']['linear']['kernel'],
+                                store.load('genres').variables['params']['linear']['kernel'])
+  with pytest.raises(UserError, match="init_from 'gernes': does not exist, and no shipped model"
+                     '.*genres, metal'):
+    finetune.load('gernes')
+  monkeypatch.chdir(tmp_path)  # a folder of that name is a workdir: it wins over the shipped one
+  (tmp_path / 'genres').mkdir()
+  with pytest.raises(UserError, match="init_from 'genres'.*config.json not found"):
+    finetune.load('genres')

@@ -1,4 +1,4 @@
-"""A workdir's model, ready to score spectrogram images."""
+"""A model (a workdir's, or one shipped with crnn_jax), ready to score spectrogram images."""
 
 from __future__ import annotations
 
@@ -16,14 +16,15 @@ from crnn_jax import model as model_lib
 from crnn_jax.core import audio, labels, xla_defaults
 from crnn_jax.core.errors import UserError
 from crnn_jax.data.info import DataInfo
-from crnn_jax.workdir import checkpoints, files
+from crnn_jax.pretrained import resolve
+from crnn_jax.workdir import checkpoints
 
 DEFAULT_THRESHOLD = 0.5
 DEFAULT_BATCH_SIZE = 16
 
 
 class InferenceModel:
-  """Weights, config and data description of a workdir, with a jitted apply.
+  """Weights, config and data description of a model, with a jitted apply.
 
   Every call of the compiled function has the same (batch_size, ...) shape,
   so scoring any number of images costs one compilation.
@@ -31,11 +32,13 @@ class InferenceModel:
 
   def __init__(self, config: ml_collections.ConfigDict, variables: Mapping[str, Any],
                data_info: Mapping[str, Any], batch_size: int = DEFAULT_BATCH_SIZE,
-               threshold: float | None = None, threshold_source: str = '', workdir: str = ''):
+               threshold: float | None = None, threshold_source: str = '', workdir: str = '',
+               name: str = ''):
     if int(batch_size) < 1:
       raise UserError(f'--batch_size must be at least 1, got {batch_size}')
     self.config = config
     self.workdir = workdir
+    self.name = name  # of a shipped model (crnn_jax.pretrained); '' for a workdir's
     self.info = DataInfo.from_json(data_info)
     self.batch_size = int(batch_size)
     self.class_names = tuple(self.info.class_names)
@@ -48,6 +51,11 @@ class InferenceModel:
                       f'{workdir or "the workdir"!r} is inconsistent')
     self.num_tabular = int(self.info.num_tabular)
     self.tabular_names = list(self.metadata.get('tabular_names') or []) if self.num_tabular else []
+    if len(self.metadata.get('tabular_mean') or []) != len(self.tabular_names):
+      who = (f'the shipped model {name!r}' if name else f'workdir {workdir!r}' if workdir
+             else 'this model')
+      raise UserError(f'{who} cannot score audio: its tabular standardisation is '
+                      f'{self.metadata.get("tabular_stats_source") or "missing"}')
     self.multilabel = bool(config.get('multilabel', False))
     self.threshold = float(DEFAULT_THRESHOLD if threshold is None else threshold)
     self.threshold_source = threshold_source or ('given' if threshold is not None else 'default')
@@ -65,23 +73,23 @@ class InferenceModel:
         self.model, audio.N_MELS, self.frames))[1].shape[-1])
 
   @classmethod
+  def load(cls, model: str | None = None, workdir: str | None = None,
+           batch_size: int = DEFAULT_BATCH_SIZE, checkpoint: str = 'best') -> InferenceModel:
+    """A shipped model by name, or a workdir's: its best checkpoint where the
+    run kept one (else the latest), or the latest with ``checkpoint='latest'``,
+    and the multi-label threshold from results.json. Exactly one of the two."""
+    found = resolve.load(model, workdir, checkpoint)
+    loaded = cls(found.config, found.variables, found.data_info, batch_size=batch_size,
+                 threshold=found.threshold, threshold_source=found.threshold_source,
+                 workdir=found.workdir, name=found.name)
+    checkpoints.check_shapes(model_lib.abstract_variables(loaded.model, audio.N_MELS, loaded.frames),
+                             found.variables, found.origin)
+    return loaded
+
+  @classmethod
   def from_workdir(cls, workdir: str, batch_size: int = DEFAULT_BATCH_SIZE,
                    checkpoint: str = 'best') -> InferenceModel:
-    """The best checkpoint where the run kept one (else the latest), or the
-    latest with ``checkpoint='latest'``; the multi-label threshold from results.json."""
-    if not workdir:
-      raise UserError('--workdir is required: a trained or imported model\'s folder')
-    if not os.path.isdir(workdir):
-      raise UserError(f'workdir {workdir!r} does not exist: train with main.py or import a '
-                      'model first, or fix --workdir')
-    saved = checkpoints.load_for_use(workdir, checkpoint)
-    threshold, source = files.validation_threshold(workdir)
-    loaded = cls(saved.config, saved.variables, saved.data_info, batch_size=batch_size,
-                 threshold=threshold, threshold_source=source, workdir=workdir)
-    checkpoints.check_shapes(model_lib.abstract_variables(loaded.model, audio.N_MELS,
-                                                          loaded.frames),
-                             saved.variables, f'the checkpoint of workdir {workdir!r}')
-    return loaded
+    return cls.load(workdir=workdir, batch_size=batch_size, checkpoint=checkpoint)
 
   def logits(self, images: np.ndarray, tabular: np.ndarray | None = None) -> np.ndarray:
     """uint8 spectrogram images (n, 128, frames) [+ encoded tabular (n, k)] ->
@@ -160,6 +168,7 @@ class InferenceModel:
     """What the output's numbers mean (the JSON header, the text header)."""
     d: dict[str, Any] = {
         'workdir': os.path.abspath(self.workdir) if self.workdir else '',
+        'model': self.name,
         'classes': list(self.class_names),
         'multilabel': self.multilabel,
         'clip_seconds': self.clip.seconds,

@@ -84,9 +84,15 @@ class Predictor:
     self.model = model
 
   @classmethod
+  def load(cls, model: str | None = None, workdir: str | None = None,
+           batch_size: int = DEFAULT_BATCH_SIZE, checkpoint: str = 'best') -> Predictor:
+    """A shipped model by name, or a workdir's (InferenceModel.load)."""
+    return cls(InferenceModel.load(model, workdir, batch_size, checkpoint))
+
+  @classmethod
   def from_workdir(cls, workdir: str, batch_size: int = DEFAULT_BATCH_SIZE,
                    checkpoint: str = 'best') -> Predictor:
-    return cls(InferenceModel.from_workdir(workdir, batch_size, checkpoint))
+    return cls.load(workdir=workdir, batch_size=batch_size, checkpoint=checkpoint)
 
   # ---------------------------------------------------------------- audio
   def prepare_audio(self, y: np.ndarray, path: str = '<array>',

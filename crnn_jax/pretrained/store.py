@@ -37,7 +37,7 @@ from crnn_jax.workdir import files as workdir_files
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 WEIGHTS_SUFFIX, DESCRIPTION_SUFFIX = '.msgpack', '.json'
-CHECKSUMS_FILE = 'SHA256SUMS'
+CHECKSUMS_FILE, LICENSE_FILE = 'SHA256SUMS', 'LICENSE'
 FORMAT = 'crnn_jax shipped model'
 
 
@@ -63,12 +63,22 @@ def unknown_name(name: str, folder: str = PACKAGE_DIR) -> UserError:
                    f'{", ".join(names(folder)) or "(none)"}')
 
 
+def read_description(name: str, folder: str = PACKAGE_DIR) -> dict[str, Any]:
+  """NAME.json (config, data_info, source, weights hash); a UserError for an unknown name."""
+  if name not in names(folder):
+    raise unknown_name(name, folder)
+  return storage.read_json(os.path.join(folder, name + DESCRIPTION_SUFFIX))
+
+
+def license_path(folder: str = PACKAGE_DIR) -> str:
+  """The license of the shipped weights (the reference's MIT license)."""
+  return os.path.join(folder, LICENSE_FILE)
+
+
 def load(name: str, folder: str = PACKAGE_DIR) -> ShippedModel:
   """A shipped model's config, variables (numpy float32) and data_info; a
   UserError for an unknown name or files that differ from what was shipped."""
-  if name not in names(folder):
-    raise unknown_name(name, folder)
-  description = storage.read_json(os.path.join(folder, name + DESCRIPTION_SUFFIX))
+  description = read_description(name, folder)
   with open(os.path.join(folder, name + WEIGHTS_SUFFIX), 'rb') as f:
     blob = f.read()
   if hashlib.sha256(blob).hexdigest() != description['weights']['sha256']:

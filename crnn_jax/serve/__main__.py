@@ -1,9 +1,11 @@
-r"""``python -m crnn_jax.serve --workdir=W``: the model's web page on this machine.
+r"""``python -m crnn_jax.serve --model=genres`` (or ``--workdir=W``): the model's web
+page on this machine.
 
-  python -m crnn_jax.serve --workdir=workdirs/demo            # http://127.0.0.1:8000/
+  python -m crnn_jax.serve --model=genres                     # http://127.0.0.1:8000/
+  python -m crnn_jax.serve --workdir=workdirs/demo
   python -m crnn_jax.serve --workdir=W --port=8080 --max_upload_mb=50
 
-Loads the model once (a clear one-line error if the workdir has none), compiles
+Loads the model once (a clear one-line error if there is none), compiles
 it, then serves the page until Ctrl-C. It listens on 127.0.0.1 only unless
 --host says otherwise; the page loads nothing from the internet and reports
 nothing anywhere.
@@ -24,6 +26,7 @@ from absl import flags
 from crnn_jax.core.errors import UserError, run_command
 from crnn_jax.inference.model import DEFAULT_BATCH_SIZE
 from crnn_jax.inference.predictor import Predictor
+from crnn_jax.pretrained import resolve, store
 
 try:  # the 'serve' extra
   import uvicorn
@@ -43,24 +46,28 @@ def check_port(host: str, port: int) -> None:
                     '--port or --host') from None
 
 
-def serve_main(workdir: str, host: str = '127.0.0.1', port: int = 8000,
+def serve_main(workdir: str | None, host: str = '127.0.0.1', port: int = 8000,
                max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, workers: int = DEFAULT_WORKERS,
-               batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+               batch_size: int = DEFAULT_BATCH_SIZE, model: str | None = None) -> None:
+  resolve.check_one_named(model, workdir)
   if max_upload_mb <= 0 or workers < 1:
     raise UserError('--max_upload_mb must be positive and --workers at least 1')
   check_port(host, port)
-  predictor = Predictor.from_workdir(workdir, batch_size=batch_size)
+  predictor = Predictor.load(model, workdir, batch_size=batch_size)
   model = predictor.model
   images = np.zeros((1, 128, model.frames), np.uint8)
   model.forward(images, np.zeros((1, model.num_tabular), np.float32) if model.num_tabular
                 else None)  # compile now, not during the first upload
   application = create_app(predictor, int(max_upload_mb * 2**20), workers)
-  print(f'crnn_jax: serving {workdir} at http://{host}:{port}/ (Ctrl-C stops)', flush=True)
+  print(f'crnn_jax: serving {model or workdir} at http://{host}:{port}/ (Ctrl-C stops)',
+        flush=True)
   uvicorn.run(application, host=host, port=port, log_level='warning')
 
 
 def _define_flags() -> None:
-  flags.DEFINE_string('workdir', None, 'A trained or imported model\'s workdir.')
+  flags.DEFINE_string('model', None, f'A model shipped with crnn_jax: {", ".join(store.names())}. '
+                      'Or give --workdir.')
+  flags.DEFINE_string('workdir', None, 'A trained or imported model\'s workdir. Or give --model.')
   flags.DEFINE_string('host', '127.0.0.1', 'Address to listen on (default: this machine only).')
   flags.DEFINE_integer('port', 8000, 'Port to listen on.')
   flags.DEFINE_float('max_upload_mb', DEFAULT_MAX_UPLOAD_MB, 'Largest upload accepted, in MB.')
@@ -70,9 +77,9 @@ def _define_flags() -> None:
 
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
-    raise UserError(f'unexpected arguments {argv[1:]}: use --workdir')
+    raise UserError(f'unexpected arguments {argv[1:]}: use --model or --workdir')
   f = flags.FLAGS
-  serve_main(f.workdir, f.host, f.port, f.max_upload_mb, f.workers, f.batch_size)
+  serve_main(f.workdir, f.host, f.port, f.max_upload_mb, f.workers, f.batch_size, f.model)
 
 
 def run() -> None:

@@ -1,4 +1,5 @@
-"""Fine-tuning: a run that starts from another workdir's model (config.init_from).
+"""Fine-tuning: a run that starts from another model (config.init_from: a
+workdir, or the name of a model shipped with crnn_jax such as ``genres``).
 
 The model splits in two parameter groups, by layer name:
 
@@ -26,7 +27,6 @@ than a small data set's batches of 8.
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -37,7 +37,7 @@ from flax import traverse_util
 
 from crnn_jax.core.errors import UserError
 from crnn_jax.data.info import DataInfo
-from crnn_jax.workdir import checkpoints
+from crnn_jax.pretrained import resolve
 
 BODY = 'body'
 HEAD = 'head'
@@ -103,7 +103,8 @@ def check_settings(config: ml_collections.ConfigDict) -> tuple[str, float]:
                               ("batch_norm='frozen'", batch_norm == 'frozen')) if on]
   if settings and not config.get('init_from'):
     raise UserError(f'config.finetune.{settings[0]} is for fine-tuning a pretrained model: set '
-                    '--config.init_from=WORKDIR (a trained or imported model)')
+                    '--config.init_from=genres (a shipped model) or a trained or imported '
+                    "model's workdir")
   frozen = ("a linear probe (finetune.trainable='head')" if trainable == 'head' else
             "finetune.batch_norm='frozen'" if batch_norm == 'frozen' else '')
   if frozen and (config.get('eval') or {}).get('recompute_bn'):
@@ -117,23 +118,21 @@ def check_settings(config: ml_collections.ConfigDict) -> tuple[str, float]:
 # --------------------------------------------------------------------------
 @dataclasses.dataclass
 class Pretrained:
-  """A workdir's model: its config, variables and data description."""
-  workdir: str
+  """config.init_from's model: its config, variables and data description."""
+  workdir: str  # as config.init_from names it: a workdir, or a shipped model's name
   config: ml_collections.ConfigDict
   variables: dict[str, Any]
   info: DataInfo
 
 
-def load(workdir: str) -> Pretrained:
-  """The workdir's best (else latest) checkpoint; one-line errors naming the fix."""
-  if not os.path.isdir(workdir):
-    raise UserError(f'config.init_from {workdir!r} does not exist: give a crnn_jax workdir (trained '
-                    'with main.py, or made by python -m crnn_jax.import_reference)')
+def load(init_from: str) -> Pretrained:
+  """config.init_from's model: a workdir's best (else latest) checkpoint, or a
+  model shipped with crnn_jax by name; one-line errors naming the fix."""
   try:
-    saved = checkpoints.load_for_use(workdir)
+    found = resolve.load_init_from(init_from)
   except UserError as e:
-    raise UserError(f'config.init_from: {e}') from None
-  return Pretrained(workdir, saved.config, saved.variables, DataInfo.from_json(saved.data_info))
+    raise UserError(f'config.init_from {init_from!r}: {e}') from None
+  return Pretrained(init_from, found.config, found.variables, DataInfo.from_json(found.data_info))
 
 
 def initial_variables(config: ml_collections.ConfigDict, info: DataInfo,

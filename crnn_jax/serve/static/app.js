@@ -36,7 +36,7 @@ async function loadModel() {
     return;
   }
   const m = state.model;
-  info.textContent = `${m.workdir}: ${m.classes.length} genres, ${m.scores}, ` +
+  info.textContent = `${m.model || m.workdir}: ${m.classes.length} genres, ${m.scores}, ` +
       `${m.clip_seconds} s windows`;
   document.getElementById('limits').textContent =
       `${m.extensions.join(' ')} up to ${megabytes(m.max_upload_bytes)} each`;
