@@ -94,3 +94,20 @@ def tiny_config(data_dir: str, name: str = 'tiny'):
   config.model.pool_windows = ((2, 2), (2, 2), (2, 2), (4, 2), (4, 4))
   return config
 
+
+
+def override_flags(config) -> list[str]:
+  """main.py's flags for ``config``: configs/default.py and a --config.X=V for every
+  field that differs from it (tiny_config on the command line)."""
+  from configs import default
+
+  def leaves(c, prefix=''):
+    for key, value in c.items():
+      if hasattr(value, 'items'):
+        yield from leaves(value, f'{prefix}{key}.')
+      else:
+        yield f'{prefix}{key}', value
+
+  defaults = dict(leaves(default.get_config()))
+  return ['--config=configs/default.py'] + [
+      f'--config.{key}={value}' for key, value in leaves(config) if defaults.get(key) != value]

@@ -153,6 +153,24 @@ def test_track_level_metrics_average_window_probabilities():
   assert table.splitlines()[2].split()[:3] == ['tracks', '3', '1.0000']
 
 
+def test_top_k_is_the_configured_k_per_clip_and_per_track():
+  """eval.top_k=2 of 4 classes: the share of clips whose class is among their 2 highest
+  scores, under 'top2' (no 'top5'), per clip and per track."""
+  rng = np.random.default_rng(4)
+  logits, labels = rng.normal(size=(40, 4)), rng.integers(0, 4, 40)
+  rank = (logits > logits[np.arange(40), labels][:, None]).sum(axis=1)  # 0: the top class
+  pred = {'logits': logits, 'loss': np.zeros(40), 'label': labels, 'label_set': np.eye(4)[labels],
+          'track_id': np.array([f't{i}' for i in range(40)])}
+  config = tiny_config('')
+  config.eval.top_k = 2
+  info = ml_collections.ConfigDict({'class_names': ('a', 'b', 'c', 'd')})
+  metrics = report.split_metrics(pred, info, config)
+  for level in (metrics, metrics['track']):
+    assert level['top2'] == pytest.approx((rank < 2).mean()) and 'top5' not in level
+  assert metrics['top1'] == pytest.approx((rank == 0).mean())
+  assert metrics['top1'] < metrics['top2'] < 1
+
+
 def test_windows_of_a_track_are_scored_together(tmp_path):
   data_dir = write_tiny(str(tmp_path / 'tfds'), name='tiny_windows', windows=4)
   config = tiny_config(data_dir, 'tiny_windows')
