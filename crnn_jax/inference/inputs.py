@@ -4,8 +4,8 @@
 ``TabularTable`` is --tabular_csv: a row of raw tabular values per file (matched
 by a path/file/track_id/id column against the file's path, name or name without
 extension; values in Spotify's conventions, converted as data preparation
-converts them). ``estimate_tabular`` is the fallback: values estimated from the
-audio by crnn_jax.core.audio_features; columns it cannot estimate (e.g.
+converts them). ``tabular_from_features`` is the fallback: values estimated from
+the audio by crnn_jax.core.audio_features; columns it cannot estimate (e.g.
 danceability) get the training split's mean (the encoded value 0) and
 categorical ones code 1 (explicit: not explicit), and the result says which.
 """
@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from crnn_jax.core import audio, audio_features, tabular
+from crnn_jax.core import audio, tabular
 from crnn_jax.core.errors import UserError, one_line
 
 # Columns of --tabular_csv that may name a file, in the order they are tried.
@@ -130,17 +130,11 @@ class TabularTable:
                    f'(looked for {name!r} and {os.path.splitext(name)[0]!r})')
 
 
-def estimate_tabular(y: np.ndarray, names: Sequence[str], metadata: Mapping[str, Any]
-                     ) -> tuple[np.ndarray, dict[str, Any]]:
-  """Raw tabular values from the audio (crnn_jax.core.audio_features, the same
-  estimates preparation stores); what it cannot estimate gets the training
-  mean (categorical: code 1)."""
-  return tabular_from_features(audio_features.estimate(y), names, metadata)
-
-
 def tabular_from_features(features: Mapping[str, float], names: Sequence[str],
                           metadata: Mapping[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
-  """estimate_tabular from features already estimated (e.g. estimate_file's)."""
+  """Raw tabular values from the audio's estimated features (crnn_jax.core.audio_features,
+  the same estimates preparation stores); what they lack gets the training mean
+  (categorical: code 1)."""
   mean = list(metadata.get('tabular_mean') or [0.0] * len(names))
   categorical = dict(metadata.get('tabular_categorical') or {})
   raw, estimated, imputed = [], [], []

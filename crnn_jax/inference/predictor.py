@@ -95,15 +95,6 @@ class Predictor:
     return cls.load(workdir=workdir, batch_size=batch_size, checkpoint=checkpoint)
 
   # ---------------------------------------------------------------- audio
-  def prepare_audio(self, y: np.ndarray, path: str = '<array>',
-                    tabular_raw: np.ndarray | None = None,
-                    tabular_info: dict[str, Any] | None = None) -> PreparedFile:
-    """A decoded mono 22,050 Hz signal -> its audible windows' spectrogram images."""
-    y = np.asarray(y, np.float32)
-    return self._prepare([y], path, tabular_raw, tabular_info,
-                         {'channels': 1, 'sample_rate': audio.SAMPLE_RATE},
-                         lambda: audio_features.estimate(y))
-
   def prepare_file(self, path: str, table: inputs.TabularTable | None = None) -> PreparedFile:
     """Decode + windows (+ tabular). AudioError / ValueError carry the reason.
 

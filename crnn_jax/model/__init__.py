@@ -1,6 +1,5 @@
-"""The CRNN (SPEC.md section 4) in Flax linen: ``layers.py`` holds its blocks,
-``crnn.py`` the model and ``create_model(config.model, ...)``, ``summary.py``
-the per-layer table of ``--mode=summary``."""
+"""The CRNN (SPEC.md section 4) in Flax linen, and the functions that build it
+from ``config.model``; docs/architecture.md lists the modules."""
 
 from crnn_jax.model.crnn import (
     CRNN,

@@ -1,9 +1,3 @@
-"""The reference's trained models, shipped with crnn_jax (README.md here: what
-they are, where they come from, their license).
-
-  store.py    the files: NAME.msgpack (weights) + NAME.json (config, data_info,
-              source), read without torch or network; written by
-              ``python -m crnn_jax.regenerate_pretrained``
-  resolve.py  a model to use named by a shipped name (--model) or a workdir
-              (--workdir; config.init_from takes either)
-"""
+"""The reference's trained models, shipped with crnn_jax, read without torch or
+network, and the one way a command names a model to use: a shipped name or a
+workdir (README.md here: what they are, where they come from, their license)."""

@@ -11,7 +11,6 @@
                     DAMAGED.txt saying which file and what failed
   run.lock          while a run writes the workdir: who (host, pid, since)
 
-``files.py`` reads and writes the JSON files, ``checkpoints.py`` the orbax
-checkpoints (``integrity.py``: manifests and damage), ``lock.py`` the lock.
-None knows how a train state is built: callers pass one.
+None of its modules (docs/architecture.md) knows how a train state is built:
+callers pass one.
 """

@@ -1,7 +1,7 @@
 """Training and data preparation killed at random points: resumed == uninterrupted.
 
-``python -m experiments.fault_injection`` (harness.py) runs the commands through
-points.py, which announces these phases before each of their moments:
+``python -m experiments.fault_injection`` runs the commands with kill points
+that announce these phases before each of their moments:
 
   training  train_step (before each batch), checkpoint_save (orbax starts
             writing), checkpoint_manifest (orbax done, manifest not yet),
