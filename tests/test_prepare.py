@@ -322,6 +322,31 @@ def test_cli_build_help_and_error():
     assert out.returncode == 0 and option in out.stdout, out.stderr
 
 
+def test_cli_clip_position_center_stores_the_middle_of_each_track(tmp_path):
+  """`build --clip_position=center`: each 1-s clip is its 3-s track's middle, which
+  straddles the track's two tones, not its start (the first tone alone)."""
+  root, out, paths = tmp_path / 'lib', str(tmp_path / 'out'), {}
+  for li, label in enumerate(('low', 'high')):
+    os.makedirs(root / label)
+    for k in range(4):
+      paths[f'{label}/{label}{k}'] = path = str(root / label / f'{label}{k}.wav')
+      sf.write(path, np.concatenate([_tone(200 + 300 * li + 20 * k, 1.5, seed=k),
+                                     _tone(3000 + 100 * k, 1.5, seed=k)]), SR)
+  proc = subprocess.run(
+      [sys.executable, '-m', 'data_prep', 'build', f'--input={root}', f'--data_dir={out}',
+       '--name=centre', '--clip_seconds=1', '--min_seconds=1', '--clip_position=center',
+       '--no_progress'], env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True,
+      cwd=ROOT, check=False)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  stored = read_split(out, 'centre')
+  assert sorted(stored) == sorted(paths)
+  for tid, path in paths.items():
+    y = audio.load_audio(path)
+    middle = audio.spectrogram_image(audio.fixed_window(y, 1.0, 'center'), 1.0)
+    assert not np.array_equal(middle, audio.spectrogram_image(y[:SR], 1.0))
+    np.testing.assert_array_equal(stored[tid]['spectrogram'], middle)
+
+
 def _text(value: bytes | str) -> str:
   return value.decode() if isinstance(value, bytes) else value
 
