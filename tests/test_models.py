@@ -1,5 +1,8 @@
 """The CRNN: shapes and parameter counts of SPEC.md section 4, pooling, variants."""
 
+import functools
+import math
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -217,3 +220,83 @@ def test_first_block_in_eval_mode_equals_the_convolution(monkeypatch):
   shifted = model.apply(variables, spec)
   monkeypatch.setattr(layers, 'shifted_sum_conv', jax.lax.conv_general_dilated)
   np.testing.assert_allclose(shifted, model.apply(variables, spec), atol=1e-5)
+
+
+def test_config_shapes_the_layers():
+  """config.model's sizes build the model they name: conv widths and pools, GRU width
+  and depth, the metal head's audio_fc and tabular widths."""
+  config = default.get_config()
+  m = config.model
+  m.conv_features, m.pool_windows = (8, 16, 8, 16, 4), ((2, 2), (4, 2), (2, 2), (2, 4), (2, 2))
+  m.gru_features, m.gru_layers, m.readout = 12, 3, 'mean'
+  m.audio_fc_features, m.tabular_features = 10, (6, 5)
+  model = models.create_model(m, 7, 3)
+  spec, tab = jnp.zeros((2, 128, 64, 1)), jnp.zeros((2, 3))
+  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), spec, tab))
+  p = variables['params']
+  channels = (1, 8, 16, 8, 16, 4)
+  for i in range(5):
+    assert p[f'conv{i + 1}']['conv']['kernel'].shape == (3, 3, channels[i], channels[i + 1])
+  assert sorted(k for k in p if k.startswith('gru_l')) == ['gru_l0', 'gru_l1', 'gru_l2']
+  assert p['gru_l0']['ir']['kernel'].shape == (4 * 128 // 64, 12)  # 4 channels x 2 mel rows
+  assert p['gru_l2']['hr']['kernel'].shape == (12, 12)
+  assert p['audio_fc']['kernel'].shape == (12, 10)
+  assert (p['tab_fc1']['kernel'].shape, p['tab_fc2']['kernel'].shape) == ((3, 6), (6, 5))
+  assert p['final_layer']['kernel'].shape == (10 + 5, 7)
+  assert jax.eval_shape(model.apply, variables, spec, tab).shape == (2, 7)
+
+
+def test_audio_activation_relu_rectifies_the_audio_half_of_the_metal_embedding():
+  config = default.get_config()
+  config.model.readout = 'mean'
+  spec = jax.random.uniform(jax.random.key(1), (4, 128, 64, 1))
+  tab = jax.random.normal(jax.random.key(2), (4, 3))
+  audio, variables = {}, None
+  for activation in ('none', 'relu'):  # the same parameters
+    config.model.audio_activation = activation
+    model = models.create_model(config.model, 5, 3)
+    variables = variables or jax.jit(model.init)(jax.random.key(0), spec, tab)
+    _, embedding = jax.jit(functools.partial(model.apply, return_embedding=True))(
+        variables, spec, tab)
+    audio[activation] = np.asarray(embedding[:, :64])  # audio_fc's 64, then the tabular 32
+  assert audio['none'].min() < 0
+  np.testing.assert_allclose(audio['relu'], np.maximum(audio['none'], 0), rtol=1e-6, atol=1e-7)
+
+
+def test_bn_momentum_sets_how_fast_the_running_statistics_move():
+  """One training step from the initial statistics (mean 0, variance 1): the running
+  mean moves by (1 - momentum) of the batch's, for any config.model.bn_momentum."""
+  config = default.get_config()
+  config.model.readout = 'mean'
+  spec = jax.random.uniform(jax.random.key(1), (4, 128, 64, 1))
+  stats, variables = {}, None
+  for momentum in (0.9, 0.5):  # the same parameters
+    config.model.bn_momentum = momentum
+    model = models.create_model(config.model, 5, 0)
+    variables = variables or jax.jit(model.init)(jax.random.key(0), spec)
+    _, updates = jax.jit(functools.partial(model.apply, train=True, mutable=['batch_stats']))(
+        variables, spec)
+    stats[momentum] = jax.device_get(updates['batch_stats']['conv1']['bn'])
+  np.testing.assert_allclose(stats[0.5]['mean'], 5 * stats[0.9]['mean'], rtol=1e-4, atol=1e-7)
+  np.testing.assert_allclose((stats[0.5]['var'] - 0.5) / 0.5, (stats[0.9]['var'] - 0.9) / 0.1,
+                             rtol=1e-3, atol=1e-6)
+  assert np.abs(stats[0.9]['mean']).max() > 1e-3
+
+
+def test_bn_epsilon_is_added_to_the_variance_it_normalises_with():
+  """At initialisation (running mean 0, variance 1) an evaluating batch norm divides by
+  sqrt(1 + config.model.bn_epsilon): epsilon 3 halves what epsilon 1e-5 gives."""
+  config = default.get_config()
+  config.model.readout = 'mean'
+  spec = jax.random.uniform(jax.random.key(1), (2, 128, 64, 1))
+  normalised, variables = {}, None
+  for epsilon in (1e-5, 3.0):  # the same parameters
+    config.model.bn_epsilon = epsilon
+    model = models.create_model(config.model, 5, 0)
+    variables = variables or jax.jit(model.init)(jax.random.key(0), spec)
+    _, state = model.apply(variables, spec, capture_intermediates=lambda m, _: isinstance(
+        m, layers.BatchNorm))
+    normalised[epsilon] = np.asarray(state['intermediates']['conv1']['bn']['__call__'][0])
+  assert np.abs(normalised[1e-5]).max() > 1e-2
+  np.testing.assert_allclose(normalised[3.0], normalised[1e-5] * math.sqrt(1 + 1e-5) / 2,
+                             rtol=1e-5, atol=1e-7)
