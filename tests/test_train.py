@@ -13,25 +13,28 @@ from collections.abc import Iterator
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from conftest import ROOT, tiny_config
 
 from crnn_jax.core import tabular
 from crnn_jax.core.errors import UserError
 from crnn_jax.data import pipeline, source
+from crnn_jax.train import setup, steps
 from crnn_jax.train import state as train_state
-from crnn_jax.train import steps
 from crnn_jax.train import trainer as train
 from crnn_jax.workdir import checkpoints, files
 
 
-def _fastai_one_cycle(step, n, max_lr, pct=0.3):
+def _fastai_one_cycle(step, n, max_lr, pct=0.3, div=25.0, final_div=1e4, beta1=(0.95, 0.85)):
   """SPEC.md section 5 written out: cosine warm-up over a1 steps, cosine down."""
   a1 = int(n * pct)
   cos = lambda start, end, p: end + (start - end) / 2 * (math.cos(math.pi * p) + 1)
+  high, low = beta1
   if step <= a1:
-    return cos(max_lr / 25, max_lr, step / a1), cos(0.95, 0.85, step / a1)
-  return cos(max_lr, max_lr / 250_000, (step - a1) / (n - a1)), cos(0.85, 0.95, (step - a1) / (n - a1))
+    return cos(max_lr / div, max_lr, step / a1), cos(high, low, step / a1)
+  down = (step - a1) / (n - a1)
+  return cos(max_lr, max_lr / div / final_div, down), cos(low, high, down)
 
 
 def test_schedules_match_spec_at_key_steps():
@@ -46,6 +49,57 @@ def test_schedules_match_spec_at_key_steps():
     np.testing.assert_allclose(float(beta1(step)), want_b1, rtol=1e-6)
   np.testing.assert_allclose(float(lr(0)), 1.738e-3 / 25, rtol=1e-6)
   np.testing.assert_allclose(float(lr(a1)), 1.738e-3, rtol=1e-6)
+
+
+def test_schedules_follow_every_one_cycle_field():
+  """Other values of the recipe's fields than the reference's move the curves as
+  fastai's one-cycle says (warm-up share, start and end divisors, beta1's range)."""
+  config = tiny_config('')
+  t = config.train
+  t.max_lr, t.pct_start, t.div_factor, t.final_div_factor = 0.01, 0.5, 10.0, 100.0
+  t.beta1_max, t.beta1_min = 0.9, 0.6
+  lr, beta1 = train_state.schedules(config, 200)
+  for step in (0, 37, 100, 101, 150, 199):
+    want_lr, want_b1 = _fastai_one_cycle(step, 200, 0.01, 0.5, 10.0, 100.0, (0.9, 0.6))
+    np.testing.assert_allclose(float(lr(step)), want_lr, rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(float(beta1(step)), want_b1, rtol=1e-6)
+
+
+def test_adamw_fields_by_hand():
+  """Two updates of make_optimizer against AdamW written out with the config's beta2,
+  eps and weight decay (not the reference's) and beta1 from its schedule."""
+  config = tiny_config('')
+  t = config.train
+  t.beta2, t.eps, t.weight_decay, t.max_lr = 0.5, 1e-2, 0.3, 0.1
+  tx = train_state.make_optimizer(config, 10)
+  params = {'w': jnp.asarray([0.5, -1.0, 2.0])}
+  grads = [np.array([0.1, -0.02, 0.3]), np.array([-0.2, 0.05, 0.1])]
+  lr, beta1 = train_state.schedules(config, 10)
+  state, p, m, v = tx.init(params), np.array([0.5, -1.0, 2.0]), 0.0, 0.0
+  for step, g in enumerate(grads):
+    updates, state = tx.update({'w': jnp.asarray(g)}, state, params)
+    params = optax.apply_updates(params, updates)
+    b1 = float(beta1(step))
+    m, v = b1 * m + (1 - b1) * g, 0.5 * v + 0.5 * g ** 2
+    m_hat, v_hat = m / (1 - b1 ** (step + 1)), v / (1 - 0.5 ** (step + 1))
+    p = p - float(lr(step)) * (m_hat / (np.sqrt(v_hat) + 1e-2) + 0.3 * p)
+    np.testing.assert_allclose(params['w'], p, rtol=1e-5)
+
+
+def test_seed_drives_initialisation(tiny_data_dir, tmp_path):
+  """config.seed picks the initial weights: the same seed gives the same kernels, another
+  seed other kernels (batch norm's scales and biases start at 1 and 0 whatever the seed)."""
+  kernels = []
+  for seed in (0, 0, 1):
+    config = tiny_config(tiny_data_dir)
+    config.seed = seed
+    run = setup.build_run(config, str(tmp_path / str(seed)))
+    params = jax.device_get(run.fresh_state(optax.sgd(0.1)).params)
+    kernels.append([x for path, x in jax.tree_util.tree_leaves_with_path(params)
+                    if path[-1].key == 'kernel'])
+  assert len(kernels[0]) > 5
+  assert all(np.array_equal(a, b) for a, b in zip(kernels[0], kernels[1], strict=True))
+  assert not any(np.array_equal(a, b) for a, b in zip(kernels[0], kernels[2], strict=True))
 
 
 def _state_and_batch(data_dir, num_tabular=0, name='tiny'):
@@ -349,7 +403,6 @@ def test_main_help_says_eval_uses_the_best_checkpoint():
 
 def test_metal_config_takes_the_data_sets_tabular_columns(tiny_data_dir, tiny_tabular_data_dir):
   from configs import metal
-  from crnn_jax.train import setup
   config = metal.get_config()
   config.data.class_names = ()  # the tiny sets' own two classes
   for data_dir, name, columns in ((tiny_tabular_data_dir, 'tiny_tab', 4),
