@@ -104,7 +104,8 @@ def kill_and_count_survivors(proc: subprocess.Popen, token: str, workers: int) -
   its processes is left, failing (and cleaning up) when some outlive EXIT_SECONDS."""
   below = descendants(proc.pid)
   assert len(below) >= workers + 1, f'expected {workers} workers and the resource tracker'
-  assert below <= marked(token), 'the marker must find every process the command started'
+  unmarked = below - marked(token)
+  assert not [p for p in unmarked if _alive(p)], 'the marker must find every process started'
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   t0 = time.monotonic()
