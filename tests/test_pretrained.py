@@ -12,10 +12,8 @@ import importlib.util
 import io
 import json
 import shutil
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -23,6 +21,7 @@ import jax
 import numpy as np
 import pytest
 from conftest import REFERENCE_CHECKPOINTS, ROOT
+from serve_command import serve_command
 from tiny_models import write_clip
 
 from crnn_jax import export, import_reference, predict, regenerate_pretrained
@@ -132,12 +131,6 @@ def songs(tmp_path_factory) -> list[Path]:
           write_clip(root / 'more_songs' / 'a.flac', 'metal', 40.0, index=2).parent]
 
 
-def free_port() -> int:
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
-
-
 def _blocked_torch_command(args: list[str]) -> list[str]:
   """python running ``args`` as ``python -m`` would, with every import of torch
   failing, and without a network where ``unshare -n`` works (as root)."""
@@ -212,26 +205,13 @@ def test_export_model_genres_carries_the_license_and_source(tmp_path):
   assert data['check']['max_abs_difference_from_jax']['stablehlo'] < 1e-4
 
 
-def test_serve_model_genres(songs):
-  port = free_port()
-  proc = subprocess.Popen([sys.executable, '-m', 'crnn_jax.serve', '--model=genres',
-                           f'--port={port}'], cwd=ROOT, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)
-  try:
-    info = None
-    for _ in range(600):
-      try:
-        with urllib.request.urlopen(f'http://127.0.0.1:{port}/api/model', timeout=5) as response:
-          info = json.loads(response.read())
-        break
-      except OSError:
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.2)
-    assert info is not None and info['model'] == 'genres'
-    assert info['classes'] == list(labels.GENRES)
-  finally:
-    proc.terminate()
-    proc.wait(timeout=30)
+def test_serve_model_genres():
+  with serve_command('--model=genres') as served:
+    request = urllib.request.Request(f'{served.url}/api/model', headers=served.auth)
+    with urllib.request.urlopen(request, timeout=30) as response:
+      info = json.loads(response.read())
+  assert info['model'] == 'genres' and info['classes'] == list(labels.GENRES)
+  assert 'serving genres at ' in served.printed
 
 
 def test_init_from_takes_a_shipped_name(tmp_path, monkeypatch):

@@ -6,7 +6,8 @@ prediction and embeddings for the same file; bad uploads (not audio, 0 bytes,
 over the limit, with or without a declared length) get one-line messages and
 the server goes on serving; several uploads run at once while the page stays
 responsive; uploads leave nothing behind in the temporary folder; the page
-references nothing outside the server. The browser test is in
+references nothing outside the server; only the names the server is known by
+and, on /api/, only the run's token are answered. The browser test is in
 test_serve_browser.py (slow).
 """
 
@@ -18,6 +19,7 @@ import http.client
 import io
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -34,18 +36,15 @@ import pytest
 import soundfile as sf
 import uvicorn
 from conftest import ROOT
+from serve_command import free_port, serve_command
 from tiny_models import make_workdir, write_clip
 
 from crnn_jax.inference.predictor import Predictor
 from crnn_jax.serve.app import create_app
 
 LIMIT = 2**20
-
-
-def free_port() -> int:
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
+TOKEN = 'the-token-of-this-test'
+AUTH = {'Authorization': f'Bearer {TOKEN}'}
 
 
 @pytest.fixture(scope='module')
@@ -80,7 +79,7 @@ def serving(app) -> Iterator[str]:
 def server(tmp_path_factory, uploads_dir):
   workdir = make_workdir(tmp_path_factory.mktemp('wd_serve'))[3]
   predictor = Predictor.from_workdir(workdir, batch_size=4)
-  with serving(create_app(predictor, LIMIT, workers=2)) as url:
+  with serving(create_app(predictor, LIMIT, workers=2, token=TOKEN)) as url:
     yield url, predictor
 
 
@@ -111,7 +110,7 @@ def clips(tmp_path_factory):
 
 def post(url: str, name: str, body, headers: dict | None = None) -> tuple[int, dict]:
   request = urllib.request.Request(f'{url}/api/predict?name={urllib.request.quote(name)}',
-                                   data=body, method='POST', headers=headers or {})
+                                   data=body, method='POST', headers={**AUTH, **(headers or {})})
   try:
     with urllib.request.urlopen(request, timeout=120) as response:
       return response.status, json.loads(response.read())
@@ -127,6 +126,7 @@ def post_declared(url: str, name: str, size: int) -> tuple[int, dict]:
   try:
     connection.putrequest('POST', f'/api/predict?name={name}')
     connection.putheader('Content-Length', str(size))
+    connection.putheader('Authorization', AUTH['Authorization'])
     connection.putheader('Expect', '100-continue')
     connection.endheaders()
     response = connection.getresponse()
@@ -135,9 +135,21 @@ def post_declared(url: str, name: str, size: int) -> tuple[int, dict]:
     connection.close()
 
 
-def get(url: str) -> bytes:
-  with urllib.request.urlopen(url, timeout=30) as response:
+def get(url: str, headers: dict | None = None) -> bytes:
+  request = urllib.request.Request(url, headers=AUTH if headers is None else headers)
+  with urllib.request.urlopen(request, timeout=30) as response:
     return response.read()
+
+
+def answer(url: str, path: str, headers: dict, body: bytes | None = None) -> tuple[int, dict]:
+  """Status and JSON of a request with exactly these headers (Host included)."""
+  request = urllib.request.Request(f'{url}{path}', data=body, headers=headers,
+                                   method='GET' if body is None else 'POST')
+  try:
+    with urllib.request.urlopen(request, timeout=120) as response:
+      return response.status, json.loads(response.read()) if path.startswith('/api/') else {}
+  except urllib.error.HTTPError as e:
+    return e.code, json.loads(e.read())
 
 
 def test_upload_gives_what_the_command_line_gives(server, clips, uploads_dir):
@@ -181,7 +193,7 @@ def test_several_uploads_at_once_while_the_page_answers(server, clips):
   _, predictor = server
   gated = GatedPredictor(predictor.model)
   answers: dict[str, tuple[int, dict]] = {}
-  with serving(create_app(gated, LIMIT, workers=2)) as url:
+  with serving(create_app(gated, LIMIT, workers=2, token=TOKEN)) as url:
 
     def upload(name: str) -> None:
       answers[name] = post(url, clips[name].name, clips[name].read_bytes())
@@ -230,3 +242,60 @@ def test_workdir_without_checkpoint_is_one_line(tmp_path):
   assert proc.returncode == 2, proc.stderr
   assert proc.stderr.startswith('error: no checkpoint in ')
   assert proc.stderr.strip().count('\n') == 0
+
+
+REFUSED_NAME = "refused: this server does not answer to the name "
+REFUSED_TOKEN = "refused: /api/ needs this run's token"
+
+
+def test_a_request_by_another_name_is_refused(server):
+  """DNS rebinding: a name an attacker controls, pointed at 127.0.0.1, reaches
+  the server with that name in the Host header."""
+  url, _ = server
+  port = url.rsplit(':', 1)[1]
+  for path in ('/', '/static/app.js', '/api/model'):
+    status, body = answer(url, path, {**AUTH, 'Host': f'rebound.example:{port}'})
+    assert status == 403 and body['error'].startswith(REFUSED_NAME + "'rebound.example'")
+  for host in ('localhost', 'LocalHost.', '127.0.0.1', '[::1]', '192.0.2.7'):  # IPs: no rebinding
+    assert answer(url, '/api/model', {**AUTH, 'Host': f'{host}:{port}'})[0] == 200, host
+
+
+def test_api_answers_only_with_the_runs_token(server, clips, uploads_dir):
+  """Another site's page can POST here (a form needs no consent) but cannot
+  read the token, which the page carries for its own script."""
+  url, _ = server
+  page = get(f'{url}/', headers={}).decode()  # the page itself needs no token
+  assert re.search(r'<meta name="crnn-jax-token" content="([^"]*)">', page)[1] == TOKEN
+  audio = clips['metal'].read_bytes()
+  form = {'Origin': 'https://elsewhere.example', 'Content-Type': 'text/plain'}
+  for headers, query in ((form, ''), ({'Authorization': 'Bearer not-it'}, ''),
+                         ({}, '&token=not-it'), ({'Authorization': TOKEN}, '')):
+    status, body = answer(url, f'/api/predict?name=metal.flac{query}', headers, audio)
+    assert status == 403 and body['error'].startswith(REFUSED_TOKEN), (headers, query)
+  assert answer(url, '/api/model', {})[0] == 403
+  status, body = answer(url, f'/api/predict?name=metal.flac&token={TOKEN}', {}, audio)
+  assert status == 200 and body['file'] == 'metal.flac'  # a script's other way
+  assert os.listdir(uploads_dir) == []
+
+
+@pytest.mark.parametrize('policy, name, status', [
+    ({}, 'myhost.lan', 403),
+    ({'host': 'myhost.lan'}, 'myhost.lan', 200),
+    ({'host': '0.0.0.0'}, socket.gethostname(), 200),
+    ({'allowed_hosts': ['Music.Lan']}, 'music.lan', 200),
+    ({'allowed_hosts': ['*']}, 'anything.example', 200)])
+def test_host_and_allowed_hosts_add_names(server, policy, name, status):
+  _, predictor = server
+  with serving(create_app(predictor, LIMIT, token=TOKEN, **policy)) as url:
+    assert answer(url, '/api/model', {**AUTH, 'Host': name})[0] == status
+
+
+def test_the_command_prints_the_token_scripts_send(tmp_path):
+  workdir = make_workdir(tmp_path / 'wd')[3]
+  with serve_command(f'--workdir={workdir}') as served:
+    assert re.search(rf"curl -H 'Authorization: Bearer {served.token}' --data-binary @song.mp3 "
+                     rf"'{served.url}/api/predict\?name=song.mp3'", served.printed)
+    assert answer(served.url, '/api/model', {})[0] == 403
+    status, info = answer(served.url, '/api/model', served.auth)
+    assert status == 200 and info['classes'] == ['electronic', 'metal', 'strings', 'swing']
+    assert served.token != TOKEN and len(served.token) >= 32

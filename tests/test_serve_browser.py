@@ -14,15 +14,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 from conftest import ROOT
-from test_serve import free_port
+from serve_command import serve_command
 
 from data_prep import demo
 
@@ -57,24 +55,6 @@ def _cli_top_genres(workdir: str, files: list[str]) -> dict[str, str]:
   return {r['file']: r['top_k'][0]['genre'] for r in json.loads(proc.stdout)['results']}
 
 
-def _start_server(workdir: str) -> tuple[subprocess.Popen, str]:
-  port = free_port()
-  server = subprocess.Popen([sys.executable, '-m', 'crnn_jax.serve', f'--workdir={workdir}',
-                             f'--port={port}'], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-  url = f'http://127.0.0.1:{port}'
-  for _ in range(600):
-    try:
-      urllib.request.urlopen(f'{url}/api/model', timeout=2).read()
-      return server, url
-    except OSError:
-      if server.poll() is not None:
-        raise AssertionError(f'the server stopped: {server.stdout.read()}') from None
-      time.sleep(0.5)
-  server.kill()
-  raise AssertionError('the server did not start within 5 minutes')
-
-
 def _browser() -> webdriver.Chrome:
   options = webdriver.ChromeOptions()
   options.binary_location = shutil.which('chromium')
@@ -95,10 +75,8 @@ def test_page_shows_the_command_lines_top_genre(tmp_path):
   clip = min((tmp_path / 'audio' / 'swing').iterdir())
   files = [_swing_then_metal(tmp_path / 'swing_then_metal.wav'), str(clip)]
   expected = _cli_top_genres(workdir, files)
-  server, url = _start_server(workdir)
-  driver = _browser()
-  try:
-    driver.get(url)
+  with serve_command(f'--workdir={workdir}') as served, _browser() as driver:
+    driver.get(served.url)
     WebDriverWait(driver, 60).until(
         lambda d: 'genres' in d.find_element(By.ID, 'model').text)
     driver.find_element(By.ID, 'files').send_keys('\n'.join(files))
@@ -114,8 +92,4 @@ def test_page_shows_the_command_lines_top_genre(tmp_path):
     driver.set_window_size(1200, int(height) + 150)  # the whole page, window chrome included
     SCREENSHOT.parent.mkdir(exist_ok=True)
     driver.save_screenshot(str(SCREENSHOT))
-  finally:
-    driver.quit()
-    server.terminate()
-    server.wait(timeout=30)
   assert expected[files[1]] == 'swing'  # the demo model knows its demo clip

@@ -8,7 +8,9 @@ page on this machine.
 Loads the model once (a clear one-line error if there is none), compiles
 it, then serves the page until Ctrl-C. It listens on 127.0.0.1 only unless
 --host says otherwise; the page loads nothing from the internet and reports
-nothing anywhere.
+nothing anywhere. It answers only requests that name it (localhost, an IP
+address, the --host name, --allowed_hosts), and /api/ only with the token it
+prints, which the page sends (crnn_jax.serve.guard): other sites cannot use it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ xla_defaults.apply()  # before jax is imported
 
 import socket
 import sys
+from collections.abc import Sequence
 
 import numpy as np
 from absl import flags
@@ -48,18 +51,23 @@ def check_port(host: str, port: int) -> None:
 
 def serve_main(workdir: str | None, host: str = '127.0.0.1', port: int = 8000,
                max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, workers: int = DEFAULT_WORKERS,
-               batch_size: int = DEFAULT_BATCH_SIZE, model: str | None = None) -> None:
+               batch_size: int = DEFAULT_BATCH_SIZE, model: str | None = None,
+               allowed_hosts: Sequence[str] = ()) -> None:
   resolve.check_one_named(model, workdir)
   if max_upload_mb <= 0 or workers < 1:
     raise UserError('--max_upload_mb must be positive and --workers at least 1')
   check_port(host, port)
   predictor = Predictor.load(model, workdir, batch_size=batch_size)
-  model = predictor.model
-  images = np.zeros((1, 128, model.frames), np.uint8)
-  model.forward(images, np.zeros((1, model.num_tabular), np.float32) if model.num_tabular
-                else None)  # compile now, not during the first upload
-  application = create_app(predictor, int(max_upload_mb * 2**20), workers)
-  print(f'crnn_jax: serving {model or workdir} at http://{host}:{port}/ (Ctrl-C stops)',
+  loaded = predictor.model
+  images = np.zeros((1, 128, loaded.frames), np.uint8)
+  loaded.forward(images, np.zeros((1, loaded.num_tabular), np.float32) if loaded.num_tabular
+                 else None)  # compile now, not during the first upload
+  application = create_app(predictor, int(max_upload_mb * 2**20), workers, host=host,
+                           allowed_hosts=allowed_hosts)
+  url = f'http://{host}:{port}'
+  print(f'crnn_jax: serving {model or workdir} at {url}/ (Ctrl-C stops)\n'
+        f"crnn_jax: scripts send this run's token: curl -H 'Authorization: Bearer "
+        f"{application.state.token}' --data-binary @song.mp3 '{url}/api/predict?name=song.mp3'",
         flush=True)
   uvicorn.run(application, host=host, port=port, log_level='warning')
 
@@ -73,13 +81,16 @@ def _define_flags() -> None:
   flags.DEFINE_float('max_upload_mb', DEFAULT_MAX_UPLOAD_MB, 'Largest upload accepted, in MB.')
   flags.DEFINE_integer('workers', DEFAULT_WORKERS, 'Uploads scored at the same time.')
   flags.DEFINE_integer('batch_size', DEFAULT_BATCH_SIZE, 'Windows per model call.')
+  flags.DEFINE_list('allowed_hosts', [], 'More names the page is reached by (Host headers), '
+                    'e.g. a name that points at this machine; * for any (unsafe: DNS rebinding).')
 
 
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise UserError(f'unexpected arguments {argv[1:]}: use --model or --workdir')
   f = flags.FLAGS
-  serve_main(f.workdir, f.host, f.port, f.max_upload_mb, f.workers, f.batch_size, f.model)
+  serve_main(f.workdir, f.host, f.port, f.max_upload_mb, f.workers, f.batch_size, f.model,
+             f.allowed_hosts)
 
 
 def run() -> None:

@@ -7,7 +7,9 @@ is deleted when the answer is ready. Scoring runs in a small thread pool, off
 the event loop, so several uploads proceed at once and the page stays
 responsive. Mistakes are answered with a one-line ``{"error": ...}``: an
 unsupported extension (415), 0 bytes (400), too large (413), not decodable or
-silent (422); the server goes on serving.
+silent (422); the server goes on serving. Requests from elsewhere than the
+page or a script with the run's token are refused (403, crnn_jax.serve.guard);
+the page carries the token in its ``crnn-jax-token`` meta tag.
 """
 
 from __future__ import annotations
@@ -17,23 +19,24 @@ import concurrent.futures
 import contextlib
 import os
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import anyio
 from fastapi import FastAPI, Request
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from crnn_jax.core import audio
 from crnn_jax.core.errors import one_line
 from crnn_jax.inference.predictor import Predictor
-from crnn_jax.serve import views
+from crnn_jax.serve import guard, views
 
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'static')
 DEFAULT_MAX_UPLOAD_MB = 100
 DEFAULT_WORKERS = 2
 UPLOAD_PREFIX = 'crnn_jax_upload_'
+TOKEN_META = '<meta name="crnn-jax-token" content="">'  # index.html's, filled in per run
 
 
 class UploadRejected(Exception):
@@ -45,8 +48,14 @@ class UploadRejected(Exception):
 
 
 def create_app(predictor: Predictor, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_MB * 2**20,
-               workers: int = DEFAULT_WORKERS, top_k: int = 5) -> FastAPI:
-  """The app; its thread pool lives as long as the app runs."""
+               workers: int = DEFAULT_WORKERS, top_k: int = 5, token: str | None = None,
+               host: str = '127.0.0.1', allowed_hosts: Sequence[str] = ()) -> FastAPI:
+  """The app; its thread pool lives as long as the app runs.
+
+  ``token`` (default: a new one, ``app.state.token``) is what /api/* requires;
+  ``host`` (where it listens) and ``allowed_hosts`` say which Host headers it
+  answers (crnn_jax.serve.guard).
+  """
   pool = concurrent.futures.ThreadPoolExecutor(max(1, workers), thread_name_prefix='score')
 
   @contextlib.asynccontextmanager
@@ -57,12 +66,16 @@ def create_app(predictor: Predictor, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_
   # No /docs: FastAPI's API pages load their scripts from a CDN.
   app = FastAPI(title='crnn_jax', lifespan=lifespan, docs_url=None, redoc_url=None,
                 openapi_url=None)
+  app.state.token = token or guard.new_token()
+  app.add_middleware(guard.PageGuard, token=app.state.token,
+                     names=guard.host_names(host, allowed_hosts))
   app.mount('/static', StaticFiles(directory=STATIC_DIR), name='static')
   model = predictor.model
+  index = _page_with_token(app.state.token)
 
   @app.get('/', include_in_schema=False)
-  async def page() -> FileResponse:
-    return FileResponse(os.path.join(STATIC_DIR, 'index.html'))
+  async def page() -> HTMLResponse:
+    return HTMLResponse(index, headers={'Cache-Control': 'no-store'})  # a new token each run
 
   @app.get('/api/model')
   async def model_info() -> dict[str, Any]:
@@ -94,6 +107,14 @@ def create_app(predictor: Predictor, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_
     return JSONResponse(view)
 
   return app
+
+
+def _page_with_token(token: str) -> str:
+  """index.html with this run's token, which its script sends with each request."""
+  with open(os.path.join(STATIC_DIR, 'index.html'), encoding='utf-8') as f:
+    page = f.read()
+  assert TOKEN_META in page, 'index.html lost its token meta tag'
+  return page.replace(TOKEN_META, TOKEN_META.replace('content=""', f'content="{token}"'))
 
 
 def _audio_extension(name: str) -> str:

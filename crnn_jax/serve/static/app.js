@@ -4,6 +4,9 @@
 'use strict';
 
 const MAX_PARALLEL = 3;
+// The server answers /api/ only with this run's token, which it puts in the page.
+const AUTHORIZATION = {
+  Authorization: `Bearer ${document.querySelector('meta[name="crnn-jax-token"]').content}`};
 const state = {model: null, queue: [], running: 0};
 
 function el(tag, attrs = {}, ...children) {
@@ -29,7 +32,7 @@ const megabytes = (bytes) => `${Math.round(bytes / 1048576)} MB`;
 async function loadModel() {
   const info = document.getElementById('model');
   try {
-    const response = await fetch('/api/model');
+    const response = await fetch('/api/model', {headers: AUTHORIZATION});
     state.model = await response.json();
   } catch (e) {
     info.textContent = 'The server does not answer.';
@@ -76,7 +79,8 @@ async function upload({file, card}) {
   let response, body;
   try {
     response = await fetch(`/api/predict?name=${encodeURIComponent(file.name)}`, {
-      method: 'POST', body: file, headers: {'Content-Type': 'application/octet-stream'}});
+      method: 'POST', body: file,
+      headers: {'Content-Type': 'application/octet-stream', ...AUTHORIZATION}});
     body = await response.json();
   } catch (e) {
     fail(card, `no answer from the server (${e.message})`);
