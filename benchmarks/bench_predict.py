@@ -1,11 +1,12 @@
 """Prediction speed: crnn_jax against the PyTorch port on the same 30-s MP3s.
 
   python -m benchmarks.bench_predict [--files=32] [--batch_size=16] [--rounds=2]
-      [--folder=DIR] [--checkpoint=../shared/reference/checkpoints/crnn_genre_model.pth]
+      [--folder=DIR] [--checkpoint=crnn_genre_model.pth]
 
-The reference genre model (its checkpoint when present, else random weights
-converted torch -> flax, so both sides hold the same weights) scores the same
-files three ways, the contestants taking turns round by round:
+The reference genre model (its checkpoint, docs/reference.md section 8, when
+present, else random weights; converted torch -> flax, so both sides hold the
+same weights) scores the same files three ways, the contestants taking turns
+round by round:
   end to end   files/s from file names to per-file genre scores. crnn_jax:
                ``Predictor.predict_files`` (decoding threads ahead, windows of
                several files per batch, one compiled shape). PyTorch: the port

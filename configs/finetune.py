@@ -1,25 +1,23 @@
 """Fine-tuning a trained or imported model on your own data set.
 
-The conv + GRU weights and batch-norm statistics come from the workdir in
-``--config.init_from``; the head keeps the rows of classes whose names the
-pretrained model knows and starts fresh for the others. Everything trains, the
-pretrained layers at a tenth of the learning rate; ``--config.finetune.trainable=head``
-trains the head alone on frozen features (a linear probe);
-``--config.finetune.batch_norm=frozen`` trains every weight on the loaded
-batch-norm statistics, which stay as they are. Class names the
-pretrained model lacks can start from one of its classes:
+The conv + GRU weights and batch-norm statistics come from the model in
+``--config.init_from`` (a workdir, or a shipped model's name: genres); the head
+keeps the rows of classes whose names the pretrained model knows and starts
+fresh for the others. Everything trains, the pretrained layers at a tenth of the
+learning rate; ``--config.finetune.trainable=head`` trains the head alone on
+frozen features (a linear probe); ``--config.finetune.batch_norm=frozen`` trains
+every weight on the loaded batch-norm statistics, which stay as they are. Class
+names the pretrained model lacks can start from one of its classes:
 ``--config.finetune.class_map=orchestral=classical,electronic=techno``. On top
 of the defaults (configs/default.py): the reference's model as loaded, batch 8,
 8 epochs, max_lr 2e-3, the best epoch by validation accuracy kept, and light
 augmentation (SpecAugment only).
 
-  python -m crnn_jax.import_reference --config=configs/genres.py \
-      --checkpoint=../shared/reference/checkpoints/crnn_genre_model.pth \
-      --workdir=workdirs/reference_genres
-  python -m data_prep build --input=~/music/styles --data_dir=data/tfds --name=mine \
-      --clip_position=center --windows=4
-  python main.py --config=configs/finetune.py --config.init_from=workdirs/reference_genres \
-      --config.data.name=mine --config.data.data_dir=data/tfds --workdir=workdirs/mine_finetuned
+  python main.py --config=configs/finetune.py --config.init_from=genres \
+      --config.data.folder=~/music/styles --workdir=workdirs/styles
+
+(``--config.data.name=NAME --config.data.data_dir=DIR`` instead of the folder
+for a set built with ``python -m data_prep build``.)
 
 The model fields must be the pretrained model's (the reference's by default).
 """

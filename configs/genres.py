@@ -1,4 +1,4 @@
-"""The reference's genre model: 10 classes, audio only (SPEC.md sections 1, 4-6).
+"""The reference's genre model: 10 classes, audio only (docs/reference.md sections 1, 4-6).
 
 Needs a data set prepared by ``python -m data_prep`` with these 10 classes.
 """

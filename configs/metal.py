@@ -2,7 +2,7 @@
 
 Needs a data set named 'metal' prepared by ``python -m data_prep`` with these
 20 classes. Its tabular branch takes the columns the data set has, in the
-order of its metadata: with SPEC.md section 3's 16 (the reference's own track
+order of its metadata: with docs/reference.md section 3's 16 (the reference's own track
 table) it is exactly the reference model (284,436 parameters); with the 8 a
 set collected today has (explicit and duration from Spotify, key, mode,
 tempo, loudness, time signature and sections estimated from the audio) the
@@ -22,6 +22,6 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.data_dir = 'data/tfds'
   config.data.class_names = labels.METAL_SUBGENRES
   config.data.num_tabular = -1  # the data set's columns, whichever it has
-  config.data.summary_num_tabular = len(tabular.REFERENCE_COLUMNS)  # SPEC.md section 3
+  config.data.summary_num_tabular = len(tabular.REFERENCE_COLUMNS)  # docs/reference.md section 3
   config.train.max_lr = 1.738e-3
   return config

@@ -1,16 +1,18 @@
 r"""Imports one of the reference's trained PyTorch checkpoints into a workdir.
 
   python -m crnn_jax.import_reference --config=configs/genres.py \
-      --checkpoint=../shared/reference/checkpoints/crnn_genre_model.pth \
-      --workdir=workdirs/reference_genres
+      --checkpoint=crnn_genre_model.pth --workdir=workdirs/reference_genres
   python -m crnn_jax.import_reference --config=configs/metal.py \
-      --checkpoint=../shared/reference/checkpoints/crnn_concat_metal_model.pth \
+      --checkpoint=crnn_concat_metal_model.pth \
       --workdir=workdirs/reference_metal --tabular_csv=PATH/metal_track_data.csv
+
+The ``.pth`` files are the original repository's (docs/reference.md section 8);
+both also ship with crnn_jax, imported already (docs/pretrained.md).
 
 The workdir then holds what ``main.py --mode=eval`` and prediction read: an
 orbax checkpoint (step 0, fresh optimiser), config.json and data_info.json
-(class names in the reference's index order, the clip settings of SPEC.md
-section 2, and for the metal model the tabular encoding).
+(class names in the reference's index order, the clip settings of
+docs/reference.md section 2, and for the metal model the tabular encoding).
 
 Only reading the pickle needs torch (``pip install -e '.[torch]'``), and it is
 read safely (crnn_jax/reference/torch_pickle.py): a crafted file cannot run code.
@@ -19,7 +21,7 @@ The metal model standardises its 13 continuous tabular inputs with the mean
 and sample std of the reference's training split, which the checkpoint does
 not hold. Give them with one of:
   --tabular_stats=JSON  {"tabular_mean": [16 numbers], "tabular_std": [16 numbers]}
-                        in SPEC.md section 3 order (the categorical entries are
+                        in docs/reference.md section 3 order (the categorical entries are
                         ignored), or {"acousticness": {"mean": m, "std": s}, ...};
   --tabular_csv=CSV     the reference's metal_track_data.csv: mean and sample
                         std over every row with one of the 20 classes (after the

@@ -9,7 +9,7 @@ Presets (``read_manifest(..., preset=...)``):
                       (or ``id``; default: the path without extension), ``split``
                       (train, validation or test: your own split, which ``build
                       --split_by=source`` keeps), and any of the reference's 16
-                      tabular columns (SPEC.md section 3).
+                      tabular columns (docs/reference.md section 3).
   'metal_track_data'  the reference's (and ``python -m data_prep spotify``'s)
   / 'spotify'         track table: ``id`` (audio at ``<id[0:2]>/<id>.mp3`` under
                       audio_root), ``genre`` (label), ``artist_id`` or

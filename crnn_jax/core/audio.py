@@ -1,4 +1,4 @@
-"""Audio decoding and the reference's spectrogram contract (SPEC.md section 2).
+"""Audio decoding and the reference's spectrogram contract (docs/reference.md section 2).
 
 The one place that turns sound into model input, used by data preparation and
 by prediction alike, so both see exactly the same numbers:

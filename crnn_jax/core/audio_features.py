@@ -1,7 +1,7 @@
 """Tabular features estimated from audio, where Spotify's are not available.
 
 Since late 2024 new Spotify apps get HTTP 403 from audio-features and
-audio-analysis, so the metal model's tabular inputs (SPEC.md section 3) must
+audio-analysis, so the metal model's tabular inputs (docs/reference.md section 3) must
 come from the audio itself. Data preparation and prediction both call
 ``estimate`` so a model sees the same numbers at training and serving time.
 

@@ -1,4 +1,4 @@
-"""Class lists and label relations of the reference's data sets (SPEC.md section 1).
+"""Class lists and label relations of the reference's data sets (docs/reference.md section 1).
 
 The one definition of each class list (configs, data preparation, the
 Spotify collector and the reference import read them from here), of the

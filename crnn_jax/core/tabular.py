@@ -1,4 +1,4 @@
-"""The tabular branch's schema and encoding (SPEC.md section 3).
+"""The tabular branch's schema and encoding (docs/reference.md section 3).
 
 One definition of the reference's 16 columns, of which are categorical, of how
 a source value in Spotify's conventions becomes a stored number, and of how

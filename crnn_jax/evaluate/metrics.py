@@ -4,7 +4,7 @@ From scikit-learn: the confusion matrix, precision / recall / F1 with macro and
 weighted averages, balanced and top-k accuracy, average precision and ROC-AUC,
 example-based F1. Added here: the most confused pairs (named by the index
 they belong to: the reference's write-up printed names in first-appearance
-order for indices in sorted order, SPEC.md section 7), the text table and
+order for indices in sorted order, docs/reference.md section 7), the text table and
 CSV, multi-label "hit" rates comparable with top-k accuracy, and a threshold
 chosen on validation.
 

@@ -1,7 +1,7 @@
 """Genres of audio files: decode -> windows -> spectrogram images -> scores per file.
 
 Every file goes through exactly what data preparation did (crnn_jax.core.audio,
-SPEC.md section 2): decode to mono 22,050 Hz, the model's clip length (the
+docs/reference.md section 2): decode to mono 22,050 Hz, the model's clip length (the
 data set's metadata 'clip', 30 s by default), the reference's uint8
 spectrogram image, / 255. A file longer than one clip is scored over every
 full non-overlapping window (audio.sliding_windows) and the window

@@ -1,4 +1,4 @@
-"""The CRNN (SPEC.md section 4) in Flax linen, and the functions that build it
+"""The CRNN (docs/reference.md section 4) in Flax linen, and the functions that build it
 from ``config.model``; docs/architecture.md lists the modules."""
 
 from crnn_jax.model.crnn import (

@@ -1,4 +1,4 @@
-"""The CRNN of the reference (SPEC.md section 4) in Flax linen.
+"""The CRNN of the reference (docs/reference.md section 4) in Flax linen.
 
 Input: spectrograms shaped (batch, mel, frames, 1), values in [0, 1], plus an
 optional tabular vector (batch, num_tabular). Output: class logits; apply

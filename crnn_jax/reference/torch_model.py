@@ -1,4 +1,4 @@
-"""The reference system in PyTorch, rebuilt from SPEC.md sections 4 and 5.
+"""The reference system in PyTorch, rebuilt from docs/reference.md sections 4 and 5.
 
 It is the yardstick for crnn_jax: parity tests compare log-probabilities,
 batch-norm statistics, optimiser steps and schedules against it, the
@@ -89,7 +89,7 @@ class RNN(nn.Module):
   def forward(self, features: torch.Tensor) -> torch.Tensor:
     b, c, h, t = features.shape
     # (B, C, 1, T) -> (B, T, C). The reference squeezes every unit axis,
-    # which breaks a batch of one (SPEC.md section 7); this keeps the batch.
+    # which breaks a batch of one (docs/reference.md section 7); this keeps the batch.
     seq = features.reshape(b, c * h, t).permute(0, 2, 1)
     out, _ = self.gru(seq)  # zero initial state
     return getattr(self, self.head_name)(out.reshape(b, -1))  # index t * 64 + c

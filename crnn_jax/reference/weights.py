@@ -4,7 +4,7 @@ Works on plain mappings name -> array (numpy arrays, or CPU torch tensors,
 which ``np.asarray`` reads), so nothing here imports torch: reading the
 pickle is :mod:`crnn_jax.import_reference`'s job.
 
-Layouts (SPEC.md section 8 names on the left):
+Layouts (docs/reference.md section 8 names on the left):
   cnn.conv{i}.0.weight (O, I, 3, 3)  -> conv{i}/conv/kernel (3, 3, I, O)
   cnn.conv{i}.1.{weight, bias}        -> conv{i}/bn/{scale, bias}
   cnn.conv{i}.1.running_{mean, var}   -> batch_stats conv{i}/bn/{mean, var}

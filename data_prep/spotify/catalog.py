@@ -1,6 +1,6 @@
 """The Web API's endpoints as the collector needs them, in every era.
 
-Three eras of the same API (SPEC.md section 1, docs in data_prep/README.md):
+Three eras of the same API (docs/reference.md section 1, docs in data_prep/README.md):
   2020      extended quota: everything the reference used;
   2024-11   new apps lose audio features and analysis, related artists,
             previews and Spotify's editorial playlists;

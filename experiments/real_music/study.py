@@ -52,7 +52,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   p.add_argument('--work', default='data/real_music', help='everything is written here')
   p.add_argument('--debs_dir', default='', help='.deb files already downloaded (default: '
                  'WORK/debs, filled with apt-get download)')
-  p.add_argument('--checkpoint', default=runs.REFERENCE_CHECKPOINT)
+  p.add_argument('--checkpoint', default=runs.REFERENCE_CHECKPOINT, help='the reference '
+                 "genre model's .pth (docs/reference.md section 8)")
   p.add_argument('--styles', default=library.DEFAULT_STYLES, help='recorded: orchestral, '
                  'electronic, rock_metal, ambient; rendered from mma grooves: jazz, rock, latin')
   p.add_argument('--tracks_per_style', type=int, default=12)
