@@ -236,6 +236,24 @@ def available_cores() -> int:
     return os.cpu_count() or 1
 
 
+def compile_librosa_here(clip: audio.ClipSettings, estimate_features: bool) -> None:
+  """Runs a clip's librosa work once in this process, before any worker starts.
+
+  librosa's numba functions compile on first use (some on import) into an
+  on-disk cache (its package's ``__pycache__``, or ``NUMBA_CACHE_DIR``), and
+  numba takes no lock: workers compiling the same function at once, as every
+  worker of a fresh install's first parallel build would, can leave a cache
+  that crashes the processes that load it later (segfaults in librosa's
+  gufuncs). Compiled here first, the workers only load it. Costs ~2 s once the
+  cache exists (imports, loading), a few more the first time.
+  """
+  noise = np.random.default_rng(0).normal(0.0, 0.1, audio.clip_samples(clip.seconds))
+  noise = noise.astype(np.float32)
+  audio.spectrogram_image(noise, clip.seconds)
+  if estimate_features:
+    audio_features.estimate(noise)
+
+
 def run_jobs(jobs: Sequence[Job], workers: int, progress: bool = True
              ) -> Results:
   """All jobs, over ``workers`` processes (spawned: safe when JAX is loaded)."""
@@ -258,6 +276,7 @@ def run_jobs(jobs: Sequence[Job], workers: int, progress: bool = True
     if workers <= 1 or len(jobs) < MIN_POOL_JOBS:
       _run_here(jobs, max(1, workers), ctx, results, bar)
       return results
+    compile_librosa_here(jobs[0].clip, any(job.estimate_features for job in jobs))
     pending = collections.deque(jobs)
     with _one_thread_children():
       while pending:

@@ -12,8 +12,10 @@ import pytest
 
 # librosa caches its numba functions on disk; two processes compiling one at once
 # can leave a cache that crashes every later load (numba takes no lock), as the
-# suite's workers did in a fresh environment. So each worker keeps its own, set
-# before anything imports numba.
+# suite's workers did in a fresh environment. A build compiles them before its
+# decoding workers start (data_prep.decode.compile_librosa_here), but xdist's
+# workers are separate test processes that each decode in-process from their
+# first test on: each keeps its own cache, set before anything imports numba.
 if os.environ.get('PYTEST_XDIST_WORKER') and 'NUMBA_CACHE_DIR' not in os.environ:
   os.environ['NUMBA_CACHE_DIR'] = os.path.join(
       tempfile.gettempdir(), f'crnn_jax_numba_{sys.version_info[0]}{sys.version_info[1]}_'

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -241,6 +242,63 @@ def test_parallel_workers_give_same_dataset(tmp_path, monkeypatch):
   assert set(a) == set(b)
   for tid in a:
     np.testing.assert_array_equal(a[tid]['spectrogram'], b[tid]['spectrogram'])
+
+
+_WORKERS_AFTER_A_MARK = """
+import sys
+from data_prep import decode
+from crnn_jax.core import audio
+decode.MIN_POOL_JOBS = 1  # the process pool for these few clips
+pool_pass = decode._pool_pass
+
+def marked(*args):
+  print('-- the workers start --', flush=True)
+  return pool_pass(*args)
+
+decode._pool_pass = marked
+clip = audio.ClipSettings(seconds=2.0, position='start', min_seconds=1.0)
+jobs = [decode.Job(f't{i}', path, f'{sys.argv[2]}/{i}.npz', clip, True)
+        for i, path in enumerate(sys.argv[1].split(','))]
+results = decode.run_jobs(jobs, workers=2, progress=False)
+assert sorted(results) == [job.track_id for job in jobs], results
+assert all(error is None for error, _ in results.values()), results
+"""
+
+
+@pytest.mark.slow  # compiles librosa's numba functions afresh: ~40 s of CPU
+def test_workers_only_load_the_numba_cache_the_build_compiled(tmp_path):
+  """A fresh install's first parallel build: librosa's numba functions are not
+  cached yet. Were each worker to compile them, they would write the cache at
+  once (numba takes no lock; this has left caches that segfault later loads).
+  The build compiles them before the workers start; the workers only load."""
+  paths = []
+  for k in range(4):
+    paths.append(str(tmp_path / f'{k}.wav'))
+    sf.write(paths[-1], _tone(200 + 150 * k, 2.5, seed=k), SR)
+  env = {**os.environ, 'NUMBA_CACHE_DIR': str(tmp_path / 'numba'), 'NUMBA_DEBUG_CACHE': '1',
+         'NUMBA_OPT': '0', 'PYTHONUNBUFFERED': '1', 'PYTHONPATH': ROOT}  # lines as written
+  proc = subprocess.Popen([sys.executable, '-c', _WORKERS_AFTER_A_MARK, ','.join(paths),
+                           str(tmp_path / 'cache')], stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
+  before, workers = [], None
+  watchdog = threading.Timer(1200, proc.kill)  # a hung build fails the test, not the suite
+  watchdog.start()
+  with proc:
+    for line in proc.stdout:
+      if line.startswith('-- the workers start --'):
+        workers = []
+      elif workers is None:
+        before.append(line)
+      else:
+        workers.append(line)
+        if '] data saved' in line or '] index saved' in line:
+          proc.kill()  # a worker compiled: no need to wait for the rest
+  watchdog.cancel()
+  assert workers is not None, ''.join(before)[-2000:]
+  assert any('[cache] data saved' in line for line in before)  # a fresh cache: compiled here
+  assert any('[cache] data loaded' in line for line in workers)  # the workers used it ...
+  assert not [line for line in workers if 'saved' in line]  # ... and compiled nothing
+  assert proc.returncode == 0, ''.join(workers)[-2000:]
 
 
 # ---------------------------------------------------------------- splits
