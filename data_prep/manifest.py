@@ -52,7 +52,8 @@ from __future__ import annotations
 import ast
 import csv
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 from crnn_jax.core import storage
 from crnn_jax.core.tabular import REFERENCE_COLUMNS
@@ -99,6 +100,28 @@ def _first(row: dict[str, str], names: Sequence[str]) -> str:
   return ''
 
 
+def _body_rows(reader: Any, width: int,
+               skip: Callable[[list[str]], bool] = lambda cells: False
+               ) -> Iterator[tuple[int, list[str] | None, str]]:
+  """(line number, cells or None, error) of the rows a ``csv.reader`` has left
+  below a CSV's header: blank rows and those ``skip`` names passed over, an
+  unreadable row or one not ``width`` fields wide reported rather than raised."""
+  while True:
+    try:
+      cells = next(reader)
+    except StopIteration:
+      return
+    except csv.Error as e:
+      yield reader.line_num, None, f'unreadable CSV row: {e}'
+      continue
+    if skip(cells) or not any(c.strip() for c in cells):
+      continue
+    if len(cells) != width:
+      yield reader.line_num, None, f'malformed CSV row: {len(cells)} fields, header has {width}'
+      continue
+    yield reader.line_num, cells, ''
+
+
 def _rows(path: str, wanted: set[str] | None = None
           ) -> Iterator[tuple[int, dict[str, str] | None, str]]:
   """(line number, row or None, error) of a one-header CSV; bad rows don't stop
@@ -114,21 +137,8 @@ def _rows(path: str, wanted: set[str] | None = None
     except csv.Error as e:
       raise ValueError(f'{path}: unreadable CSV header ({e})') from None
     keep = [(i, h) for i, h in enumerate(header) if wanted is None or h in wanted]
-    while True:
-      try:
-        cells = next(reader)
-      except StopIteration:
-        return
-      except csv.Error as e:
-        yield reader.line_num, None, f'unreadable CSV row: {e}'
-        continue
-      if not any(c.strip() for c in cells):
-        continue
-      if len(cells) != len(header):
-        yield reader.line_num, None, (f'malformed CSV row: {len(cells)} fields, header has '
-                                      f'{len(header)}')
-        continue
-      yield reader.line_num, {h: cells[i] for i, h in keep}, ''
+    for line, cells, error in _body_rows(reader, len(header)):
+      yield line, None if cells is None else {h: cells[i] for i, h in keep}, error
 
 
 def _multi_header_rows(path: str, levels: int) -> Iterator[tuple[int, dict[str, str] | None, str]]:
@@ -145,22 +155,13 @@ def _multi_header_rows(path: str, levels: int) -> Iterator[tuple[int, dict[str, 
                          f'found {len(heads)})') from None
     width = len(heads[-1])
     keys = ['index'] + ['.'.join(h[i].strip() for h in heads) for i in range(1, width)]
-    while True:
-      try:
-        cells = next(reader)
-      except StopIteration:
-        return
-      except csv.Error as e:
-        yield reader.line_num, None, f'unreadable CSV row: {e}'
-        continue
-      if cells and cells[0].strip() == 'track_id' and not any(c.strip() for c in cells[1:]):
-        continue  # the index-name row
-      if not any(c.strip() for c in cells):
-        continue
-      if len(cells) != width:
-        yield reader.line_num, None, f'malformed CSV row: {len(cells)} fields, header has {width}'
-        continue
-      yield reader.line_num, dict(zip(keys, cells)), ''
+    for line, cells, error in _body_rows(reader, width, skip=_is_index_name_row):
+      yield line, None if cells is None else dict(zip(keys, cells)), error
+
+
+def _is_index_name_row(cells: list[str]) -> bool:
+  """pandas' row naming the index under a multi-row header: 'track_id' and blanks."""
+  return bool(cells) and cells[0].strip() == 'track_id' and not any(c.strip() for c in cells[1:])
 
 
 def read_manifest(csv_path: str, preset: str = '', audio_root: str = '', echonest: str = '',
