@@ -18,8 +18,13 @@ def get_config() -> ml_collections.ConfigDict:
   # What main.py does (crnn_jax/recipes/): '' trains this config as it is; 'probe'
   # fits a logistic regression on init_from's embeddings and folds it into the
   # model's classifier layer (seconds on a CPU); 'finetune' trains every layer from
-  # init_from, 'head' its classifier layer alone (finetune.trainable all | head).
+  # init_from, 'head' its classifier layer alone (finetune.trainable all | head);
+  # 'auto' keeps the best of recipe_candidates by recipe_folds-fold cross-validation
+  # on the training split, retrained on all of it. '' with data.folder and
+  # init_from is 'auto'.
   config.recipe = ''
+  config.recipe_folds = 3
+  config.recipe_candidates = 'probe,head,finetune'
 
   config.data = ml_collections.ConfigDict()
   config.data.name = ''  # TFDS data set name (snake_case) under data_dir
@@ -45,6 +50,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.windows = '1'  # windows stored per track: '1', 'all' or N (data_prep build)
   config.data.clip_position = 'center'  # where a track's window sits: 'center' | 'start'
   config.data.split_by = 'artist'  # 'artist' (a manifest's artist column) | 'track'
+  # A cross-validation fold of the training split (crnn_jax/data/folds.py; set by
+  # the recipe choice): cv_folds > 1 trains on all folds but cv_fold and tests on it.
+  config.data.cv_folds = 0
+  config.data.cv_fold = 0
 
   config.model = ml_collections.ConfigDict()
   config.model.variant = 'reference'  # a label for reports; the fields below define it

@@ -35,7 +35,8 @@ REFERENCE_CHECKPOINTS = Path(os.environ.get(
 TINY_FRAMES = 64  # audio.num_frames(1.47), the clip length in the metadata
 
 
-def _tiny_examples(split: str, n: int, seed: int, num_tabular: int, windows: int = 1):
+def _tiny_examples(split: str, n: int, seed: int, num_tabular: int, windows: int = 1,
+                   brightness: int = 150):
   rng = np.random.default_rng(seed)
 
   def make():
@@ -43,7 +44,7 @@ def _tiny_examples(split: str, n: int, seed: int, num_tabular: int, windows: int
       label = (i // windows) % 2
       img = rng.integers(0, 60, size=(128, TINY_FRAMES)).astype(np.uint8)
       band = slice(0, 40) if label == 0 else slice(88, 128)
-      img[band] += np.uint8(150)
+      img[band] += np.uint8(brightness)
       tab = rng.normal(size=num_tabular).astype(np.float32)
       if num_tabular:
         tab[0] = 1 + label  # a categorical code in 1..2
@@ -56,9 +57,10 @@ def _tiny_examples(split: str, n: int, seed: int, num_tabular: int, windows: int
 
 def write_tiny(data_dir: str, name: str = 'tiny', num_tabular: int = 0,
                sizes=(64, 16, 16), class_names=('low', 'high'), windows: int = 1,
-               splits=('train', 'validation', 'test')) -> str:
-  """Two classes told apart by a bright band (low or high mel bands); with
-  ``windows`` > 1, that many consecutive examples share a track id."""
+               splits=('train', 'validation', 'test'), brightness: int = 150) -> str:
+  """Two classes told apart by a bright band (low or high mel bands, this
+  much brighter than the noise of 0-60); with ``windows`` > 1, that many
+  consecutive examples share a track id."""
   from data_prep.writer import write_dataset
   tab_names = [f'f{i}' for i in range(num_tabular)]
   metadata = {
@@ -67,7 +69,7 @@ def write_tiny(data_dir: str, name: str = 'tiny', num_tabular: int = 0,
       'tabular_mean': [0.0] * num_tabular, 'tabular_std': [1.0] * num_tabular,
       'clip': {'seconds': 1.47, 'position': 'start', 'min_seconds': 0.5}, 'source': 'synthetic',
   }
-  splits = {s: _tiny_examples(s, n, k, num_tabular, windows)
+  splits = {s: _tiny_examples(s, n, k, num_tabular, windows, brightness)
             for k, (s, n) in enumerate(zip(('train', 'validation', 'test'), sizes)) if s in splits}
   write_dataset(name, data_dir, list(class_names), num_tabular, splits, metadata,
                 frames=TINY_FRAMES)

@@ -58,6 +58,11 @@ def test_single_label_reports(trained):
   assert test['track']['top1_interval'] == [low, high]
   assert report.top1_summary(test) in text
   assert f'top-1 {test["top1"]:.4f} (95% interval {low:.2f}-{high:.2f}, 16 clips)' in text
+  # Every clip's logits, label and track, to pool or average models later.
+  saved = report.read_predictions(str(tmp_path), 'test')
+  assert saved['logits'].shape == (16, 2) and sorted(saved['track_id']) == sorted(
+      f'test{i}' for i in range(16))
+  assert np.mean(saved['logits'].argmax(1) == saved['label']) == test['top1']
 
 
 def test_pictures_show_the_results_and_the_history(trained):

@@ -81,6 +81,31 @@ def test_a_folder_to_a_model_in_one_command(backbone, tmp_path):
   assert predicted.returncode == 0 and 'song.wav' in predicted.stdout, predicted.stderr[-2000:]
 
 
+@pytest.mark.slow
+def test_the_folder_command_chooses_its_recipe_by_cross_validation(backbone, tmp_path):
+  """No recipe named: the candidates are cross-validated on the training
+  split, the winner retrained, and its cross-validated figure printed and
+  kept beside the test figure."""
+  library = _library(tmp_path / 'styles', per_class=8)
+  workdir = tmp_path / 'w'
+  done = _main(f'--config.data.folder={library}', f'--config.init_from={backbone}',
+               '--config.recipe_folds=2', '--config.recipe_candidates=probe,finetune',
+               '--config.train.num_epochs=2', '--config.train.batch_size=4',
+               f'--workdir={workdir}')
+  assert done.returncode == 0, done.stderr[-3000:]
+  out = done.stdout
+  assert 'choosing the recipe by 2-fold cross-validation' in out
+  assert 'cross-validation: finetune, fold 2/2 took' in out and 'min of fold runs left' in out
+  recipe = json.loads((workdir / 'results.json').read_text())['recipe']
+  assert recipe['chosen'] in ('probe', 'finetune') and recipe['folds'] == 2
+  assert set(recipe['cross_validated']) == {'probe', 'finetune', 'average'}
+  chosen = recipe['cross_validated'][recipe['chosen']]
+  low, high = chosen['track_top1_interval']
+  assert f'recipe: {recipe["chosen"]}, chosen by 2-fold cross-validation' in out
+  assert f'{recipe["chosen"]} {chosen["track_top1"]:.3f} ({low:.2f}-{high:.2f}' in out
+  assert 'test: top-1' in out and 'predict with it:' in out
+
+
 def test_bad_folders_are_one_line_each_naming_the_fix(tmp_path):
   with pytest.raises(UserError, match='does not exist: give a folder with one sub-folder'):
     folder.check_source(str(tmp_path / 'nowhere'))

@@ -144,3 +144,26 @@ def test_where_a_probe_does_not_apply_one_line_says_why(tiny_data_dir, tiny_tabu
     recipes.train(finetune, flatten_probe[1])
   with pytest.raises(UserError, match='holds a trained model'):
     recipes.train(_probe_config(tiny_data_dir, audio_only), audio_only)
+
+
+def test_inner_folds_hold_every_class_so_c_is_chosen_on_defined_scores():
+  """A class with only two groups (artists) among the training tracks: the
+  inner cross-validation uses two folds, each holding each class, so every
+  C's log-loss is defined and the chosen C is the best, not the grid's first
+  (which a NaN for every C would leave)."""
+  rng = np.random.default_rng(0)
+  groups = [f'a{g}' for g in range(6) for _ in range(3)] + [f'b{g}' for g in range(6)
+                                                           for _ in range(3)]
+  groups += ['c0'] * 5 + ['c1']
+  labels = np.array([0] * 18 + [1] * 18 + [2] * 6)
+  means = np.eye(3, 8) * 6.0
+  windows = (means[labels] + rng.normal(size=(len(labels), 8))).astype(np.float32)
+  embedded = probe.Embedded(windows, np.arange(len(labels)), labels, np.asarray(groups),
+                            np.asarray([f't{i}' for i in range(len(labels))]))
+  config = tiny_config('')
+  fitted = probe.fit(embedded, config)
+  assert fitted.inner_folds == 2 and np.isfinite(fitted.inner_top1)
+  assert fitted.inner_top1 >= 0.9 and fitted.C > config.probe.c_grid[0]
+  splits = probe.inner_splits(labels, np.asarray(groups), 3, seed=0)
+  assert len(splits) == 2 and all(set(labels[test]) == {0, 1, 2} for _, test in splits)
+  assert probe.inner_splits(labels[:36], np.asarray(groups[:36]), 3, seed=0)[2][1].size

@@ -14,6 +14,7 @@ import tensorflow_datasets as tfds
 
 from crnn_jax.core import tabular
 from crnn_jax.core.errors import UserError
+from crnn_jax.data import folds
 from crnn_jax.data.info import DataInfo
 from crnn_jax.data.schema import SPLITS
 
@@ -62,6 +63,9 @@ def load_info(config: ml_collections.ConfigDict) -> DataInfo:
     raise UserError(f'data set {config.data.name!r} has empty {"/".join(empty)} split(s); '
                     'prepare it from more tracks, more windows per track (data_prep build '
                     '--windows=all) or other --split fractions')
+  fold_of = train_folds(config)
+  if fold_of is not None:
+    split_sizes = folds.split_sizes(split_sizes, fold_of, int(config.data.cv_fold))
   metadata = dict(info.metadata or {})
   metadata.setdefault('tabular_names', [])
   encoding = config.data.categorical_encoding
@@ -85,11 +89,33 @@ def load_info(config: ml_collections.ConfigDict) -> DataInfo:
 def open_sources(config: ml_collections.ConfigDict, skip: tuple[str, ...] = ()
                  ) -> dict[str, Any]:
   """Random-access sources per split; features in ``skip`` stay undecoded bytes
-  (reading every label should not decompress every spectrogram)."""
+  (reading every label should not decompress every spectrogram). With
+  config.data.cv_folds, the fold view of the training split (data/folds.py)."""
+  sources = _data_sources(config, skip)
+  fold_of = train_folds(config)
+  return sources if fold_of is None else folds.view(sources, fold_of, int(config.data.cv_fold))
+
+
+def _data_sources(config: ml_collections.ConfigDict, skip: tuple[str, ...]) -> dict[str, Any]:
   _builder(config)  # same clear errors as load_info
   decoders = {name: tfds.decode.SkipDecoding() for name in skip} or None
   return dict(tfds.data_source(config.data.name, data_dir=config.data.data_dir,
                                decoders=decoders))
+
+
+def train_folds(config: ml_collections.ConfigDict) -> np.ndarray | None:
+  """With config.data.cv_folds = K > 1, the fold of every example of the
+  data set's training split (data/folds.py); else None."""
+  k = int(config.data.get('cv_folds', 0))
+  if k < 2:
+    return None
+  fold = int(config.data.get('cv_fold', 0))
+  if not 0 <= fold < k:
+    raise UserError(f'config.data.cv_fold={fold}: use 0..{k - 1} (config.data.cv_folds={k})')
+  train = _data_sources(config, ('spectrogram',))['train']
+  groups = [_text(train[i]['artist_id']) for i in range(len(train))]
+  return folds.assign(read_labels(train), np.asarray(groups), k, int(config.seed),
+                      _builder(config).info.features['label'].names)
 
 
 def read_labels(source: Any) -> np.ndarray:

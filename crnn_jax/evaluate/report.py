@@ -24,7 +24,7 @@ from scipy.special import expit, log_softmax, softmax
 from crnn_jax.core import labels, storage
 from crnn_jax.data.info import DataInfo
 from crnn_jax.evaluate import metrics, plots
-from crnn_jax.workdir.files import RESULTS_FILE
+from crnn_jax.workdir.files import PREDICTIONS_FILE, RESULTS_FILE
 
 # 'logits', 'loss', 'label', 'label_set' of a split's clips; optionally 'track_id'
 Predictions = Mapping[str, np.ndarray]
@@ -104,8 +104,9 @@ def evaluate_and_report(predict: Callable[[str], Predictions], info: DataInfo,
                         ancestors: np.ndarray | None,
                         checkpoint: Mapping[str, Any] | None = None) -> dict[str, Any]:
   """Evaluates validation then test; writes results.json, report_test.txt,
-  confusion_matrix_test.{png,csv} and training_curves.png. ``checkpoint``
-  says which checkpoint was evaluated (best or latest, its epoch)."""
+  confusion_matrix_test.{png,csv}, training_curves.png and each split's
+  predictions_{split}.npz. ``checkpoint`` says which checkpoint was evaluated
+  (best or latest, its epoch)."""
   results: dict[str, Any] = {
       'classes': list(info.class_names),
       'num_params': num_params,
@@ -115,11 +116,14 @@ def evaluate_and_report(predict: Callable[[str], Predictions], info: DataInfo,
       'step': step,
       'checkpoint': dict(checkpoint or {}),
   }
-  results['validation'] = split_metrics(predict('validation'), info, config, ancestors)
+  predictions = {split: predict(split) for split in ('validation', 'test')}
+  results['validation'] = split_metrics(predictions['validation'], info, config, ancestors)
   # Multi-label: the test split is thresholded where validation was best.
   threshold = results['validation'].get('threshold')
-  results['test'] = split_metrics(predict('test'), info, config, ancestors, threshold)
+  results['test'] = split_metrics(predictions['test'], info, config, ancestors, threshold)
   if jax.process_index() == 0:
+    for split, pred in predictions.items():
+      write_predictions(workdir, split, pred)
     storage.write_json(os.path.join(workdir, RESULTS_FILE), results)
     _write_test_report(results['test'], info, config, workdir)
     if history:
@@ -127,6 +131,22 @@ def evaluate_and_report(predict: Callable[[str], Predictions], info: DataInfo,
                                  lr_schedule=lr_schedule, steps_per_epoch=steps_per_epoch,
                                  title=f'{info.name}: training')
   return results
+
+
+def write_predictions(workdir: str, split: str, pred: Predictions) -> None:
+  """predictions_{split}.npz: every clip's logits, label and track id."""
+  path = os.path.join(workdir, PREDICTIONS_FILE.format(split=split))
+  track_ids = pred.get('track_id', np.arange(len(pred['label'])))
+  with storage.atomic_write(path, 'wb') as f:
+    np.savez(f, logits=np.asarray(pred['logits'], np.float32),
+             label=np.asarray(pred['label'], np.int64),
+             track_id=np.asarray(track_ids).astype(str))
+
+
+def read_predictions(workdir: str, split: str) -> dict[str, np.ndarray]:
+  """What write_predictions wrote: 'logits', 'label', 'track_id' per clip."""
+  with np.load(os.path.join(workdir, PREDICTIONS_FILE.format(split=split))) as data:
+    return {k: data[k] for k in data.files}
 
 
 def _write_test_report(test: Mapping[str, Any], info: DataInfo,

@@ -30,13 +30,13 @@ import ml_collections
 import numpy as np
 from scipy.special import softmax
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold
+from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from crnn_jax.core import storage
 from crnn_jax.core.errors import UserError
-from crnn_jax.data import pipeline, source
+from crnn_jax.data import folds, pipeline, source
 from crnn_jax.data.info import DataInfo
 from crnn_jax.inference.model import InferenceModel
 from crnn_jax.train import finetune, from_weights, trainer
@@ -93,14 +93,11 @@ class Fit:
     bias[regression.classes_] = intercept
     return {'kernel': kernel, 'bias': bias}
 
-  def track_probabilities(self, embedded: Embedded, num_classes: int) -> np.ndarray:
-    """(tracks, classes): as the saved model scores them, each window through
-    the folded layer, a track's window probabilities averaged."""
+  def window_probabilities(self, windows: np.ndarray, num_classes: int) -> np.ndarray:
+    """(windows, classes): as the saved model scores each window, through the
+    folded layer (a track's are then averaged, as for every model)."""
     head = self.head(num_classes)
-    probs = softmax(embedded.windows.astype(np.float64) @ head['kernel'] + head['bias'], axis=-1)
-    sums = np.zeros((len(embedded.labels), num_classes))
-    np.add.at(sums, embedded.track, probs)
-    return sums / np.bincount(embedded.track, minlength=len(embedded.labels))[:, None]
+    return softmax(np.asarray(windows, np.float64) @ head['kernel'] + head['bias'], axis=-1)
 
   def record(self) -> dict[str, Any]:
     return {'C': self.C, 'inner_cv_track_top1': self.inner_top1, 'inner_folds': self.inner_folds}
@@ -188,27 +185,41 @@ def inner_folds(labels: np.ndarray, groups: np.ndarray, wanted: int) -> int:
 
 def fit(embedded: Embedded, config: ml_collections.ConfigDict) -> Fit:
   """StandardScaler + LogisticRegression on track-mean embeddings; C from
-  config.probe.c_grid by grouped, stratified inner cross-validation, the
-  lowest log-loss (on a few dozen tracks many C tie on accuracy, and the
-  smallest of them gives probabilities near uniform, which a track's average
-  and an average of models then weigh too little); with fewer than two
-  groups in some class there is no inner split, and C is 1."""
+  config.probe.c_grid by inner cross-validation, the lowest log-loss (on a
+  few dozen tracks many C tie on accuracy, and the smallest of them gives
+  probabilities near uniform, which a track's average and an average of
+  models then weigh too little). The inner folds are data/folds.py's: whole
+  groups, every class in every fold, so no inner fit lacks a class (whose
+  log-loss would be undefined for every C). With fewer than two groups in
+  some class there is no inner split, and C is 1."""
   x, y, groups = embedded.track_means(), embedded.labels, embedded.groups
   if len(np.unique(y)) < 2:
     raise UserError('the probe needs training tracks of at least two classes')
   estimator = Pipeline([('scale', StandardScaler()),
                         ('regression', LogisticRegression(max_iter=MAX_ITER))])
-  folds = inner_folds(y, groups, int(config.probe.inner_folds))
-  if not folds:
+  splits = inner_splits(y, groups, int(config.probe.inner_folds), int(config.seed))
+  if not splits:
     estimator.fit(x, y)
     return Fit(estimator, 1.0, None, 0)
   search = GridSearchCV(
       estimator, {'regression__C': [float(c) for c in config.probe.c_grid]},
-      scoring={'log_loss': 'neg_log_loss', 'top1': 'accuracy'}, refit='log_loss',
-      cv=StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=int(config.seed)))
-  search.fit(x, y, groups=groups)
+      scoring={'log_loss': 'neg_log_loss', 'top1': 'accuracy'}, refit='log_loss', cv=splits)
+  search.fit(x, y)
   return Fit(search.best_estimator_, float(search.best_params_['regression__C']),
-             float(search.cv_results_['mean_test_top1'][search.best_index_]), folds)
+             float(search.cv_results_['mean_test_top1'][search.best_index_]), len(splits))
+
+
+def inner_splits(labels: np.ndarray, groups: np.ndarray, wanted: int, seed: int
+                 ) -> list[tuple[np.ndarray, np.ndarray]]:
+  """(train, test) row indices of the inner folds: as many as every class's
+  groups allow, up to ``wanted`` (none below two)."""
+  for k in range(inner_folds(labels, groups, wanted), 1, -1):
+    try:
+      fold = folds.assign(labels, groups, k, seed, [str(c) for c in range(labels.max() + 1)])
+    except UserError:  # groups shared between classes: try fewer folds
+      continue
+    return [(np.flatnonzero(fold != f), np.flatnonzero(fold == f)) for f in range(k)]
+  return []
 
 
 # --------------------------------------------------------------------------

@@ -1,13 +1,12 @@
-"""``train(config, workdir)``: the recipe ``config.recipe`` names, run to a finished workdir.
+"""What main.py runs: ``train(config, workdir)``, the recipe ``config.recipe`` names.
 
-  ''         the config as it is (``trainer.train_and_evaluate``)
-  probe      logistic regression on ``init_from``'s embeddings (crnn_jax/recipes/probe.py)
-  finetune   every layer trains from ``init_from`` (finetune.trainable='all')
-  head       the classifier layer alone trains, the body frozen on its statistics
-             (finetune.trainable='head')
+  ''        the config as it is; with config.data.folder and config.init_from, 'auto'
+  probe, finetune, head   one recipe (crnn_jax/recipes/recipe.py)
+  auto      the best of config.recipe_candidates by cross-validation on the
+            training split, retrained on all of it (crnn_jax/recipes/choose.py)
 
-Each leaves the same workdir: checkpoints, config.json, results.json and the
-reports, so predict, serve and export need not know which recipe made it.
+Also what main.py needs around it: the clips a folder is prepared with, and
+the summary a finished run prints.
 """
 
 from __future__ import annotations
@@ -22,45 +21,33 @@ import ml_collections
 from crnn_jax.core import audio
 from crnn_jax.core.errors import UserError
 from crnn_jax.evaluate import report
-from crnn_jax.recipes import probe
-from crnn_jax.train import finetune, trainer
-from crnn_jax.workdir import checkpoints
+from crnn_jax.recipes import choose
+from crnn_jax.recipes import recipe as recipe_lib
+from crnn_jax.train import finetune
 
-RECIPES = ('', 'probe', 'finetune', 'head')
-TRAINABLE = {'finetune': 'all', 'head': 'head'}
+RECIPES = ('', *recipe_lib.SINGLE, 'auto')
 
 
 def check(config: ml_collections.ConfigDict) -> str:
-  """config.recipe, checked: a known name, with init_from where it needs one."""
+  """The recipe to run: config.recipe checked ('' becomes 'auto' on the
+  folder path from a pretrained model), with init_from where it needs one."""
   recipe = config.get('recipe', '')
   if recipe not in RECIPES:
     raise UserError(f'config.recipe {recipe!r}: use one of {", ".join(repr(r) for r in RECIPES)}')
+  if not recipe and config.data.get('folder') and config.get('init_from'):
+    recipe = 'auto'
   if recipe and not config.get('init_from'):
     raise UserError(f"config.recipe '{recipe}' starts from a pretrained model: set "
                     '--config.init_from (a shipped model name or a crnn_jax workdir)')
   return recipe
 
 
-def with_recipe(config: ml_collections.ConfigDict, recipe: str) -> ml_collections.ConfigDict:
-  """A copy of the config set for the recipe: its name, and for a fine-tune
-  what trains (the head alone on the loaded batch-norm statistics, which a
-  recomputation would change)."""
-  out = config.copy_and_resolve_references()
-  out.recipe = recipe
-  if recipe in TRAINABLE:
-    out.finetune.trainable = TRAINABLE[recipe]
-  if recipe == 'head':
-    out.eval.recompute_bn = False
-  return out
-
-
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Runs the config's recipe in ``workdir``; its results (results.json)."""
   recipe = check(config)
-  check_workdir(workdir, recipe)
-  if recipe == 'probe':
-    return probe.train_probe(with_recipe(config, recipe), workdir)
-  return trainer.train_and_evaluate(with_recipe(config, recipe) if recipe else config, workdir)
+  if recipe == 'auto':
+    return choose.train_auto(config, workdir)
+  return recipe_lib.train_recipe(config, workdir, recipe)
 
 
 def clip_settings(config: ml_collections.ConfigDict) -> audio.ClipSettings:
@@ -74,26 +61,14 @@ def clip_settings(config: ml_collections.ConfigDict) -> audio.ClipSettings:
   return clip
 
 
-def check_workdir(workdir: str, recipe: str) -> None:
-  """A probe and a trained model do not share a workdir: the probe's step-0
-  checkpoint would sit beside trained ones, or training would resume it."""
-  holds_probe = probe.read_record(workdir) is not None
-  folder = os.path.join(workdir, checkpoints.CHECKPOINT_DIR)
-  trained = not holds_probe and os.path.isdir(folder) and any(
-      name.isdigit() for name in os.listdir(folder))
-  if recipe == 'probe' and trained:
-    raise UserError(f'{workdir!r} holds a trained model; fit the probe in a fresh --workdir')
-  if recipe != 'probe' and holds_probe:
-    raise UserError(f'{workdir!r} holds a probe (probe.json); train in a fresh --workdir, or '
-                    'refit it with --config.recipe=probe')
-
-
 def summary(results: Mapping[str, Any], config: ml_collections.ConfigDict, workdir: str) -> str:
-  """What a finished run says last: the test top-1 per clip and per track with
+  """What a finished run says last: with the automatic recipe, the choice and
+  the cross-validated figures; the test top-1 per clip and per track with
   their intervals, the most confused pairs, and how to use the model."""
   test, k = results['test'], config.eval.top_k
-  lines = [(f'test: {report.top1_summary(test)}; top-{k} {test[f"top{k}"]:.4f}, '
-            f'loss {test["loss"]:.4f}; results in {os.path.join(workdir, "results.json")}')]
+  lines = [choose.describe(results['recipe'])] if 'recipe' in results else []
+  lines.append(f'test: {report.top1_summary(test)}; top-{k} {test[f"top{k}"]:.4f}, '
+               f'loss {test["loss"]:.4f}; results in {os.path.join(workdir, "results.json")}')
   confused = (test.get('track') or test).get('most_confused')
   if confused:
     lines.append('most confused (true -> predicted: tracks): ' + '; '.join(

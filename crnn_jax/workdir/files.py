@@ -1,4 +1,5 @@
-"""The JSON files of a workdir: config.json, data_info.json, results.json."""
+"""The files of a workdir besides its checkpoints: config.json, data_info.json,
+results.json (and the names of predictions_{split}.npz)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ from crnn_jax.core.errors import UserError
 CONFIG_FILE = 'config.json'
 DATA_INFO_FILE = 'data_info.json'
 RESULTS_FILE = 'results.json'
+# Every clip's logits, label and track of an evaluated split: enough to pool or
+# average models' probabilities without running them again.
+PREDICTIONS_FILE = 'predictions_{split}.npz'
 
 
 def ensure_workdir(workdir: str) -> str:

@@ -1,0 +1,262 @@
+"""The recipe a small data set gets, chosen by cross-validation on its training split.
+
+``config.recipe='auto'`` (the folder command's default when it starts from a
+pretrained model): each of ``config.recipe_candidates`` (probe, head,
+finetune) runs ``config.recipe_folds`` times (K, default 3) on the fold views
+of the training split (crnn_jax/data/folds.py: whole artists, or tracks, per
+fold, stratified, seeded), so every training track is held out once. The
+held-out probabilities, averaged per track, give each candidate's
+cross-validated track top-1 with its 95% Wilson interval (``choose``). The
+average of the probe's and the fine-tune's probabilities is scored beside
+them but never kept: it is two networks, and predict, serve and export serve
+one. The winner (ties go to the simpler: probe, then head, then finetune) is
+retrained on the whole training split in the workdir and evaluated once on
+the test split, which the choice never reads; results.json gets 'recipe'.
+
+Cost: the probe is an embedding pass and seconds of scikit-learn; head and
+finetune are K trainings each on (K-1)/K of the training split (a fine-tune of
+~150 one-window 30-s tracks takes ~5 minutes on 2 CPU cores), then the winner
+once more. The fold runs live in ``WORKDIR/cv/`` (their output in each one's
+log.txt); a rerun reuses the finished ones and resumes the others.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from scipy.special import softmax
+
+from crnn_jax.core import storage
+from crnn_jax.core.errors import UserError
+from crnn_jax.data import source
+from crnn_jax.evaluate import metrics, report
+from crnn_jax.recipes import probe
+from crnn_jax.recipes import recipe as recipe_lib
+from crnn_jax.train import trainer
+from crnn_jax.workdir import files as workdir_files
+
+AVERAGE = 'average'  # the probe's and the fine-tune's probabilities, averaged: scored, not kept
+CV_DIR = 'cv'
+CHOICE_FILE = 'choice.json'
+
+
+@dataclasses.dataclass
+class OutOfFold:
+  """A candidate's held-out probabilities: one row per clip of the training
+  split, each predicted by the run that did not train on it."""
+  track_ids: np.ndarray  # (clips,)
+  labels: np.ndarray  # (clips,)
+  probabilities: np.ndarray  # (clips, classes)
+
+  def tracks(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(track ids sorted, their labels, the mean of their clips' probabilities)."""
+    ids, first, index = np.unique(np.asarray(self.track_ids, str), return_index=True,
+                                  return_inverse=True)
+    sums = np.zeros((len(ids), self.probabilities.shape[1]))
+    np.add.at(sums, index.reshape(-1), self.probabilities)
+    return ids, np.asarray(self.labels)[first], sums / np.bincount(index.reshape(-1))[:, None]
+
+
+@dataclasses.dataclass(frozen=True)
+class Score:
+  """A candidate's cross-validated track top-1: ``right`` of ``tracks``."""
+  right: int
+  tracks: int
+  kept: bool  # whether it can be the chosen recipe
+
+  @property
+  def top1(self) -> float:
+    return self.right / max(self.tracks, 1)
+
+  @property
+  def interval(self) -> tuple[float, float]:
+    return metrics.wilson_interval(self.right, self.tracks)
+
+  def to_json(self) -> dict[str, Any]:
+    return {'track_top1': self.top1, 'track_top1_interval': list(self.interval),
+            'right': self.right, 'tracks': self.tracks, 'can_be_chosen': self.kept}
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+  winner: str
+  scores: dict[str, Score]
+
+  def to_json(self) -> dict[str, Any]:
+    return {'chosen': self.winner, 'cross_validated': {k: s.to_json()
+                                                       for k, s in self.scores.items()}}
+
+
+def choose(candidates: Mapping[str, OutOfFold], order: Sequence[str] = recipe_lib.SINGLE
+           ) -> Choice:
+  """The candidate with the best cross-validated track top-1 (ties: the one
+  first in ``order``, the simplest); every candidate must cover the same
+  tracks. With 'probe' and 'finetune' their average is scored too, not kept."""
+  tracks = {name: oof.tracks() for name, oof in candidates.items()}
+  ids = {name: tuple(t[0]) for name, t in tracks.items()}
+  if len(set(ids.values())) > 1:
+    raise ValueError(f'candidates cover different tracks: {sorted(ids)}')
+  if 'probe' in tracks and 'finetune' in tracks:
+    tracks[AVERAGE] = (*tracks['probe'][:2], (tracks['probe'][2] + tracks['finetune'][2]) / 2)
+  scores = {name: Score(int(np.sum(probs.argmax(axis=1) == labels)), len(labels),
+                        name in order)
+            for name, (_, labels, probs) in tracks.items()}
+  ranked = [n for n in order if n in scores]
+  winner = max(ranked, key=lambda n: (scores[n].right, -ranked.index(n)))
+  return Choice(winner, scores)
+
+
+def candidates_of(config: ml_collections.ConfigDict) -> list[str]:
+  names = [n.strip() for n in str(config.recipe_candidates).split(',') if n.strip()]
+  unknown = [n for n in names if n not in recipe_lib.SINGLE]
+  if unknown or not names:
+    raise UserError(f'config.recipe_candidates {config.recipe_candidates!r}: a comma-separated '
+                    f'list of {", ".join(recipe_lib.SINGLE)}')
+  return [n for n in recipe_lib.SINGLE if n in names]
+
+
+# --------------------------------------------------------------------------
+# The out-of-fold probabilities of each candidate
+# --------------------------------------------------------------------------
+def fold_config(config: ml_collections.ConfigDict, fold: int) -> ml_collections.ConfigDict:
+  """The config of a run on fold ``fold``'s view; the candidate list is no
+  part of it (another list reuses the same runs)."""
+  out = config.copy_and_resolve_references()
+  out.data.cv_folds, out.data.cv_fold = int(config.recipe_folds), fold
+  out.recipe_candidates = ''
+  return out
+
+
+def probe_out_of_fold(config: ml_collections.ConfigDict) -> OutOfFold:
+  """The probe fitted K times, each time on the other folds' tracks; one
+  embedding pass of the training split serves them all."""
+  info = source.load_info(config)
+  _, model = probe.backbone(config, info)
+  embedded = probe.embed_split(model, config, info, 'train')
+  fold_of = source.train_folds(fold_config(config, 0))
+  first = np.unique(embedded.track, return_index=True)[1]
+  track_fold = fold_of[first]  # a track's windows share its group, hence its fold
+  probs = np.zeros((len(embedded.windows), len(info.class_names)))
+  for k in range(int(config.recipe_folds)):
+    fitted = probe.fit(embedded.tracks(track_fold != k), config)
+    held = track_fold[embedded.track] == k
+    probs[held] = fitted.window_probabilities(embedded.windows[held], len(info.class_names))
+  return OutOfFold(embedded.track_ids[embedded.track], embedded.labels[embedded.track], probs)
+
+
+def trained_out_of_fold(config: ml_collections.ConfigDict, workdir: str, recipe: str,
+                        clock: Clock) -> OutOfFold:
+  """The recipe trained K times in WORKDIR/cv/RECIPE_foldK; each run's test
+  split is its held-out fold (predictions_test.npz). A finished run is reused."""
+  parts = []
+  for k in range(int(config.recipe_folds)):
+    run_config = fold_config(recipe_lib.with_recipe(config, recipe), k)
+    run_dir = os.path.join(workdir, CV_DIR, f'{recipe}_fold{k}')
+    if not finished(run_dir, run_config):
+      clock.start(f'{recipe}, fold {k + 1}/{config.recipe_folds}')
+      os.makedirs(run_dir, exist_ok=True)
+      with open(os.path.join(run_dir, 'log.txt'), 'a') as log, contextlib.redirect_stdout(log):
+        trainer.train_and_evaluate(run_config, run_dir)
+      clock.done(recipe)
+    parts.append(report.read_predictions(run_dir, 'test'))
+  return OutOfFold(np.concatenate([p['track_id'] for p in parts]),
+                   np.concatenate([p['label'] for p in parts]),
+                   softmax(np.concatenate([p['logits'] for p in parts]).astype(np.float64), axis=-1))
+
+
+def finished(run_dir: str, run_config: ml_collections.ConfigDict) -> bool:
+  """Whether a fold run has its held-out predictions; a run of another config
+  is refused (its figures would not be this config's)."""
+  changed = workdir_files.config_differences(run_dir, run_config)
+  if changed:
+    raise UserError(f'{run_dir} was trained with another config ({"; ".join(changed)}): remove '
+                    f'{os.path.dirname(run_dir)} to choose the recipe again, or use a fresh '
+                    '--workdir')
+  return os.path.exists(os.path.join(run_dir, workdir_files.PREDICTIONS_FILE.format(
+      split='test')))
+
+
+class Clock:
+  """Progress lines for the fold runs, with the time they took and an
+  estimate of what is left (the mean of the recipe's finished runs)."""
+
+  def __init__(self, runs: dict[str, int]):
+    self.left = dict(runs)
+    self.took: dict[str, list[float]] = {name: [] for name in runs}
+    self._tic, self._what = 0.0, ''
+
+  def start(self, what: str) -> None:
+    self._tic, self._what = time.perf_counter(), what
+    print(f'cross-validation: training {what} ...', flush=True)
+
+  def done(self, recipe: str) -> None:
+    self.took[recipe].append(time.perf_counter() - self._tic)
+    self.left[recipe] -= 1
+    known = [t for ts in self.took.values() for t in ts]
+    left = sum(n * np.mean(self.took[r] or known) for r, n in self.left.items())
+    print(f'cross-validation: {self._what} took {self.took[recipe][-1] / 60:.1f} min; about '
+          f'{left / 60:.0f} min of fold runs left', flush=True)
+
+
+# --------------------------------------------------------------------------
+# The automatic recipe
+# --------------------------------------------------------------------------
+def cross_validate(config: ml_collections.ConfigDict, workdir: str) -> Choice:
+  """Every candidate's out-of-fold probabilities on the training split, and the choice."""
+  names = candidates_of(config)
+  if config.multilabel:
+    raise UserError('the recipe choice scores single-label top-1: for a multi-label data set '
+                    'pick --config.recipe=finetune or head')
+  info = source.load_info(config)
+  source.train_folds(fold_config(config, 0))  # too few groups per class: say so before any work
+  trained = [n for n in names if n != 'probe']
+  grouped_by = (info.metadata.get('split') or {}).get('grouped_by', 'artist')
+  print(f'choosing the recipe by {config.recipe_folds}-fold cross-validation on the '
+        f'{info.split_sizes["train"]} training clips (folds grouped by {grouped_by}) among '
+        f'{", ".join(names)}: {len(trained) * int(config.recipe_folds)} training runs, then the '
+        'winner once more on all of them', flush=True)
+  out_of_fold = {}
+  if 'probe' in names:
+    out_of_fold['probe'] = probe_out_of_fold(config)
+  clock = Clock({n: int(config.recipe_folds) for n in trained})
+  for name in trained:
+    out_of_fold[name] = trained_out_of_fold(config, workdir, name, clock)
+  choice = choose(out_of_fold)
+  if jax.process_index() == 0:
+    storage.write_json(os.path.join(workdir, CV_DIR, CHOICE_FILE), choice.to_json())
+  return choice
+
+
+def describe(record: Mapping[str, Any]) -> str:
+  """results.json's 'recipe' in a line: the choice and every candidate's figure."""
+  figures = []
+  for name, s in record['cross_validated'].items():
+    low, high = s['track_top1_interval']
+    figures.append(f'{name} {s["track_top1"]:.3f} ({low:.2f}-{high:.2f}, {s["right"]}/'
+                   f'{s["tracks"]})' + ('' if s['can_be_chosen'] else ' (not kept: two models)'))
+  return (f'recipe: {record["chosen"]}, chosen by {record["folds"]}-fold cross-validation on '
+          f'the training split (held-out track top-1, 95% interval): {"; ".join(figures)}')
+
+
+def train_auto(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """The choice, then the winner retrained on the whole training split and
+  evaluated on test; results.json gets 'recipe' (the choice, every figure)."""
+  workdir = workdir_files.ensure_workdir(workdir)
+  choice = cross_validate(config, workdir)
+  record = {**choice.to_json(), 'folds': int(config.recipe_folds),
+            'candidates': candidates_of(config)}
+  print(describe(record), flush=True)
+  print(f'training {choice.winner} on the whole training split', flush=True)
+  results = recipe_lib.train_recipe(config, workdir, choice.winner)
+  results['recipe'] = record
+  if jax.process_index() == 0:
+    storage.write_json(os.path.join(workdir, workdir_files.RESULTS_FILE), results)
+  return results
