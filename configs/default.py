@@ -24,7 +24,7 @@ def get_config() -> ml_collections.ConfigDict:
   # init_from is 'auto'.
   config.recipe = ''
   config.recipe_folds = 3
-  config.recipe_candidates = 'probe,head,finetune'
+  config.recipe_candidates = 'probe,finetune'  # 'head' too by naming it
 
   config.data = ml_collections.ConfigDict()
   config.data.name = ''  # TFDS data set name (snake_case) under data_dir

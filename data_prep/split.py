@@ -1,5 +1,6 @@
 """Train / validation / test splits: stratified by label, whole artists per split;
-and grouped K-fold cross-validation (whole groups per fold, every label in every fold)."""
+and the splits of each run of a grouped K-fold cross-validation (the folds:
+crnn_jax.data.folds.group_folds)."""
 
 from __future__ import annotations
 
@@ -121,42 +122,6 @@ def source_splits(tracks: Sequence[Track]) -> list[str]:
 # group of at least HOLD_OUT_MIN_GROUP tracks (every fold but k trains).
 CV_VALIDATION = ('fold', 'held_out')
 HOLD_OUT_MIN_GROUP = 3
-
-
-def group_folds(tracks: Sequence[tuple[str, str]], folds: int, seed: int) -> dict[str, int]:
-  """(label, group) per track -> each group's fold, 0 to ``folds`` - 1. A group
-  (artist, album, package) is never split, even where it holds two labels. Each
-  label's groups are dealt largest first to the fold holding the fewest of that
-  label's tracks (ties: fewest tracks overall, then seeded order among groups of
-  one size), so every fold holds every label. ValueError where a label has fewer
-  groups than folds, or shared groups leave a fold without one of its labels."""
-  sizes: dict[str, dict[str, int]] = {}
-  for label, group in tracks:
-    sizes.setdefault(label, {}).setdefault(group, 0)
-    sizes[label][group] += 1
-  few = {s: len(g) for s, g in sizes.items() if len(g) < folds}
-  if few:
-    raise ValueError(f'{folds} folds: every label needs as many groups (artists, albums, '
-                     f'packages); too few in {few}: use fewer folds')
-  rng = random.Random(seed)
-  fold_of: dict[str, int] = {}
-  held = {s: [0] * folds for s in sizes}
-  total = [0] * folds
-  for label in sorted(sizes):
-    groups = sorted(g for g in sizes[label] if g not in fold_of)
-    rng.shuffle(groups)  # seeded order among groups of one size
-    for group in sorted(groups, key=lambda g: -sizes[label][g]):
-      k = min(range(folds), key=lambda f: (held[label][f], total[f]))
-      fold_of[group] = k
-      for s, label_sizes in sizes.items():  # a shared group counts for each of its labels
-        held[s][k] += label_sizes.get(group, 0)
-        total[k] += label_sizes.get(group, 0)
-  missing = {s: [k for k in range(folds) if not held[s][k]] for s in sizes}
-  missing = {s: empty for s, empty in missing.items() if empty}
-  if missing:
-    raise ValueError(f'{folds} folds: groups shared between labels leave folds {missing} '
-                     'without a track of that label: use fewer folds')
-  return fold_of
 
 
 def fold_split(fold: int, k: int, folds: int, held_out: bool, validation: str = 'fold') -> str:

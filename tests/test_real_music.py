@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from data_prep.split import group_folds
+from crnn_jax.data.folds import group_folds
 from experiments.real_music import folds, runs, study, tables
 
 

@@ -1,5 +1,6 @@
-"""Grouped K-fold cross-validation (data_prep.split): whole groups per fold,
-every label in every fold, and what each run validates on."""
+"""Grouped K-fold cross-validation (crnn_jax.data.folds.group_folds): whole
+groups per fold, every label in every fold; and what each run validates on
+(data_prep.split)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import collections
 
 import pytest
 
+from crnn_jax.data.folds import group_folds
 from data_prep import split
 
 
@@ -20,7 +22,7 @@ def _tracks():
 
 def test_group_folds_keeps_groups_whole_and_every_label_in_every_fold():
   tracks = _tracks()
-  fold_of = split.group_folds(tracks, 3, seed=0)
+  fold_of = group_folds(tracks, 3, seed=0)
   assert set(fold_of) == {g for _, g in tracks}  # one fold per group: never split
   for label in ('orch', 'jazz'):
     assert {fold_of[g] for s, g in tracks if s == label} == {0, 1, 2}
@@ -30,21 +32,21 @@ def test_group_folds_keeps_groups_whole_and_every_label_in_every_fold():
 
 def test_group_folds_are_seeded():
   tracks = [('orch', f'album{g}') for g in range(6) for _ in range(3)]
-  assert split.group_folds(tracks, 3, seed=0) == split.group_folds(tracks, 3, seed=0)
-  assert any(split.group_folds(tracks, 3, seed=0) != split.group_folds(tracks, 3, seed=s)
+  assert group_folds(tracks, 3, seed=0) == group_folds(tracks, 3, seed=0)
+  assert any(group_folds(tracks, 3, seed=0) != group_folds(tracks, 3, seed=s)
              for s in range(1, 5))
 
 
 def test_group_folds_refuse_what_cannot_fill_every_fold():
   with pytest.raises(ValueError, match=r"too few in {'jazz': 2}: use fewer folds"):
-    split.group_folds([('orch', 'a'), ('orch', 'b'), ('orch', 'c'),
+    group_folds([('orch', 'a'), ('orch', 'b'), ('orch', 'c'),
                        ('jazz', 'd'), ('jazz', 'e')], 3, seed=0)
   # Every orchestral group also holds jazz; jazz, dealt first, puts its own
   # group c alone in a fold, which then has no orchestral track.
   shared = ([('jazz', 'a')] + [('orch', 'a')] * 2 + [('jazz', 'b'), ('orch', 'b')] * 2
             + [('jazz', 'c')] * 2 + [('jazz', 'd')] + [('orch', 'd')] * 3)
   with pytest.raises(ValueError, match=r"leave folds {'orch': \[0\]} without a track"):
-    split.group_folds(shared, 3, seed=0)
+    group_folds(shared, 3, seed=0)
 
 
 def test_each_run_tests_its_fold_and_validates_as_asked():

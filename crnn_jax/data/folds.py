@@ -13,6 +13,7 @@ without touching the test figure.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,40 +22,56 @@ import numpy as np
 from crnn_jax.core.errors import UserError
 
 
+def group_folds(tracks: Sequence[tuple[str, str]], folds: int, seed: int) -> dict[str, int]:
+  """(label, group) per track -> each group's fold, 0 to ``folds`` - 1. A group
+  (artist, album, package) is never split, even where it holds two labels. Each
+  label's groups are dealt largest first to the fold holding the fewest of that
+  label's tracks (ties: fewest tracks overall, then seeded order among groups of
+  one size), so every fold holds every label. ValueError where a label has fewer
+  groups than folds, or shared groups leave a fold without one of its labels."""
+  sizes: dict[str, dict[str, int]] = {}
+  for label, group in tracks:
+    sizes.setdefault(label, {}).setdefault(group, 0)
+    sizes[label][group] += 1
+  few = {s: len(g) for s, g in sizes.items() if len(g) < folds}
+  if few:
+    raise ValueError(f'{folds} folds: every label needs as many groups (artists, albums, '
+                     f'packages); too few in {few}: use fewer folds')
+  rng = random.Random(seed)
+  fold_of: dict[str, int] = {}
+  held = {s: [0] * folds for s in sizes}
+  total = [0] * folds
+  for label in sorted(sizes):
+    groups = sorted(g for g in sizes[label] if g not in fold_of)
+    rng.shuffle(groups)  # seeded order among groups of one size
+    for group in sorted(groups, key=lambda g: -sizes[label][g]):
+      k = min(range(folds), key=lambda f: (held[label][f], total[f]))
+      fold_of[group] = k
+      for s, label_sizes in sizes.items():  # a shared group counts for each of its labels
+        held[s][k] += label_sizes.get(group, 0)
+        total[k] += label_sizes.get(group, 0)
+  missing = {s: [k for k in range(folds) if not held[s][k]] for s in sizes}
+  missing = {s: empty for s, empty in missing.items() if empty}
+  if missing:
+    raise ValueError(f'{folds} folds: groups shared between labels leave folds {missing} '
+                     'without a track of that label: use fewer folds')
+  return fold_of
+
+
 def assign(labels: np.ndarray, groups: np.ndarray, folds: int, seed: int,
            class_names: Sequence[str]) -> np.ndarray:
-  """The fold (0..folds-1) of every example, every fold holding every class.
-
-  Each class's groups (rarest class first) are dealt largest first, in a
-  seeded order among equals, to the fold holding the fewest examples of that
-  class (ties: the fewest examples). A class with at least ``folds`` groups
-  then reaches every fold, so every fold's complement trains on every class,
-  which scikit-learn's StratifiedGroupKFold does not promise. A UserError,
-  naming the fix, where a class has fewer groups than folds."""
-  labels, groups = np.asarray(labels, np.int64), np.asarray(groups).astype(str)
-  names, group_of = np.unique(groups, return_inverse=True)
-  counts = np.zeros((len(names), len(class_names)), np.int64)
-  np.add.at(counts, (group_of.reshape(-1), labels), 1)
-  have = (counts > 0).sum(axis=0)
-  rng = np.random.default_rng(seed)
-  fold_of_group = np.full(len(names), -1)
-  held = np.zeros((folds, len(class_names)), np.int64)
-  for c in sorted(np.flatnonzero(have), key=lambda c: (have[c], c)):
-    if have[c] < folds:
-      raise UserError(f'class {class_names[c]!r} has {have[c]} group(s) (tracks, or artists '
-                      f'where the data set names them) in the training split; {folds}-fold '
-                      f'cross-validation needs {folds}: add tracks, lower --config.recipe_folds, '
-                      'or pick a recipe by hand (--config.recipe=probe|head|finetune)')
-    mine = rng.permutation([g for g in np.flatnonzero(counts[:, c]) if fold_of_group[g] < 0])
-    for g in sorted(mine, key=lambda g: -counts[g].sum()):
-      k = min(range(folds), key=lambda f: (held[f, c], held[f].sum()))
-      fold_of_group[g] = k
-      held[k] += counts[g]
-  for c in np.flatnonzero(have):
-    if not held[:, c].all():  # groups shared with other classes were dealt first
-      raise UserError(f'class {class_names[c]!r} is missing from a fold: its groups hold other '
-                      f'classes too; lower --config.recipe_folds or pick a recipe by hand')
-  return fold_of_group[group_of.reshape(-1)]
+  """The fold of every example (``group_folds`` over their classes and
+  groups): every class in every fold, so every fold's complement trains on
+  every class, which scikit-learn's StratifiedGroupKFold does not promise. A
+  UserError, naming the fix, where that cannot be."""
+  groups = np.asarray(groups).astype(str)
+  try:
+    fold_of = group_folds([(class_names[c], g) for c, g in zip(labels, groups)], folds, seed)
+  except ValueError as e:
+    raise UserError(f'cross-validation of the training split: {e}; or add tracks, lower '
+                    '--config.recipe_folds, or pick a recipe by hand '
+                    '(--config.recipe=probe|head|finetune)') from None
+  return np.asarray([fold_of[g] for g in groups], np.int64)
 
 
 class Subset:

@@ -1,8 +1,8 @@
 """The recipe a small data set gets, chosen by cross-validation on its training split.
 
 ``config.recipe='auto'`` (the folder command's default when it starts from a
-pretrained model): each of ``config.recipe_candidates`` (probe, head,
-finetune) runs ``config.recipe_folds`` times (K, default 3) on the fold views
+pretrained model): each of ``config.recipe_candidates`` (probe and finetune;
+head where named) runs ``config.recipe_folds`` times (K, default 3) on the fold views
 of the training split (crnn_jax/data/folds.py: whole artists, or tracks, per
 fold, stratified, seeded), so every training track is held out once. The
 held-out probabilities, averaged per track, give each candidate's

@@ -1,7 +1,7 @@
 """Cross-validation (``--folds=K``): the same runs on K album-disjoint test splits.
 
 Each style's groups (albums, packages, groove families) are dealt into K folds
-(data_prep.split.group_folds); run k tests on fold k. Each fold gets a manifest
+(crnn_jax.data.folds.group_folds); run k tests on fold k. Each fold gets a manifest
 with a ``split`` column, built with ``--split_by=source``; the folds share the
 decoded clips, so nothing is decoded twice.
 """
@@ -15,6 +15,7 @@ import os
 import shutil
 from collections.abc import Sequence
 
+from crnn_jax.data.folds import group_folds
 from data_prep import split
 from experiments.real_music import library, runs, tables
 
@@ -25,7 +26,7 @@ def fold_manifests(manifest: str, folds: int, seed: int, validation: str = 'fold
   with open(manifest, newline='') as f:
     tracks = list(csv.DictReader(f))
   try:
-    fold_of = split.group_folds([(t['label'], t['artist']) for t in tracks], folds, seed)
+    fold_of = group_folds([(t['label'], t['artist']) for t in tracks], folds, seed)
   except ValueError as e:
     raise SystemExit(f'--folds={folds}: {e}') from None
   held = (split.held_out_tracks([(t['artist'], t['track_id']) for t in tracks], seed)
