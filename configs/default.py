@@ -10,6 +10,10 @@ import ml_collections
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 42  # drives initialisation, the data order and augmentation
+  # Training losses are read back from the device every this many steps (and at
+  # each epoch's end): the progress bar's loss and the NaN guard. Between reads
+  # the host does not wait for the device (crnn_jax/train/trainer.py).
+  config.log_every_steps = 100
   # Fine-tuning: a crnn_jax workdir (trained here, or made by
   # `python -m crnn_jax.import_reference`) whose conv + GRU weights and batch-norm
   # statistics start this run; its head is kept for classes of the same name.

@@ -347,6 +347,32 @@ def test_nan_loss_stops_with_a_clear_message(tiny_data_dir, tmp_path, monkeypatc
     train.train_and_evaluate(config, str(tmp_path / 'w'))
 
 
+def test_losses_are_read_back_every_log_every_steps(tiny_data_dir, tmp_path, monkeypatch):
+  """The host waits for the losses only when it logs (issue 28.4): one transfer
+  for config.log_every_steps steps, after which the NaN guard still names the
+  first step whose loss was not finite."""
+  config = tiny_config(tiny_data_dir)
+  config.log_every_steps = 3
+  real_step, real_get = steps.train_step, jax.device_get
+
+  def poisoned_from_step_2(state, batch, weights, multilabel, **options):
+    state, m = real_step(state, batch, weights, multilabel, **options)
+    return state, dict(m, loss=jnp.where(state.step >= 2, jnp.nan, m['loss']))
+
+  reads = []
+
+  def counted_get(tree):
+    if isinstance(tree, list) and tree and 'correct' in tree[0]:
+      reads.append(len(tree))  # the trainer's read of its steps' metrics
+    return real_get(tree)
+
+  monkeypatch.setattr(steps, 'train_step', poisoned_from_step_2)
+  monkeypatch.setattr(jax, 'device_get', counted_get)
+  with pytest.raises(train.TrainingDiverged, match='loss became nan at step 2 '):
+    train.train_and_evaluate(config, str(tmp_path / 'w'))
+  assert reads == [3]  # steps 1-3 in one read, none before
+
+
 def test_bad_inputs_give_user_errors(tiny_data_dir, tmp_path):
   config = tiny_config(str(tmp_path / 'nowhere'))
   with pytest.raises(UserError, match='does not exist'):

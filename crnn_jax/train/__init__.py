@@ -5,7 +5,7 @@ the device mesh, the loop, and the learning-rate range test.
   steps.py       train_step / eval_step (pure; jitted by parallel.py)
   parallel.py    the Mesh: batch on 'data', state replicated
   setup.py       one way to build a run (workdir, data, mesh, label hierarchy)
-  trainer.py     train_and_evaluate and evaluate_only, in readable sections
+  trainer.py     train_and_evaluate (the whole loop, top to bottom) and evaluate_only
   stopping.py    Ctrl-C / SIGTERM at a step boundary; the NaN guard's error
   writers.py     progress lines, TensorBoard and metrics.jsonl
   lr_find.py     fastai's learning-rate range test

@@ -38,6 +38,11 @@ class StepPlan:
     return self.global_batch // self.accum
 
   @property
+  def epoch_clips(self) -> int:
+    """Clips an epoch trains on: its full global batches."""
+    return self.steps_per_epoch * self.global_batch
+
+  @property
   def micro_steps_per_epoch(self) -> int:
     return self.steps_per_epoch * self.accum
 

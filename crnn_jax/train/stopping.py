@@ -52,9 +52,17 @@ class StopRequest:
     self.signal_name = signal.Signals(signum).name
     log(f'\n{self.signal_name}: stopping after this step (again to stop without saving)')
 
-  def should_stop(self) -> bool:
-    """Whether any process was asked: all of them then save at the same step."""
+  def should_stop(self, collective: bool = True) -> bool:
+    """Whether any process was asked: all of them then save at the same step.
+
+    With several processes that takes an all-gather, a wait for every device,
+    so the loop asks for it (``collective``) only where it reads metrics back
+    anyway; elsewhere the answer is False until then. One process only reads
+    its flag.
+    """
     asked = self.signal_name is not None
     if jax.process_count() > 1:
+      if not collective:
+        return False
       asked = bool(np.any(multihost_utils.process_allgather(np.int32(asked))))
     return asked

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import Any, Self
 
 import jax
 from tensorboardX import SummaryWriter
@@ -28,6 +28,12 @@ class MetricWriters:
     self._tb = None
     if self.enabled:
       self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
+
+  def __enter__(self) -> Self:
+    return self
+
+  def __exit__(self, *exc: object) -> None:
+    self.close()
 
   def epoch(self, history: list[dict[str, Any]]) -> None:
     if not self.enabled:
