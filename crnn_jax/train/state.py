@@ -1,5 +1,5 @@
 """The train state and the reference's optimiser: AdamW with fastai's one-cycle
-schedule on the learning rate and beta1 (SPEC.md section 5)."""
+schedule on the learning rate and beta1 (docs/reference.md section 5)."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def create_model(config: ml_collections.ConfigDict, info: DataInfo) -> model_lib
 def schedules(config: ml_collections.ConfigDict, total_steps: int
               ) -> tuple[optax.Schedule, optax.Schedule]:
   """fastai v1's one-cycle: lr max/25 -> max (cosine, first 30%) -> max/250,000,
-  and beta1 0.95 -> 0.85 -> 0.95 on the same shape (SPEC.md section 5)."""
+  and beta1 0.95 -> 0.85 -> 0.95 on the same shape (docs/reference.md section 5)."""
   t = config.train
   total_steps = max(int(total_steps), 1)
   lr = optax.cosine_onecycle_schedule(
