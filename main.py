@@ -61,7 +61,8 @@ def prepare_folder(config, workdir: str):
   """config.data.folder's data set, built by process 0 (the others wait for
   it), and the config that reads it."""
   if jax.process_index() == 0:
-    folder.prepare(config, workdir, recipes.clip_settings(config))
+    folder.prepare(config, workdir, recipes.clip_settings(config),
+                   cv_folds=recipes.cross_validation_folds(config))
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices('folder data ready')
   return folder.reading_config(config, workdir)

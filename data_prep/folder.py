@@ -33,11 +33,12 @@ MIN_TRACKS_PER_CLASS = 4
 ENOUGH_TRACKS_PER_CLASS = 20  # said in the error: what a useful model wants
 
 
-def prepare(config: ml_collections.ConfigDict, workdir: str, clip: audio.ClipSettings
-            ) -> ml_collections.ConfigDict:
-  """Builds (or reuses) the data set of config.data.folder; the config that reads it."""
+def prepare(config: ml_collections.ConfigDict, workdir: str, clip: audio.ClipSettings,
+            cv_folds: int = 0) -> ml_collections.ConfigDict:
+  """Builds (or reuses) the data set of config.data.folder; the config that reads it.
+  ``cv_folds``: the folds the training split is cut into to choose a recipe."""
   path = folder_path(config)
-  classes = check_source(path)
+  classes = check_source(path, cv_folds)
   out = reading_config(config, workdir)
   data_dir, name = out.data.data_dir, out.data.name
   print(f'preparing {path} as data set {name!r} in {data_dir} (decoded clips are cached: '
@@ -72,10 +73,10 @@ def dataset_name(path: str) -> str:
   return name if re.match(r'[a-z]', name) else f'music_{name}'.rstrip('_')
 
 
-def check_source(path: str) -> collections.Counter[str]:
+def check_source(path: str, cv_folds: int = 0) -> collections.Counter[str]:
   """The folder's (or manifest's) classes, before any decoding: one line for
   a missing path, no class, one class, an empty class folder, or a class with
-  fewer tracks than the splits need."""
+  fewer tracks than the splits (and ``cv_folds`` folds of the training split) need."""
   if not os.path.exists(path):
     raise UserError(f'config.data.folder {path!r} does not exist: give a folder with one '
                     'sub-folder of audio files per class (or a manifest CSV)')
@@ -99,6 +100,14 @@ def check_source(path: str) -> collections.Counter[str]:
     raise UserError(f'class {few[0][1]!r} has {few[0][0]} track(s): splitting into train, '
                     f'validation and test needs at least {MIN_TRACKS_PER_CLASS} per class (a '
                     f'useful model {ENOUGH_TRACKS_PER_CLASS} or more); add tracks')
+  # Every fold needs a track of every class, and validation and test one each.
+  needed = cv_folds + 2
+  few = sorted((n, c) for c, n in tracks.items() if n < needed)
+  if cv_folds and few:
+    raise UserError(f'class {few[0][1]!r} has {few[0][0]} track(s): choosing the recipe by '
+                    f'{cv_folds}-fold cross-validation needs at least {needed} per class ({cv_folds} '
+                    'in the training split, one each for validation and test); add tracks, lower '
+                    '--config.recipe_folds, or pick a recipe by hand (--config.recipe=probe)')
   return tracks
 
 

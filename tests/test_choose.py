@@ -50,7 +50,10 @@ def test_the_best_held_out_track_top1_wins_and_ties_go_to_the_simpler():
       [0.3006, 0.9544], abs=1e-4)  # Wilson, 3 of 4
   line = choose.describe({**record, 'folds': 3})
   assert line.startswith('recipe: finetune, chosen by 3-fold cross-validation')
-  assert 'average 1.000 (0.51-1.00, 4/4) (not kept: two models)' in line
+  assert 'average 1.000 (0.51-1.00, 4/4) (scored only: it would need both models)' in line
+  tied = choose.choose({'probe': probe, 'finetune': head}).to_json()  # 3 of 4 each
+  assert choose.describe({**tied, 'folds': 3}).startswith(
+      'recipe: probe (a tie: the simpler recipe), chosen by')
   with pytest.raises(ValueError, match='different tracks'):
     choose.choose({'probe': probe, 'finetune': _oof([[.5, .5]] * 3, [0, 0, 1])})
 
@@ -99,8 +102,8 @@ def test_folds_keep_groups_whole_stratify_and_are_seeded():
                                                                      if k != few_fold[9]])
   np.testing.assert_array_equal(fold, folds.assign(labels, groups, 3, 5, ['a', 'b', 'c']))
   assert not np.array_equal(fold, folds.assign(labels, groups, 3, 6, ['a', 'b', 'c']))
-  with pytest.raises(UserError, match=r"training split: 3 folds: .* too few in {'b': 2}: use fewer "
-                                      'folds; or add tracks, lower --config.recipe_folds'):
+  with pytest.raises(UserError, match=r"training split: 3 folds: .* too few in {'b': 2}; add "
+                                      'tracks, lower --config.recipe_folds'):
     folds.assign(np.array([0, 0, 0, 1, 1]), np.array(['x', 'y', 'z', 'v', 'w']), 3, 0,
                  ['a', 'b'])
 

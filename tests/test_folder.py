@@ -125,6 +125,15 @@ def test_bad_folders_are_one_line_each_naming_the_fix(tmp_path):
   with pytest.raises(UserError, match=r"class 'swing' has 3 track\(s\): splitting into train, "
                                       'validation and test needs at least 4 per class'):
     folder.check_source(str(few))
+  # Choosing the recipe by 3-fold cross-validation: 3 tracks of a class in the
+  # training split, one each in validation and test.
+  four = _library(tmp_path / 'four', per_class=4, styles=('metal', 'swing'))
+  assert folder.check_source(str(four)) == {'metal': 4, 'swing': 4}
+  with pytest.raises(UserError, match=r"class 'metal' has 4 track\(s\): choosing the recipe by "
+                                      r'3-fold cross-validation needs at least 5 per class .*'
+                                      r'--config.recipe=probe\)$'):
+    folder.check_source(str(four), cv_folds=3)
+  assert folder.check_source(str(four), cv_folds=2) == {'metal': 4, 'swing': 4}
 
 
 def test_unreadable_files_are_reported_and_a_class_they_empty_is_one_line(tmp_path, capsys):

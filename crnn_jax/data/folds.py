@@ -68,7 +68,8 @@ def assign(labels: np.ndarray, groups: np.ndarray, folds: int, seed: int,
   try:
     fold_of = group_folds([(class_names[c], g) for c, g in zip(labels, groups)], folds, seed)
   except ValueError as e:
-    raise UserError(f'cross-validation of the training split: {e}; or add tracks, lower '
+    reason = str(e).removesuffix(': use fewer folds')
+    raise UserError(f'cross-validation of the training split: {reason}; add tracks, lower '
                     '--config.recipe_folds, or pick a recipe by hand '
                     '(--config.recipe=probe|head|finetune)') from None
   return np.asarray([fold_of[g] for g in groups], np.int64)

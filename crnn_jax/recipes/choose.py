@@ -241,9 +241,14 @@ def describe(record: Mapping[str, Any]) -> str:
   for name, s in record['cross_validated'].items():
     low, high = s['track_top1_interval']
     figures.append(f'{name} {s["track_top1"]:.3f} ({low:.2f}-{high:.2f}, {s["right"]}/'
-                   f'{s["tracks"]})' + ('' if s['can_be_chosen'] else ' (not kept: two models)'))
-  return (f'recipe: {record["chosen"]}, chosen by {record["folds"]}-fold cross-validation on '
-          f'the training split (held-out track top-1, 95% interval): {"; ".join(figures)}')
+                   f'{s["tracks"]})' + ('' if s['can_be_chosen'] else
+                                        ' (scored only: it would need both models)'))
+  scores, chosen = record['cross_validated'], record['chosen']
+  tie = any(s['can_be_chosen'] and s['right'] == scores[chosen]['right']
+            for name, s in scores.items() if name != chosen)
+  return (f'recipe: {chosen}{" (a tie: the simpler recipe)" if tie else ""}, chosen by '
+          f'{record["folds"]}-fold cross-validation on the training split (held-out track '
+          f'top-1, 95% interval): {"; ".join(figures)}')
 
 
 def train_auto(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:

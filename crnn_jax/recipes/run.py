@@ -42,6 +42,11 @@ def check(config: ml_collections.ConfigDict) -> str:
   return recipe
 
 
+def cross_validation_folds(config: ml_collections.ConfigDict) -> int:
+  """The folds the run's training split is cut into to choose the recipe (0: none)."""
+  return int(config.recipe_folds) if check(config) == 'auto' else 0
+
+
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Runs the config's recipe in ``workdir``; its results (results.json)."""
   recipe = check(config)
