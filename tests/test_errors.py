@@ -18,6 +18,11 @@ from crnn_jax.core.errors import UserError, run_command
 def main(argv):
   if argv[1] == 'fail':
     raise UserError('the data set  is missing:\\n  build it first')
+  if argv[1] == 'abandoned':  # as a refused save leaves orbax's writes
+    async def write():
+      pass
+    sys.modules[__name__].pending = write()
+    raise UserError('no space left')
   if argv[1] == 'crash':
     raise RuntimeError('a bug')
   return int(argv[1])
@@ -35,6 +40,11 @@ def test_a_user_error_is_one_line_and_status_2():
   out = _command('fail')
   assert out.returncode == 2
   assert out.stderr == 'error: the data set is missing: build it first\n'
+
+
+def test_work_the_error_abandoned_adds_no_warning_after_the_line():
+  out = _command('abandoned')
+  assert out.returncode == 2 and out.stderr == 'error: no space left\n'
 
 
 @pytest.mark.parametrize('status', [0, 3])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Callable
 
 from absl import app, logging
@@ -29,6 +30,11 @@ def run_command(main: Callable[[list[str]], int | None]) -> None:
       return main(argv)
     except UserError as e:
       print(f'error: {one_line(e)}', file=sys.stderr)
+      # Work the error cut short (orbax's reads and writes of a refused save) is
+      # left as coroutines that Python collects at exit with a RuntimeWarning:
+      # two lines of noise after the one that says what to do.
+      warnings.filterwarnings('ignore', message='coroutine .* was never awaited',
+                              category=RuntimeWarning)
       return 2
 
   app.run(guarded)
