@@ -113,8 +113,12 @@ def train_folds(config: ml_collections.ConfigDict) -> np.ndarray | None:
   if not 0 <= fold < k:
     raise UserError(f'config.data.cv_fold={fold}: use 0..{k - 1} (config.data.cv_folds={k})')
   train = _data_sources(config, ('spectrogram',))['train']
-  groups = [_text(train[i]['artist_id']) for i in range(len(train))]
-  return folds.assign(read_labels(train), np.asarray(groups), k, int(config.seed),
+  labels, groups = [], []
+  for i in range(len(train)):  # one pass reads both
+    example = train[i]
+    labels.append(example['label'])
+    groups.append(_text(example['artist_id']))
+  return folds.assign(np.asarray(labels, np.int64), np.asarray(groups), k, int(config.seed),
                       _builder(config).info.features['label'].names)
 
 
