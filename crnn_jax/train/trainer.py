@@ -183,6 +183,7 @@ class EpochMeter:
     self._first_step = epoch * plan.micro_steps_per_epoch  # state.step when the epoch began
     self._every = max(int(config.log_every_steps), 1)
     self._pending: list[Mapping[str, jax.Array]] = []
+    self._on_cpu = jax.default_backend() == 'cpu'  # asked once, not every step
     self._start, self._tic = self.batch, time.perf_counter()
     self._bar = tqdm(total=plan.micro_steps_per_epoch, initial=self.batch,
                      desc=f'epoch {epoch + 1}/{plan.num_epochs}',
@@ -197,7 +198,7 @@ class EpochMeter:
   def add(self, metrics: Mapping[str, jax.Array]) -> bool:
     """One step's metrics (on the device); reads them back, and returns True,
     every config.log_every_steps steps of the epoch."""
-    _bound_steps_in_flight(self._pending)
+    _bound_steps_in_flight(self._pending, self._on_cpu)
     self._pending.append(metrics)
     self.batch += 1
     self._bar.update(1)
@@ -223,8 +224,8 @@ class EpochMeter:
     return self.sums
 
 
-def _bound_steps_in_flight(pending: list[Mapping[str, jax.Array]]) -> None:
-  """On a CPU backend, waits for the step before the one just dispatched: at
+def _bound_steps_in_flight(pending: list[Mapping[str, jax.Array]], on_cpu: bool) -> None:
+  """On a CPU backend (``on_cpu``), waits for the step before the one just dispatched: at
   most two steps in flight there.
 
   A CPU's steps and the loader share the cores: unbounded, the host runs up to
@@ -235,7 +236,7 @@ def _bound_steps_in_flight(pending: list[Mapping[str, jax.Array]]) -> None:
   for the host: while one step runs, the host reads, shards and dispatches the
   next. On a GPU or TPU nothing waits between reads (asynchronous dispatch).
   """
-  if pending and jax.default_backend() == 'cpu':
+  if on_cpu and pending:
     jax.block_until_ready(pending[-1])
 
 
