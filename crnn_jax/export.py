@@ -194,8 +194,12 @@ def contract(model: InferenceModel, formats: Sequence[str]) -> dict[str, Any]:
       'track_score': 'mean over the windows of exp(log_probs)',
       'spectrogram': audio.spectrogram_contract(model.clip),
       'model': {'readout': model.model.readout, 'num_tabular': model.num_tabular,
-                'compute_dtype': str(jnp.dtype(model.model.dtype))},
+                'compute_dtype': str(jnp.dtype(model.model.dtype)),
+                'networks': len(model.members)},
   }
+  if len(model.members) > 1:
+    out['model']['combined_by'] = ('log_probs: the log of the mean of the networks\' '
+                                   'probabilities; embedding: theirs side by side')
   if model.multilabel:
     out['threshold'] = model.threshold
     out['label_hierarchy'] = dict(model.config.get('label_hierarchy') or {})

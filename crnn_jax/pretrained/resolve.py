@@ -4,7 +4,9 @@ Prediction, the web page and export take exactly one of ``--model=NAME`` (a
 model shipped in this package) and ``--workdir=DIR`` (a trained or imported
 model's folder); ``config.init_from`` takes either in one field. Both give the
 same thing: the config, the variables and the data description, as a
-workdir's checkpoint (crnn_jax.workdir.checkpoints) gives them.
+workdir's checkpoint (crnn_jax.workdir.checkpoints) gives them. A workdir
+holding an average of models (average.json, config.recipe='average') gives
+each member's, in ``members``; fine-tuning starts from one model only.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ class ModelToUse:
   workdir: str = ''  # '' for a shipped model
   threshold: float | None = None  # multi-label threshold chosen on validation
   threshold_source: str = ''
+  # An average's members (each a workdir's model); () for one model. The fields
+  # above are then the first member's, except origin and workdir.
+  members: tuple[ModelToUse, ...] = ()
 
 
 def check_one_named(model: str | None, workdir: str | None) -> None:
@@ -51,11 +56,41 @@ def load(model: str | None = None, workdir: str | None = None,
   if not os.path.isdir(workdir):
     raise UserError(f'workdir {workdir!r} does not exist: train with main.py or import a '
                     'model first, or fix --workdir')
+  members = files.average_members(workdir)
+  if members:
+    return average(workdir, [load(workdir=m, checkpoint=checkpoint) for m in members])
   saved = checkpoints.load_for_use(workdir, checkpoint)
   threshold, source = files.validation_threshold(workdir)
   return ModelToUse(saved.config, saved.variables, saved.data_info,
                     f'the checkpoint of workdir {workdir!r}', workdir=workdir,
                     threshold=threshold, threshold_source=source)
+
+
+def average(workdir: str, members: list[ModelToUse]) -> ModelToUse:
+  """The average of ``members``' models: they must score the same classes from
+  the same inputs, each a single single-label model."""
+  first = members[0]
+  for member in members:
+    if member.members:
+      raise UserError(f'{member.workdir!r}: a member of an average cannot be an average itself')
+    if member.config.get('multilabel'):
+      raise UserError(f'{member.workdir!r}: an average of multi-label models is not supported')
+    theirs, ours = _inputs_and_outputs(member.data_info), _inputs_and_outputs(first.data_info)
+    for key in ours:
+      if theirs[key] != ours[key]:
+        raise UserError(f'the members of {workdir!r} differ in {key}: {ours.get(key)!r} in '
+                        f'{first.workdir!r}, {theirs.get(key)!r} in {member.workdir!r}')
+  return dataclasses.replace(first, origin=f'the average of workdir {workdir!r}',
+                             workdir=workdir, members=tuple(members))
+
+
+def _inputs_and_outputs(data_info: dict[str, Any]) -> dict[str, Any]:
+  """What members of an average must share: their classes and what they read."""
+  metadata = data_info.get('metadata') or {}
+  return {'class_names': data_info.get('class_names'), 'frames': data_info.get('frames'),
+          'num_tabular': data_info.get('num_tabular'), **{
+              key: metadata.get(key) for key in ('clip', 'tabular_names', 'tabular_mean',
+                                                 'tabular_std')}}
 
 
 def shipped(name: str) -> ModelToUse:
@@ -68,7 +103,11 @@ def load_init_from(value: str) -> ModelToUse:
   """config.init_from: a workdir where ``value`` is a folder, else a shipped
   model's name; a UserError naming both kinds otherwise."""
   if os.path.isdir(value):
-    return load(workdir=value)
+    found = load(workdir=value)
+    if found.members:
+      raise UserError('holds an average of models, and a fine-tune starts from one: name one of '
+                      f'its members ({", ".join(m.workdir for m in found.members)})')
+    return found
   if value in store.names():
     return shipped(value)
   raise UserError('does not exist, and no shipped model has that name: give a crnn_jax workdir '

@@ -1,5 +1,5 @@
 """The files of a workdir besides its checkpoints: config.json, data_info.json,
-results.json (and the names of predictions_{split}.npz)."""
+results.json, average.json (and the names of predictions_{split}.npz)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,9 @@ RESULTS_FILE = 'results.json'
 # Every clip's logits, label and track of an evaluated split: enough to pool or
 # average models' probabilities without running them again.
 PREDICTIONS_FILE = 'predictions_{split}.npz'
+# A workdir whose model is the average of other workdirs' models (its members,
+# folders inside it) holds this file instead of checkpoints.
+AVERAGE_FILE = 'average.json'
 
 
 def ensure_workdir(workdir: str) -> str:
@@ -112,3 +115,24 @@ def validation_threshold(workdir: str) -> tuple[float | None, str]:
   if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
     return float(value), 'chosen on validation (results.json)'
   return None, 'default (no validation threshold in results.json)'
+
+
+def average_members(workdir: str) -> list[str]:
+  """The member workdirs of an average's workdir (average.json), as absolute
+  paths; [] for any other workdir."""
+  path = os.path.join(workdir, AVERAGE_FILE)
+  if not os.path.exists(path):
+    return []
+  members = storage.read_json(path).get('members')
+  if not isinstance(members, list) or len(members) < 2:
+    raise UserError(f'{path}: "members" must list two or more workdirs inside {workdir!r}')
+  return [os.path.join(os.path.abspath(workdir), str(m)) for m in members]
+
+
+def write_average(workdir: str, members: list[str]) -> None:
+  """average.json: the model of ``workdir`` is the mean of these members'
+  probabilities (folders relative to ``workdir``)."""
+  storage.write_json(os.path.join(workdir, AVERAGE_FILE), {
+      'members': [os.path.relpath(m, workdir) for m in members],
+      'combined_by': 'the mean of the members\' probabilities (each track: then the mean over '
+                     'its windows)'})
