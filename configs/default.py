@@ -23,12 +23,13 @@ def get_config() -> ml_collections.ConfigDict:
   # fits a logistic regression on init_from's embeddings and folds it into the
   # model's classifier layer (seconds on a CPU); 'finetune' trains every layer from
   # init_from, 'head' its classifier layer alone (finetune.trainable all | head);
-  # 'auto' keeps the best of recipe_candidates by recipe_folds-fold cross-validation
-  # on the training split, retrained on all of it. '' with data.folder and
-  # init_from is 'auto'.
+  # 'average' makes the probe and the fine-tune and keeps the mean of their
+  # probabilities (two networks in one model); 'auto' keeps the best of
+  # recipe_candidates by recipe_folds-fold cross-validation on the training
+  # split, retrained on all of it. '' with data.folder and init_from is 'auto'.
   config.recipe = ''
   config.recipe_folds = 3
-  config.recipe_candidates = 'probe,finetune'  # 'head' too by naming it
+  config.recipe_candidates = 'probe,finetune,average'  # 'head' too by naming it
 
   config.data = ml_collections.ConfigDict()
   config.data.name = ''  # TFDS data set name (snake_case) under data_dir

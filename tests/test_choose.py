@@ -31,31 +31,52 @@ def _oof(track_probs: list[list[float]], labels: list[int], windows: int = 1) ->
 LABELS = [0, 0, 1, 1]
 
 
-def test_the_best_held_out_track_top1_wins_and_ties_go_to_the_simpler():
+def test_the_best_held_out_track_top1_wins_and_ties_go_to_the_lower_log_loss():
   probe = _oof([[.9, .1], [.6, .4], [.4, .6], [.6, .4]], LABELS)  # 3 of 4
   finetune = _oof([[.9, .1], [.6, .4], [.4, .6], [.3, .7]], LABELS, windows=3)  # 4 of 4
   head = _oof([[.1, .9], [.6, .4], [.4, .6], [.3, .7]], LABELS)  # 3 of 4
   choice = choose.choose({'probe': probe, 'head': head, 'finetune': finetune})
-  assert choice.winner == 'finetune'
   assert (choice.scores['probe'].right, choice.scores['finetune'].right) == (3, 4)
   assert choice.scores['finetune'].tracks == 4  # three clips a track, one track
-  # The average of probe and fine-tune is scored, never chosen.
+  # The average of probe and fine-tune names 4 of 4 too, less surely: the fine-tune wins.
   average = choice.scores[choose.AVERAGE]
-  assert not average.kept and average.right == 4
+  assert average.kept and average.right == 4
+  assert choice.scores['finetune'].log_loss < average.log_loss
+  assert choice.winner == 'finetune'
+  assert choice.scores['probe'].log_loss == pytest.approx(
+      -np.mean(np.log([.9, .6, .6, .4])))
   assert choose.choose({'probe': probe, 'finetune': probe, 'head': head}).winner == 'probe'
-  assert choose.choose({'finetune': probe, 'head': head}).winner == 'head'
+  # 3 of 4 each: the head is sure of its wrong t0, so the lower log-loss is the other's.
+  assert choose.choose({'finetune': probe, 'head': head}).winner == 'finetune'
   record = json.loads(json.dumps(choice.to_json()))
   assert record['chosen'] == 'finetune'
   assert record['cross_validated']['probe']['track_top1_interval'] == pytest.approx(
       [0.3006, 0.9544], abs=1e-4)  # Wilson, 3 of 4
   line = choose.describe({**record, 'folds': 3})
-  assert line.startswith('recipe: finetune, chosen by 3-fold cross-validation')
-  assert 'average 1.000 (0.51-1.00, 4/4) (scored only: it would need both models)' in line
-  tied = choose.choose({'probe': probe, 'finetune': head}).to_json()  # 3 of 4 each
-  assert choose.describe({**tied, 'folds': 3}).startswith(
+  assert line.startswith('recipe: finetune (a tie in top-1: the lower log-loss), chosen by '
+                         '3-fold cross-validation')
+  assert 'probe 0.750 (0.30-0.95, 3/4; log-loss 0.511)' in line
+  # Exactly equal candidates: the simpler.
+  tied = choose.choose({'probe': probe, 'finetune': probe}, order=['probe', 'finetune'])
+  assert choose.describe({**tied.to_json(), 'folds': 3}).startswith(
       'recipe: probe (a tie: the simpler recipe), chosen by')
   with pytest.raises(ValueError, match='different tracks'):
     choose.choose({'probe': probe, 'finetune': _oof([[.5, .5]] * 3, [0, 0, 1])})
+
+
+def test_the_average_wins_where_it_names_more_tracks_than_either_and_is_kept_only_if_named():
+  """The probe is sure and right on t0 and t2 and unsure and wrong on the
+  others; the fine-tune the other way round: each names 2 of 4, their
+  average all 4."""
+  probe = _oof([[.9, .1], [.45, .55], [.2, .8], [.55, .45]], LABELS)
+  finetune = _oof([[.45, .55], [.9, .1], [.55, .45], [.2, .8]], LABELS)
+  choice = choose.choose({'probe': probe, 'finetune': finetune})
+  assert {n: s.right for n, s in choice.scores.items()} == {'probe': 2, 'finetune': 2,
+                                                           'average': 4}
+  assert choice.winner == 'average'
+  without = choose.choose({'probe': probe, 'finetune': finetune}, order=['probe', 'finetune'])
+  assert without.winner != 'average' and not without.scores['average'].kept
+  assert '(scored only: not a candidate)' in choose.describe({**without.to_json(), 'folds': 3})
 
 
 def test_the_probe_wins_where_its_held_out_tracks_are_named_better():
@@ -132,11 +153,14 @@ def test_a_fold_view_trains_on_the_other_folds_and_tests_on_its_own(tiny_data_di
 
 def test_candidates_are_checked(tiny_data_dir):
   config = tiny_config(tiny_data_dir)
-  assert choose.candidates_of(config) == ['probe', 'finetune']  # head only where named
+  assert choose.candidates_of(config) == ['probe', 'finetune', 'average']  # head where named
   config.recipe_candidates = 'finetune, head,probe'
   assert choose.candidates_of(config) == ['probe', 'head', 'finetune']
   config.recipe_candidates = 'probe,lasso'
   with pytest.raises(UserError, match="config.recipe_candidates 'probe,lasso'"):
+    choose.candidates_of(config)
+  config.recipe_candidates = 'average,finetune'
+  with pytest.raises(UserError, match='average is the mean of probe and finetune: name both'):
     choose.candidates_of(config)
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
-from scipy.special import expit, log_softmax, softmax
+from scipy.special import expit, log_softmax, logsumexp, softmax
 
 from crnn_jax.core import labels, storage
 from crnn_jax.data.info import DataInfo
@@ -141,6 +141,23 @@ def write_predictions(workdir: str, split: str, pred: Predictions) -> None:
     np.savez(f, logits=np.asarray(pred['logits'], np.float32),
              label=np.asarray(pred['label'], np.int64),
              track_id=np.asarray(track_ids).astype(str))
+
+
+def average_predictions(parts: Sequence[Predictions]) -> dict[str, np.ndarray]:
+  """Single-label predictions of the same clips by several models (as
+  read_predictions gives them) -> those of their average: logits the log of
+  the mean probabilities, each clip's loss, one-hot label sets."""
+  first = parts[0]
+  for part in parts[1:]:
+    if not (np.array_equal(part['label'], first['label'])
+            and np.array_equal(part['track_id'], first['track_id'])):
+      raise ValueError('the models to average were evaluated on different clips')
+  log_probs = [log_softmax(np.asarray(p['logits'], np.float64), axis=-1) for p in parts]
+  logits = logsumexp(np.stack(log_probs), axis=0) - np.log(len(parts))
+  label = np.asarray(first['label'], np.int64)
+  return {'logits': logits, 'loss': -logits[np.arange(len(label)), label], 'label': label,
+          'label_set': np.eye(logits.shape[-1], dtype=np.float32)[label],
+          'track_id': first['track_id']}
 
 
 def read_predictions(workdir: str, split: str) -> dict[str, np.ndarray]:

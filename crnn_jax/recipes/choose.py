@@ -1,17 +1,20 @@
 """The recipe a small data set gets, chosen by cross-validation on its training split.
 
 ``config.recipe='auto'`` (the folder command's default when it starts from a
-pretrained model): each of ``config.recipe_candidates`` (probe and finetune;
-head where named) runs ``config.recipe_folds`` times (K, default 3) on the fold views
-of the training split (crnn_jax/data/folds.py: whole artists, or tracks, per
-fold, stratified, seeded), so every training track is held out once. The
-held-out probabilities, averaged per track, give each candidate's
-cross-validated track top-1 with its 95% Wilson interval (``choose``). The
-average of the probe's and the fine-tune's probabilities is scored beside
-them but never kept: it is two networks, and predict, serve and export serve
-one. The winner (ties go to the simpler: probe, then head, then finetune) is
-retrained on the whole training split in the workdir and evaluated once on
-the test split, which the choice never reads; results.json gets 'recipe'.
+pretrained model): each of ``config.recipe_candidates`` (probe, finetune and
+their average; head where named) is scored on ``config.recipe_folds`` folds
+(K, default 3) of the training split (crnn_jax/data/folds.py: whole artists,
+or tracks, per fold, stratified, seeded), so every training track is held out
+once. Probe and fine-tune run K times each; the average of their held-out
+probabilities costs nothing more. The held-out probabilities, averaged per
+track, give each candidate's cross-validated track top-1 with its 95% Wilson
+interval and its log-loss (``choose``). The most tracks right wins; a tie
+goes to the lower log-loss (a proper score: it tells apart candidates that
+name as many tracks, where top-1 on a few dozen tracks often ties), then to
+the simpler (probe, head, finetune, average). The winner is retrained on the
+whole training split in the workdir (the average: both members, in
+WORKDIR/members/) and evaluated once on the test split, which the choice
+never reads; results.json gets 'recipe'.
 
 Cost: the probe is an embedding pass and seconds of scikit-learn; head and
 finetune are K trainings each on (K-1)/K of the training split (a fine-tune of
@@ -43,7 +46,7 @@ from crnn_jax.recipes import recipe as recipe_lib
 from crnn_jax.train import trainer
 from crnn_jax.workdir import files as workdir_files
 
-AVERAGE = 'average'  # the probe's and the fine-tune's probabilities, averaged: scored, not kept
+AVERAGE = recipe_lib.AVERAGE  # the probe's and the fine-tune's probabilities, averaged
 CV_DIR = 'cv'
 CHOICE_FILE = 'choice.json'
 
@@ -67,10 +70,18 @@ class OutOfFold:
 
 @dataclasses.dataclass(frozen=True)
 class Score:
-  """A candidate's cross-validated track top-1: ``right`` of ``tracks``."""
+  """A candidate's cross-validated track top-1 (``right`` of ``tracks``) and
+  mean log-loss of the tracks' probabilities."""
   right: int
   tracks: int
+  log_loss: float
   kept: bool  # whether it can be the chosen recipe
+
+  @classmethod
+  def of(cls, labels: np.ndarray, probabilities: np.ndarray, kept: bool) -> Score:
+    true = probabilities[np.arange(len(labels)), labels]
+    return cls(int(np.sum(probabilities.argmax(axis=1) == labels)), len(labels),
+               float(-np.mean(np.log(np.clip(true, 1e-12, 1.0)))), kept)
 
   @property
   def top1(self) -> float:
@@ -82,7 +93,8 @@ class Score:
 
   def to_json(self) -> dict[str, Any]:
     return {'track_top1': self.top1, 'track_top1_interval': list(self.interval),
-            'right': self.right, 'tracks': self.tracks, 'can_be_chosen': self.kept}
+            'right': self.right, 'tracks': self.tracks, 'log_loss': self.log_loss,
+            'can_be_chosen': self.kept}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,32 +107,37 @@ class Choice:
                                                        for k, s in self.scores.items()}}
 
 
-def choose(candidates: Mapping[str, OutOfFold], order: Sequence[str] = recipe_lib.SINGLE
+def choose(candidates: Mapping[str, OutOfFold], order: Sequence[str] = recipe_lib.KEPT
            ) -> Choice:
-  """The candidate with the best cross-validated track top-1 (ties: the one
-  first in ``order``, the simplest); every candidate must cover the same
-  tracks. With 'probe' and 'finetune' their average is scored too, not kept."""
+  """The candidate in ``order`` with the most held-out tracks right; ties: the
+  lower log-loss, then the one first in ``order`` (the simplest). Every
+  candidate must cover the same tracks. With 'probe' and 'finetune' their
+  average is scored too (kept where ``order`` names it)."""
   tracks = {name: oof.tracks() for name, oof in candidates.items()}
   ids = {name: tuple(t[0]) for name, t in tracks.items()}
   if len(set(ids.values())) > 1:
     raise ValueError(f'candidates cover different tracks: {sorted(ids)}')
   if 'probe' in tracks and 'finetune' in tracks:
     tracks[AVERAGE] = (*tracks['probe'][:2], (tracks['probe'][2] + tracks['finetune'][2]) / 2)
-  scores = {name: Score(int(np.sum(probs.argmax(axis=1) == labels)), len(labels),
-                        name in order)
+  scores = {name: Score.of(labels, probs, name in order)
             for name, (_, labels, probs) in tracks.items()}
   ranked = [n for n in order if n in scores]
-  winner = max(ranked, key=lambda n: (scores[n].right, -ranked.index(n)))
+  winner = min(ranked, key=lambda n: (-scores[n].right, round(scores[n].log_loss, 9),
+                                      ranked.index(n)))
   return Choice(winner, scores)
 
 
 def candidates_of(config: ml_collections.ConfigDict) -> list[str]:
+  """config.recipe_candidates, simplest first; the average needs both its members."""
   names = [n.strip() for n in str(config.recipe_candidates).split(',') if n.strip()]
-  unknown = [n for n in names if n not in recipe_lib.SINGLE]
+  unknown = [n for n in names if n not in recipe_lib.KEPT]
   if unknown or not names:
     raise UserError(f'config.recipe_candidates {config.recipe_candidates!r}: a comma-separated '
-                    f'list of {", ".join(recipe_lib.SINGLE)}')
-  return [n for n in recipe_lib.SINGLE if n in names]
+                    f'list of {", ".join(recipe_lib.KEPT)}')
+  if AVERAGE in names and not set(recipe_lib.AVERAGE_MEMBERS) <= set(names):
+    raise UserError(f'config.recipe_candidates {config.recipe_candidates!r}: {AVERAGE} is the '
+                    f'mean of {" and ".join(recipe_lib.AVERAGE_MEMBERS)}: name both')
+  return [n for n in recipe_lib.KEPT if n in names]
 
 
 # --------------------------------------------------------------------------
@@ -160,7 +177,7 @@ def trained_out_of_fold(config: ml_collections.ConfigDict, workdir: str, recipe:
   for k in range(int(config.recipe_folds)):
     run_config = fold_config(recipe_lib.with_recipe(config, recipe), k)
     run_dir = os.path.join(workdir, CV_DIR, f'{recipe}_fold{k}')
-    if not finished(run_dir, run_config):
+    if not recipe_lib.finished(run_dir, run_config):
       clock.start(f'{recipe}, fold {k + 1}/{config.recipe_folds}')
       os.makedirs(run_dir, exist_ok=True)
       with open(os.path.join(run_dir, 'log.txt'), 'a') as log, contextlib.redirect_stdout(log):
@@ -170,18 +187,6 @@ def trained_out_of_fold(config: ml_collections.ConfigDict, workdir: str, recipe:
   return OutOfFold(np.concatenate([p['track_id'] for p in parts]),
                    np.concatenate([p['label'] for p in parts]),
                    softmax(np.concatenate([p['logits'] for p in parts]).astype(np.float64), axis=-1))
-
-
-def finished(run_dir: str, run_config: ml_collections.ConfigDict) -> bool:
-  """Whether a fold run has its held-out predictions; a run of another config
-  is refused (its figures would not be this config's)."""
-  changed = workdir_files.config_differences(run_dir, run_config)
-  if changed:
-    raise UserError(f'{run_dir} was trained with another config ({"; ".join(changed)}): remove '
-                    f'{os.path.dirname(run_dir)} to choose the recipe again, or use a fresh '
-                    '--workdir')
-  return os.path.exists(os.path.join(run_dir, workdir_files.PREDICTIONS_FILE.format(
-      split='test')))
 
 
 class Clock:
@@ -217,7 +222,7 @@ def cross_validate(config: ml_collections.ConfigDict, workdir: str) -> Choice:
                     'pick --config.recipe=finetune or head')
   info = source.load_info(config)
   source.train_folds(fold_config(config, 0))  # too few groups per class: say so before any work
-  trained = [n for n in names if n != 'probe']
+  trained = [n for n in names if n in recipe_lib.TRAINABLE]
   grouped_by = (info.metadata.get('split') or {}).get('grouped_by', 'artist')
   print(f'choosing the recipe by {config.recipe_folds}-fold cross-validation on the '
         f'{info.split_sizes["train"]} training clips (folds grouped by {grouped_by}) among '
@@ -229,7 +234,7 @@ def cross_validate(config: ml_collections.ConfigDict, workdir: str) -> Choice:
   clock = Clock({n: int(config.recipe_folds) for n in trained})
   for name in trained:
     out_of_fold[name] = trained_out_of_fold(config, workdir, name, clock)
-  choice = choose(out_of_fold)
+  choice = choose(out_of_fold, order=names)
   if jax.process_index() == 0:
     storage.write_json(os.path.join(workdir, CV_DIR, CHOICE_FILE), choice.to_json())
   return choice
@@ -241,14 +246,18 @@ def describe(record: Mapping[str, Any]) -> str:
   for name, s in record['cross_validated'].items():
     low, high = s['track_top1_interval']
     figures.append(f'{name} {s["track_top1"]:.3f} ({low:.2f}-{high:.2f}, {s["right"]}/'
-                   f'{s["tracks"]})' + ('' if s['can_be_chosen'] else
-                                        ' (scored only: it would need both models)'))
+                   f'{s["tracks"]}; log-loss {s["log_loss"]:.3f})' + (
+                       '' if s['can_be_chosen'] else ' (scored only: not a candidate)'))
   scores, chosen = record['cross_validated'], record['chosen']
-  tie = any(s['can_be_chosen'] and s['right'] == scores[chosen]['right']
-            for name, s in scores.items() if name != chosen)
-  return (f'recipe: {chosen}{" (a tie: the simpler recipe)" if tie else ""}, chosen by '
-          f'{record["folds"]}-fold cross-validation on the training split (held-out track '
-          f'top-1, 95% interval): {"; ".join(figures)}')
+  tied = [s for name, s in scores.items()
+          if name != chosen and s['can_be_chosen'] and s['right'] == scores[chosen]['right']]
+  tie = ''
+  if tied:
+    tie = (' (a tie: the simpler recipe)' if any(
+        round(s['log_loss'], 9) == round(scores[chosen]['log_loss'], 9) for s in tied) else
+           ' (a tie in top-1: the lower log-loss)')
+  return (f'recipe: {chosen}{tie}, chosen by {record["folds"]}-fold cross-validation on the '
+          f'training split (held-out track top-1, 95% interval; log-loss): {"; ".join(figures)}')
 
 
 def train_auto(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """What main.py runs: ``train(config, workdir)``, the recipe ``config.recipe`` names.
 
   ''        the config as it is; with config.data.folder and config.init_from, 'auto'
-  probe, finetune, head   one recipe (crnn_jax/recipes/recipe.py)
+  probe, finetune, head, average   one recipe (crnn_jax/recipes/recipe.py)
   auto      the best of config.recipe_candidates by cross-validation on the
             training split, retrained on all of it (crnn_jax/recipes/choose.py)
 
@@ -25,7 +25,7 @@ from crnn_jax.recipes import choose
 from crnn_jax.recipes import recipe as recipe_lib
 from crnn_jax.train import finetune
 
-RECIPES = ('', *recipe_lib.SINGLE, 'auto')
+RECIPES = ('', *recipe_lib.KEPT, 'auto')
 
 
 def check(config: ml_collections.ConfigDict) -> str:
