@@ -140,7 +140,9 @@ def _check_usage(fmt: str, inputs: Sequence[str], tabular_csv: str | None) -> No
 
 def _summary_line(scored: int, total: int, seconds: float, embeddings: str | None) -> str:
   """The text output's last line: how many were scored, how fast, what else to look at."""
-  line = f'# scored {scored} of {total} file(s) in {seconds:.1f} s ({total / seconds:.2f} files/s)'
+  rate = total / seconds
+  shown = f'{rate:.2f}' if rate >= 1 else f'{rate:.2g}'  # 0.0041, not 0.00, on a slow machine
+  line = f'# scored {scored} of {total} file(s) in {seconds:.1f} s ({shown} files/s)'
   if scored < total:
     line += f'; {total - scored} could not be scored (reasons on stderr)'
   if embeddings and scored:
@@ -153,8 +155,10 @@ def _is_terminal(stream: TextIO) -> bool:
 
 
 def _text_header(header: Mapping[str, Any], model: Any) -> str:
-  line = (f'# {len(header["classes"])} genres, {header["scores"]}, '
+  line = (f'# {len(header["classes"])} classes, {header["scores"]}, '
           f'{header["clip_seconds"]:g} s windows')
+  if header.get('average_of'):
+    line += f'; the average of {header["average_of"]} networks'
   if model.multilabel:
     line += f'; threshold {model.threshold:.3g} {model.threshold_source}'
   return line

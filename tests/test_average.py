@@ -18,7 +18,7 @@ from scipy.special import softmax
 from tiny_models import data_info, make_workdir, write_clip
 
 from configs import default
-from crnn_jax import export
+from crnn_jax import export, predict
 from crnn_jax.core import audio
 from crnn_jax.core.errors import UserError
 from crnn_jax.data import pipeline, source
@@ -62,6 +62,7 @@ def test_predict_scores_the_mean_of_the_members_probabilities(tmp_path):
   # The classifier layers on the embedding give the same probabilities.
   np.testing.assert_allclose(softmax(model.classify(result['details'].embeddings), axis=-1),
                              result['details'].probabilities, atol=1e-6)
+  assert predict._text_header(model.describe(), model).endswith('; the average of 2 networks')
   # The command line says what it is and scores the same.
   out = subprocess.run([sys.executable, '-m', 'crnn_jax.predict', f'--workdir={workdir}',
                         '--format=json', song], capture_output=True, text=True, check=True)

@@ -201,7 +201,7 @@ def test_text_output_and_usage_errors(single, predictor, clips):
   out = io.StringIO()
   assert pr.predict_main('', [str(clips['long'])], top_k=3, out=out, predictor=predictor) == 0
   lines = out.getvalue().splitlines()
-  assert lines[0].startswith('# 4 genres, softmax, 5 s windows')
+  assert lines[0].startswith('# 4 classes, softmax, 5 s windows')
   assert lines[1] == f'{clips["long"]}  (3 windows averaged)'
   assert len(lines) == 6 and lines[2].startswith('   1. ')
   assert re.fullmatch(r'# scored 1 of 1 file\(s\) in [\d.]+ s \([\d.]+ files/s\)', lines[5])
@@ -325,3 +325,8 @@ def test_cli_missing_workdir_is_one_line(tmp_path):
   assert proc.returncode == 2
   assert proc.stderr.strip().count('\n') == 0 and proc.stderr.startswith('error: workdir ')
   assert 'Traceback' not in proc.stderr
+
+
+def test_a_slow_rate_is_not_rounded_to_zero():
+  assert '(0.004 files/s)' in pr._summary_line(1, 1, 250.0, None)
+  assert '(2.50 files/s)' in pr._summary_line(5, 5, 2.0, None)

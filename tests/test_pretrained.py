@@ -153,7 +153,7 @@ def test_predict_model_genres_needs_neither_torch_nor_network(songs):
   proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300,
                         check=False)
   assert proc.returncode == 0, proc.stderr
-  assert proc.stdout.startswith('# 10 genres, softmax, 30 s windows')
+  assert proc.stdout.startswith('# 10 classes, softmax, 30 s windows')
   ranked = [line.split()[1] for line in proc.stdout.splitlines() if line.startswith('   1. ')]
   assert len(ranked) == 3 and set(ranked) <= set(labels.GENRES)
   assert proc.stdout.splitlines()[-1].startswith('# scored 3 of 3 file(s)')
