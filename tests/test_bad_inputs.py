@@ -192,10 +192,10 @@ def _whole_file_decode(path: str) -> np.ndarray:
 
 @pytest.mark.parametrize('ext,rate,channels', [
     ('wav', 22_050, 1), ('wav', 44_100, 2), ('flac', 96_000, 6), ('flac', 8_000, 1),
-    ('ogg', 22_050, 1), ('mp3', 44_100, 2), ('mp3', 22_050, 1)])
+    ('ogg', 22_050, 1), ('mp3', 44_100, 2), ('mp3', 22_050, 1), ('opus', 48_000, 2)])
 def test_streamed_decoding_equals_whole_file_decoding(tmp_path, monkeypatch, ext, rate, channels):
   path = str(tmp_path / f'x.{ext}')
-  kw = {'ogg': {'format': 'OGG', 'subtype': 'VORBIS'},
+  kw = {'ogg': {'format': 'OGG', 'subtype': 'VORBIS'}, 'opus': {'format': 'OGG', 'subtype': 'OPUS'},
         'mp3': {'format': 'MP3', 'subtype': 'MPEG_LAYER_III'}}.get(ext, {})
   sf.write(path, tone(330, 7.3, rate, channels), rate, **kw)
   whole = _whole_file_decode(path)

@@ -154,14 +154,16 @@ def test_batch_size_and_packing_do_not_change_results(single, predictor, clips):
 def test_expand_inputs_recurses_sorts_and_reports(tmp_path):
   _write(tmp_path / 'lib' / 'b' / 'x.wav', 'metal', 0.5)
   _write(tmp_path / 'lib' / 'a' / 'y.flac', 'metal', 0.5)
+  _write(tmp_path / 'lib' / 'a' / 'z.opus', 'metal', 0.5, rate=48_000)
   (tmp_path / 'lib' / 'a' / 'notes.txt').write_text('not audio')
   (tmp_path / 'empty').mkdir()
   got = expand_inputs([tmp_path / 'lib', tmp_path / 'empty', tmp_path / 'missing.mp3'])
   assert got[0] == (str(tmp_path / 'lib' / 'a' / 'y.flac'), None)
-  assert got[1] == (str(tmp_path / 'lib' / 'b' / 'x.wav'), None)
-  assert got[2][0] == str(tmp_path / 'empty') and 'no audio files' in got[2][1]
-  assert got[3] == (str(tmp_path / 'missing.mp3'), 'no such file or folder')
-  assert len(got) == 4
+  assert got[1] == (str(tmp_path / 'lib' / 'a' / 'z.opus'), None)
+  assert got[2] == (str(tmp_path / 'lib' / 'b' / 'x.wav'), None)
+  assert got[3][0] == str(tmp_path / 'empty') and 'no audio files' in got[3][1]
+  assert got[4] == (str(tmp_path / 'missing.mp3'), 'no such file or folder')
+  assert len(got) == 5
 
 
 def test_corrupt_file_is_one_error_and_others_are_scored(predictor, clips, tmp_path):

@@ -76,8 +76,9 @@ def make_workdir(workdir: Path, config=None, info: dict | None = None, seed: int
 
 def write_clip(path: Path, style: str, seconds: float, index: int = 0, rate: int = SR) -> Path:
   path.parent.mkdir(parents=True, exist_ok=True)
+  opus = {'format': 'OGG', 'subtype': 'OPUS'} if path.suffix == '.opus' else {}  # 8-48 kHz only
   sf.write(str(path), demo.synthesize(style, seed=3, index=index, seconds=seconds,
-                                      sample_rate=rate), rate)
+                                      sample_rate=rate), rate, **opus)
   return path
 
 

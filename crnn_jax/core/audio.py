@@ -30,7 +30,7 @@ import soundfile as sf
 import soxr
 
 # What a library folder's audio files may be named; soundfile decodes them all.
-AUDIO_EXTENSIONS = ('.mp3', '.ogg', '.oga', '.flac', '.wav')
+AUDIO_EXTENSIONS = ('.mp3', '.ogg', '.oga', '.opus', '.flac', '.wav')
 SAMPLE_RATE = 22_050
 CLIP_SECONDS = 30.0
 N_FFT = 2048
