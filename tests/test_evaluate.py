@@ -56,8 +56,8 @@ def test_single_label_reports(trained):
   low, high = test['top1_interval']
   assert low <= test['top1'] <= high and high - low > 0.2  # 16 clips: a wide interval
   assert test['track']['top1_interval'] == [low, high]
-  assert report.top1_summary(test) in text
-  assert f'top-1 {test["top1"]:.4f} (95% interval {low:.2f}-{high:.2f}, 16 clips)' in text
+  assert f'top-1 {test["top1"]:.4f} (95% interval {low:.4f}-{high:.4f})' in text
+  assert 'per track' not in text  # one window a track: the same figure, said once
   # Every clip's logits, label and track, to pool or average models later.
   saved = report.read_predictions(str(tmp_path), 'test')
   assert saved['logits'].shape == (16, 2) and sorted(saved['track_id']) == sorted(
@@ -185,3 +185,4 @@ def test_windows_of_a_track_are_scored_together(tmp_path):
   assert results['validation']['track']['count'] == 4
   report_text = (tmp_path / 'w' / 'report_test.txt').read_text()
   assert 'tracks        4' in report_text and 'clips        16' in report_text
+  assert report.top1_summary(results['test']) in report_text  # both intervals

@@ -184,10 +184,10 @@ def _write_test_report(test: Mapping[str, Any], info: DataInfo,
     storage.write_text(os.path.join(workdir, 'confusion_matrix_test.csv'),
                      metrics.confusion_csv(cm, info.class_names))
   track = test.get('track')
-  if track and track['count'] < test['count']:  # several windows per track
+  if track and track['count'] < test['count']:  # several windows per track: both intervals
     text += '\n' + clip_and_track_table(test, config)
-  if 'top1_interval' in test:
-    text += '\n' + top1_summary(test)
+    if 'top1_interval' in test:
+      text += '\n' + top1_summary(test)
   storage.write_text(os.path.join(workdir, 'report_test.txt'), text + '\n')
   print(text, flush=True)
 
