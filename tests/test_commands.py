@@ -60,11 +60,12 @@ def test_main_lr_find_sweeps_and_leaves_the_training_workdir_as_it_was(tiny_data
   before = _files(workdir)
   out = _run('main.py', *override_flags(tiny_config(tiny_data_dir)), '--mode=lr_find',
              '--config.lr_find.num_it=30', '--config.lr_find.start_lr=1e-06',
+             '--config.lr_find.end_lr=1.0',
              '--config.train.batch_size=8', f'--workdir={workdir}')
   result = json.loads((workdir / 'lr_find.json').read_text())
   n = len(result['lrs'])
   assert 15 < n <= 30  # 8 batches per epoch: the sweep went on over epochs
-  np.testing.assert_allclose(result['lrs'], lr_find.range_test_lrs(1e-6, 10.0, 30)[:n],
+  np.testing.assert_allclose(result['lrs'], lr_find.range_test_lrs(1e-6, 1.0, 30)[:n],
                              rtol=1e-9)
   np.testing.assert_allclose(result['smoothed_losses'], lr_find.smooth_losses(result['losses']),
                              rtol=1e-9)
