@@ -70,12 +70,13 @@ def average(workdir: str, members: list[ModelToUse]) -> ModelToUse:
   """The average of ``members``' models: they must score the same classes from
   the same inputs, each a single single-label model."""
   first = members[0]
+  ours = _inputs_and_outputs(first.data_info)
   for member in members:
     if member.members:
       raise UserError(f'{member.workdir!r}: a member of an average cannot be an average itself')
     if member.config.get('multilabel'):
       raise UserError(f'{member.workdir!r}: an average of multi-label models is not supported')
-    theirs, ours = _inputs_and_outputs(member.data_info), _inputs_and_outputs(first.data_info)
+    theirs = _inputs_and_outputs(member.data_info)
     for key in ours:
       if theirs[key] != ours[key]:
         raise UserError(f'the members of {workdir!r} differ in {key}: {ours.get(key)!r} in '

@@ -101,10 +101,11 @@ class Score:
 class Choice:
   winner: str
   scores: dict[str, Score]
+  tie_broken_by: str = ''  # '' (no tie), 'log_loss' or 'order' (the simpler recipe)
 
   def to_json(self) -> dict[str, Any]:
-    return {'chosen': self.winner, 'cross_validated': {k: s.to_json()
-                                                       for k, s in self.scores.items()}}
+    return {'chosen': self.winner, 'tie_broken_by': self.tie_broken_by,
+            'cross_validated': {k: s.to_json() for k, s in self.scores.items()}}
 
 
 def choose(candidates: Mapping[str, OutOfFold], order: Sequence[str] = recipe_lib.KEPT
@@ -122,9 +123,12 @@ def choose(candidates: Mapping[str, OutOfFold], order: Sequence[str] = recipe_li
   scores = {name: Score.of(labels, probs, name in order)
             for name, (_, labels, probs) in tracks.items()}
   ranked = [n for n in order if n in scores]
-  winner = min(ranked, key=lambda n: (-scores[n].right, round(scores[n].log_loss, 9),
-                                      ranked.index(n)))
-  return Choice(winner, scores)
+  key = {n: (-scores[n].right, round(scores[n].log_loss, 9)) for n in ranked}
+  winner = min(ranked, key=lambda n: (*key[n], ranked.index(n)))
+  rivals = [key[n] for n in ranked if n != winner]
+  tie = ('order' if key[winner] in rivals else
+         'log_loss' if any(k[0] == key[winner][0] for k in rivals) else '')
+  return Choice(winner, scores, tie)
 
 
 def candidates_of(config: ml_collections.ConfigDict) -> list[str]:
@@ -248,14 +252,9 @@ def describe(record: Mapping[str, Any]) -> str:
     figures.append(f'{name} {s["track_top1"]:.3f} ({low:.2f}-{high:.2f}, {s["right"]}/'
                    f'{s["tracks"]}; log-loss {s["log_loss"]:.3f})' + (
                        '' if s['can_be_chosen'] else ' (scored only: not a candidate)'))
-  scores, chosen = record['cross_validated'], record['chosen']
-  tied = [s for name, s in scores.items()
-          if name != chosen and s['can_be_chosen'] and s['right'] == scores[chosen]['right']]
-  tie = ''
-  if tied:
-    tie = (' (a tie: the simpler recipe)' if any(
-        round(s['log_loss'], 9) == round(scores[chosen]['log_loss'], 9) for s in tied) else
-           ' (a tie in top-1: the lower log-loss)')
+  chosen = record['chosen']
+  tie = {'order': ' (a tie: the simpler recipe)', 'log_loss': ' (a tie in top-1: the lower '
+         'log-loss)'}.get(record.get('tie_broken_by', ''), '')
   return (f'recipe: {chosen}{tie}, chosen by {record["folds"]}-fold cross-validation on the '
           f'training split (held-out track top-1, 95% interval; log-loss): {"; ".join(figures)}')
 

@@ -104,17 +104,18 @@ def train_average(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
     if name == 'probe' or not finished(member, with_recipe(config, name)):
       train_recipe(config, member, name)
     members.append(member)
+  data_info = files.load_data_info(members[0])
   files.save_config(workdir, with_recipe(config, AVERAGE))
-  files.save_data_info(workdir, files.load_data_info(members[0]))
+  files.save_data_info(workdir, data_info)
   files.write_average(workdir, members)
-  return evaluate_average(with_recipe(config, AVERAGE), workdir, members)
+  return evaluate_average(with_recipe(config, AVERAGE), workdir, members,
+                          DataInfo.from_json(data_info))
 
 
-def evaluate_average(config: ml_collections.ConfigDict, workdir: str, members: list[str]
-                     ) -> dict[str, Any]:
+def evaluate_average(config: ml_collections.ConfigDict, workdir: str, members: list[str],
+                     info: DataInfo) -> dict[str, Any]:
   """Validation and test reports of the members' averaged probabilities (the
   model predict scores with: InferenceModel averages them the same way)."""
-  info = DataInfo.from_json(files.load_data_info(members[0]))
   predictions = {split: report.average_predictions([report.read_predictions(m, split)
                                                     for m in members])
                  for split in ('validation', 'test')}
