@@ -134,11 +134,31 @@ def _quiet_failures() -> Iterator[None]:
   except BaseException:
     time.sleep(0.5)  # stragglers report within milliseconds
     gc.collect()  # failed futures and coroutines report when collected: now, while quiet
+    _drop_orphaned_orbax_tasks()  # those collected later still, on a busy machine
     raise
   finally:
     sys.stderr, sys.unraisablehook = stderr, unraisable
     for logger, level in zip(loggers, levels):
       logger.setLevel(level)
+
+
+class _OrphanedOrbaxTasks(logging.Filter):
+  """Drops asyncio's report of an orbax task that failed after its save or
+  read had already raised ("Task exception was never retrieved"): the error
+  raised said it once. Other asyncio reports pass."""
+
+  ORPHANED = ('Task exception was never retrieved', 'Task was destroyed but it is pending')
+  ORBAX_CODE = f'defined at {os.path.dirname(ocp.__file__)}{os.sep}'  # in the task's repr
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    message = record.getMessage()
+    return not (message.startswith(self.ORPHANED) and self.ORBAX_CODE in message)
+
+
+def _drop_orphaned_orbax_tasks() -> None:
+  asyncio_logger = logging.getLogger('asyncio')
+  if not any(isinstance(f, _OrphanedOrbaxTasks) for f in asyncio_logger.filters):
+    asyncio_logger.addFilter(_OrphanedOrbaxTasks())
 
 
 def _check_free_space(directory: str, state: Any) -> None:
