@@ -11,17 +11,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from crnn_jax.data import folds
 from crnn_jax.data.schema import SPLITS
 from data_prep.records import Track
 
 
 def artist_key(track: Track) -> str:
   """The group a track is split with: its normalised first artist, else itself."""
-  if track.artist_known:
-    name = track.artist_id.split(';')[0].strip().casefold()
-    if name:
-      return 'artist:' + name
-  return 'track:' + track.track_id
+  name = folds.first_artist(track.artist_id) if track.artist_known else ''
+  return 'artist:' + name if name else 'track:' + track.track_id
 
 
 def grouping(tracks: Sequence[Track], group_by_artist: bool) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -94,7 +95,8 @@ def test_the_folder_command_chooses_its_recipe_by_cross_validation(backbone, tmp
                f'--workdir={workdir}')
   assert done.returncode == 0, done.stderr[-3000:]
   out = done.stdout
-  assert 'choosing the recipe by 2-fold cross-validation' in out
+  assert re.search(r'choosing the recipe by 2-fold cross-validation on the \d+ training clips '
+                   r'\(folds grouped by artist, a track without one alone: \d+ groups\)', out)
   assert 'cross-validation: finetune, fold 2/2 took' in out and 'min of fold runs left' in out
   recipe = json.loads((workdir / 'results.json').read_text())['recipe']
   assert recipe['chosen'] in ('probe', 'finetune') and recipe['folds'] == 2

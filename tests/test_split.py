@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import collections
 
+import numpy as np
 import pytest
 
+from crnn_jax.data import folds
 from crnn_jax.data.folds import group_folds
 from data_prep import split
+from data_prep.records import Track
 
 
 def _tracks():
@@ -47,6 +50,27 @@ def test_group_folds_refuse_what_cannot_fill_every_fold():
             + [('jazz', 'c')] * 2 + [('jazz', 'd')] + [('orch', 'd')] * 3)
   with pytest.raises(ValueError, match=r"leave folds {'orch': \[0\]} without a track"):
     group_folds(shared, 3, seed=0)
+
+
+def _track(track_id: str, artist_id: str, artist_known: bool) -> Track:
+  return Track(track_id=track_id, path='', label='x', labels=('x',), artist_id=artist_id,
+               origin='', artist_known=artist_known)
+
+
+def test_the_folds_group_an_artist_as_the_build_split_does():
+  """The build keeps 'Nightwish; Tarja' with 'nightwish' (the first artist, case
+  folded); the folds of its training split must too, or an artist's tracks
+  train in one fold and test in another."""
+  artist_ids = ['Nightwish; Tarja', 'nightwish', 'NIGHTWISH ', 'Opeth', 'opeth; Steven Wilson',
+                'Ghost', 'ghost', 'Tool', 'tool']
+  labels = np.array([0, 0, 0, 1, 1, 0, 0, 1, 1])
+  fold = folds.assign(labels, artist_ids, 2, seed=0, class_names=['sym', 'prog'])
+  assert len({fold[i] for i in range(3)}) == 1
+  assert fold[3] == fold[4] and fold[5] == fold[6] and fold[7] == fold[8]
+  keys = [split.artist_key(_track(f't{i}', a, artist_known=True)) for i, a in enumerate(artist_ids)]
+  assert keys == ['artist:' + g for g in folds.groups_of(artist_ids)]
+  no_artist = _track('t9', 't9', artist_known=False)
+  assert split.artist_key(no_artist) == 'track:t9' and list(folds.groups_of(['t9'])) == ['t9']
 
 
 def test_each_run_tests_its_fold_and_validates_as_asked():

@@ -2,8 +2,9 @@
 
 With ``config.data.cv_folds`` = K > 1 a run sees a view of the data set: the
 training split's examples are dealt into K folds, whole groups per fold
-(artist_id: an artist or album where the source names one, else the track, so
-a track's windows stay together), every class in every fold, seeded by
+(the first artist of artist_id, as the build's split groups tracks: an artist
+or album where the source names one, else the track, so a track's windows stay
+together), every class in every fold, seeded by
 ``config.seed``; fold ``config.data.cv_fold`` becomes the run's test split
 and the other folds its training split, while the validation split stays as
 it is. The data set's own test split is never read, so K such runs estimate
@@ -20,6 +21,13 @@ from typing import Any
 import numpy as np
 
 from crnn_jax.core.errors import UserError
+
+
+def first_artist(artist_id: str) -> str:
+  """The artist a track is grouped by: the first of its artist_id ('A; B' ->
+  'a'), case folded; '' where it names none. The build's split
+  (data_prep/split.py) and the folds below group by it alike."""
+  return artist_id.split(';')[0].strip().casefold()
 
 
 def group_folds(tracks: Sequence[tuple[str, str]], folds: int, seed: int) -> dict[str, int]:
@@ -58,13 +66,19 @@ def group_folds(tracks: Sequence[tuple[str, str]], folds: int, seed: int) -> dic
   return fold_of
 
 
-def assign(labels: np.ndarray, groups: np.ndarray, folds: int, seed: int,
+def groups_of(artist_ids: Sequence[str]) -> np.ndarray:
+  """Every example's group: its first artist, else its artist_id (a track
+  without an artist is its own group)."""
+  return np.asarray([first_artist(a) or a for a in np.asarray(artist_ids).astype(str)], object)
+
+
+def assign(labels: np.ndarray, artist_ids: Sequence[str], folds: int, seed: int,
            class_names: Sequence[str]) -> np.ndarray:
-  """The fold of every example (``group_folds`` over their classes and
-  groups): every class in every fold, so every fold's complement trains on
-  every class, which scikit-learn's StratifiedGroupKFold does not promise. A
-  UserError, naming the fix, where that cannot be."""
-  groups = np.asarray(groups).astype(str)
+  """The fold of every example (``group_folds`` over their classes and the
+  groups_of their artist_ids): every class in every fold, so every fold's
+  complement trains on every class, which scikit-learn's StratifiedGroupKFold
+  does not promise. A UserError, naming the fix, where that cannot be."""
+  groups = groups_of(artist_ids)
   try:
     fold_of = group_folds([(class_names[c], g) for c, g in zip(labels, groups)], folds, seed)
   except ValueError as e:

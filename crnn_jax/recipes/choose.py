@@ -39,7 +39,7 @@ from scipy.special import softmax
 
 from crnn_jax.core import storage
 from crnn_jax.core.errors import UserError
-from crnn_jax.data import source
+from crnn_jax.data import folds, source
 from crnn_jax.evaluate import metrics, report
 from crnn_jax.recipes import probe
 from crnn_jax.recipes import recipe as recipe_lib
@@ -227,9 +227,10 @@ def cross_validate(config: ml_collections.ConfigDict, workdir: str) -> Choice:
   info = source.load_info(config)
   source.train_folds(fold_config(config, 0))  # too few groups per class: say so before any work
   trained = [n for n in names if n in recipe_lib.TRAINABLE]
-  grouped_by = (info.metadata.get('split') or {}).get('grouped_by', 'artist')
+  groups = len(set(folds.groups_of(source.read_text(config, 'train', 'artist_id'))))
   print(f'choosing the recipe by {config.recipe_folds}-fold cross-validation on the '
-        f'{info.split_sizes["train"]} training clips (folds grouped by {grouped_by}) among '
+        f'{info.split_sizes["train"]} training clips (folds grouped by artist, a track without '
+        f'one alone: {groups} groups) among '
         f'{", ".join(names)}: {len(trained) * int(config.recipe_folds)} training runs, then the '
         'winner once more on all of them', flush=True)
   out_of_fold = {}

@@ -51,7 +51,7 @@ class Embedded:
   windows: np.ndarray  # (windows, width) float32
   track: np.ndarray  # (windows,) index into the per-track arrays
   labels: np.ndarray  # (tracks,) class index
-  groups: np.ndarray  # (tracks,) the group the split keeps together (artist, album, track)
+  groups: np.ndarray  # (tracks,) folds.groups_of: the artist or album, else the track
   track_ids: np.ndarray  # (tracks,)
 
   def track_means(self) -> np.ndarray:
@@ -153,9 +153,9 @@ def check_applies(pre: finetune.Pretrained, info: DataInfo) -> None:
 # Embeddings, the fit, the folded layer
 # --------------------------------------------------------------------------
 def embed(model: InferenceModel, config: ml_collections.ConfigDict, info: DataInfo,
-          split_source: Any, track_ids: np.ndarray, groups: np.ndarray) -> Embedded:
+          split_source: Any, track_ids: np.ndarray, artist_ids: np.ndarray) -> Embedded:
   """Every example's embedding through the pretrained model (inputs as
-  training reads them), with the tracks' labels and groups."""
+  training reads them), with the tracks' labels and groups (folds.groups_of)."""
   windows, labels = [], []
   for batch in pipeline.eval_batches(pipeline.Reader(split_source, info, config),
                                      model.batch_size):
@@ -167,7 +167,7 @@ def embed(model: InferenceModel, config: ml_collections.ConfigDict, info: DataIn
   ids, first, track = np.unique(np.asarray(track_ids, str), return_index=True,
                                 return_inverse=True)
   return Embedded(np.concatenate(windows), track.reshape(-1), label[first],
-                  np.asarray(groups, str)[first], ids)
+                  folds.groups_of(artist_ids)[first], ids)
 
 
 def embed_split(model: InferenceModel, config: ml_collections.ConfigDict, info: DataInfo,
