@@ -24,7 +24,7 @@ from ml_collections import config_flags
 from crnn_jax.core import audio
 from crnn_jax.core.errors import UserError, run_command
 from crnn_jax.recipes import run as recipes
-from crnn_jax.train import distributed, lr_find, setup, trainer
+from crnn_jax.train import distributed, lr_find, setup
 from crnn_jax.train.stopping import Interrupted
 from crnn_jax.train.writers import log
 from data_prep import build, demo, folder
@@ -85,7 +85,7 @@ def run(config, workdir: str | None, mode: str) -> None:
     lr_find.lr_range_test(config, workdir)
     return
   if mode == 'eval':
-    results = trainer.evaluate_only(config, workdir)
+    results = recipes.evaluate(config, workdir)
   else:
     results = recipes.train(config, workdir)
   log(recipes.summary(results, config, workdir))

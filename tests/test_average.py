@@ -119,6 +119,38 @@ def test_an_average_is_refused_where_one_network_is_needed(tmp_path):
     InferenceModel.from_workdir(workdir)
 
 
+def test_eval_of_an_average_scores_the_mean_of_its_members_on_the_named_data(tiny_data_dir,
+                                                                            tmp_path):
+  """--mode=eval of an average's workdir: each member evaluated with its own
+  config (its network; its batch-norm statistics kept where the command's
+  config would recompute them, as for a probe) on the command's data set, and
+  the average's results are the mean of their probabilities."""
+  trained_with = tiny_config(tiny_data_dir)
+  info = source.load_info(trained_with).to_json()
+  second = tiny_config(tiny_data_dir)
+  second.model.readout = 'mean'
+  members = [make_workdir(tmp_path / 'w' / 'members' / n, config=c, info=info, seed=seed)[3]
+             for n, c, seed in (('a', trained_with, 1), ('b', second, 2))]
+  workdir = str(tmp_path / 'w')
+  files.write_average(workdir, members)
+  files.save_data_info(workdir, info)
+  files.save_config(workdir, trained_with)
+  config = tiny_config(tiny_data_dir)
+  config.eval.recompute_bn = True
+  results = recipes.evaluate(config, workdir)
+  reader = pipeline.Reader(source.open_sources(config)['test'], source.load_info(config), config)
+  batch = next(pipeline.eval_batches(reader, 64))
+  keep = batch['mask'] > 0
+  probabilities = np.mean([softmax(InferenceModel.from_workdir(m).logits(
+      batch['spectrogram'][keep]).astype(np.float64), axis=-1) for m in members], axis=0)
+  labels = batch['label'][keep]
+  assert results['test']['top1'] == pytest.approx(np.mean(probabilities.argmax(1) == labels))
+  assert results['test']['loss'] == pytest.approx(
+      -np.mean(np.log(probabilities[np.arange(len(labels)), labels])), abs=1e-4)
+  for member in members:  # each member's own figures on the same data
+    assert json.loads((Path(member) / 'results.json').read_text())['test']['count'] == len(labels)
+
+
 def test_averaged_predictions_are_the_mean_probabilities():
   logits = [np.log(np.array([[.8, .2], [.3, .7]])), np.log(np.array([[.4, .6], [.5, .5]]))]
   parts = [{'logits': x, 'label': np.array([0, 1]), 'track_id': np.array(['a', 'b'])}

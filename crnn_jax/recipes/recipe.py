@@ -22,6 +22,7 @@ import ml_collections
 
 from crnn_jax.core import storage
 from crnn_jax.core.errors import UserError
+from crnn_jax.data import source
 from crnn_jax.data.info import DataInfo
 from crnn_jax.evaluate import report
 from crnn_jax.recipes import probe
@@ -110,6 +111,22 @@ def train_average(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
   files.write_average(workdir, members)
   return evaluate_average(with_recipe(config, AVERAGE), workdir, members,
                           DataInfo.from_json(data_info))
+
+
+def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """--mode=eval: the workdir's model on the config's data set (validation and
+  test, with reports). An average's members are each evaluated with the config
+  they were trained with (their network, their batch-norm rule) on that data,
+  then the mean of their probabilities, as train_average evaluates it."""
+  members = files.average_members(workdir)
+  if not members:
+    return trainer.evaluate_only(config, workdir)
+  for member in members:
+    member_config = files.load_config(member)
+    member_config.data = config.data.copy_and_resolve_references()
+    print(f'average: evaluating its member {member}', flush=True)
+    trainer.evaluate_only(member_config, member)
+  return evaluate_average(with_recipe(config, AVERAGE), workdir, members, source.load_info(config))
 
 
 def evaluate_average(config: ml_collections.ConfigDict, workdir: str, members: list[str],

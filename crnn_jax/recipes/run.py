@@ -1,4 +1,5 @@
-"""What main.py runs: ``train(config, workdir)``, the recipe ``config.recipe`` names.
+"""What main.py runs: ``train(config, workdir)``, the recipe ``config.recipe`` names,
+and ``evaluate(config, workdir)`` (--mode=eval) of the workdir it leaves.
 
   ''        the config as it is; with config.data.folder and config.init_from, 'auto'
   probe, finetune, head, average   one recipe (crnn_jax/recipes/recipe.py)
@@ -53,6 +54,11 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   if recipe == 'auto':
     return choose.train_auto(config, workdir)
   return recipe_lib.train_recipe(config, workdir, recipe)
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """--mode=eval of any workdir a recipe leaves, an average's too; its results."""
+  return recipe_lib.evaluate_workdir(config, workdir)
 
 
 def clip_settings(config: ml_collections.ConfigDict) -> audio.ClipSettings:

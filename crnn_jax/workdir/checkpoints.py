@@ -343,8 +343,8 @@ def load_for_use(workdir: str, checkpoint: str = 'best') -> LoadedModel:
   members = files.average_members(workdir)
   if members:
     raise UserError(f'{workdir!r} holds an average of models ({files.AVERAGE_FILE}), no '
-                    'checkpoint of its own: predict, serve and export use it; to evaluate or '
-                    f'fine-tune, name one of its members ({", ".join(members)})')
+                    'checkpoint of its own: predict, serve, export and main.py --mode=eval use '
+                    f'it; to fine-tune, name one of its members ({", ".join(members)})')
   config = files.load_config(workdir)
   variables, description, step = _restore_chosen(workdir, checkpoint)
   return LoadedModel(config, variables, files.load_data_info(workdir), description, step)
