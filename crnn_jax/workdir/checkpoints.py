@@ -128,37 +128,55 @@ def _quiet_failures() -> Iterator[None]:
   unraisable, sys.unraisablehook = sys.unraisablehook, lambda _: None
   for logger in loggers:
     logger.setLevel(logging.CRITICAL)
+  failed = False
   try:
     yield
     stderr.write(sys.stderr.getvalue())
   except BaseException:
+    failed = True
     time.sleep(0.5)  # stragglers report within milliseconds
     gc.collect()  # failed futures and coroutines report when collected: now, while quiet
-    _drop_orphaned_orbax_tasks()  # those collected later still, on a busy machine
     raise
   finally:
     sys.stderr, sys.unraisablehook = stderr, unraisable
     for logger, level in zip(loggers, levels):
       logger.setLevel(level)
+    if failed:
+      _OrbaxStragglers.install()  # those collected later still, on a busy machine
 
 
-class _OrphanedOrbaxTasks(logging.Filter):
-  """Drops asyncio's report of an orbax task that failed after its save or
-  read had already raised ("Task exception was never retrieved"): the error
-  raised said it once. Other asyncio reports pass."""
+class _OrbaxStragglers(logging.Filter):
+  """Drops the late reports of orbax's own tasks and coroutines that failed
+  with a save or read which has already raised: asyncio's "Task exception was
+  never retrieved" and the unraisable hook's "Exception ignored in:
+  <coroutine ...>", each with a traceback. The error raised said it once;
+  every other report passes."""
 
-  ORPHANED = ('Task exception was never retrieved', 'Task was destroyed but it is pending')
-  ORBAX_CODE = f'defined at {os.path.dirname(ocp.__file__)}{os.sep}'  # in the task's repr
+  ORBAX_DIR = os.path.dirname(ocp.__file__) + os.sep
+  ORPHANED_TASK = ('Task exception was never retrieved', 'Task was destroyed but it is pending')
+
+  def __init__(self, previous_hook: Callable[[Any], None]):
+    super().__init__()
+    self.previous_hook = previous_hook
+
+  @classmethod
+  def install(cls) -> None:
+    """Once per process: a filter on asyncio's logger, a wrapper of the hook."""
+    if not isinstance(sys.unraisablehook, cls):
+      sys.unraisablehook = cls(sys.unraisablehook)
+    asyncio_logger = logging.getLogger('asyncio')
+    if not any(isinstance(f, cls) for f in asyncio_logger.filters):
+      asyncio_logger.addFilter(cls(sys.__unraisablehook__))
 
   def filter(self, record: logging.LogRecord) -> bool:
     message = record.getMessage()
-    return not (message.startswith(self.ORPHANED) and self.ORBAX_CODE in message)
+    return not (message.startswith(self.ORPHANED_TASK)
+                and f'defined at {self.ORBAX_DIR}' in message)  # the task's repr names its code
 
-
-def _drop_orphaned_orbax_tasks() -> None:
-  asyncio_logger = logging.getLogger('asyncio')
-  if not any(isinstance(f, _OrphanedOrbaxTasks) for f in asyncio_logger.filters):
-    asyncio_logger.addFilter(_OrphanedOrbaxTasks())
+  def __call__(self, unraisable: Any) -> None:
+    code = getattr(unraisable.object, 'cr_code', None)  # a coroutine closed when collected
+    if code is None or not code.co_filename.startswith(self.ORBAX_DIR):
+      self.previous_hook(unraisable)
 
 
 def _check_free_space(directory: str, state: Any) -> None:
