@@ -142,41 +142,46 @@ def _quiet_failures() -> Iterator[None]:
     for logger, level in zip(loggers, levels):
       logger.setLevel(level)
     if failed:
-      _OrbaxStragglers.install()  # those collected later still, on a busy machine
+      _hide_orbax_stragglers()  # those collected later still, on a busy machine
 
 
-class _OrbaxStragglers(logging.Filter):
-  """Drops the late reports of orbax's own tasks and coroutines that failed
-  with a save or read which has already raised: asyncio's "Task exception was
-  never retrieved" and the unraisable hook's "Exception ignored in:
-  <coroutine ...>", each with a traceback. The error raised said it once;
-  every other report passes."""
+_ORBAX_DIR = os.path.dirname(ocp.__file__) + os.sep
 
-  ORBAX_DIR = os.path.dirname(ocp.__file__) + os.sep
-  ORPHANED_TASK = ('Task exception was never retrieved', 'Task was destroyed but it is pending')
 
-  def __init__(self, previous_hook: Callable[[Any], None]):
-    super().__init__()
-    self.previous_hook = previous_hook
+class _OrbaxTaskReports(logging.Filter):
+  """Drops asyncio's "Task exception was never retrieved" (or "destroyed but
+  pending") of a task running orbax's code: its repr names where that is."""
 
-  @classmethod
-  def install(cls) -> None:
-    """Once per process: a filter on asyncio's logger, a wrapper of the hook."""
-    if not isinstance(sys.unraisablehook, cls):
-      sys.unraisablehook = cls(sys.unraisablehook)
-    asyncio_logger = logging.getLogger('asyncio')
-    if not any(isinstance(f, cls) for f in asyncio_logger.filters):
-      asyncio_logger.addFilter(cls(sys.__unraisablehook__))
+  ORPHANED = ('Task exception was never retrieved', 'Task was destroyed but it is pending')
 
   def filter(self, record: logging.LogRecord) -> bool:
     message = record.getMessage()
-    return not (message.startswith(self.ORPHANED_TASK)
-                and f'defined at {self.ORBAX_DIR}' in message)  # the task's repr names its code
+    return not (message.startswith(self.ORPHANED) and f'defined at {_ORBAX_DIR}' in message)
+
+
+class _OrbaxCoroutineHook:
+  """An unraisable hook that drops "Exception ignored in: <coroutine ...>" of
+  orbax's coroutines (closed when collected) and passes the rest on."""
+
+  def __init__(self, previous: Callable[[Any], None]):
+    self.previous = previous
 
   def __call__(self, unraisable: Any) -> None:
-    code = getattr(unraisable.object, 'cr_code', None)  # a coroutine closed when collected
-    if code is None or not code.co_filename.startswith(self.ORBAX_DIR):
-      self.previous_hook(unraisable)
+    code = getattr(unraisable.object, 'cr_code', None)
+    if code is None or not code.co_filename.startswith(_ORBAX_DIR):
+      self.previous(unraisable)
+
+
+def _hide_orbax_stragglers() -> None:
+  """Once per process, after orbax failed: the late reports of its own tasks
+  and coroutines that failed with the save or read which already raised, each
+  with a traceback, are dropped (the error raised said it once); every other
+  report passes."""
+  if not isinstance(sys.unraisablehook, _OrbaxCoroutineHook):
+    sys.unraisablehook = _OrbaxCoroutineHook(sys.unraisablehook)
+  asyncio_logger = logging.getLogger('asyncio')
+  if not any(isinstance(f, _OrbaxTaskReports) for f in asyncio_logger.filters):
+    asyncio_logger.addFilter(_OrbaxTaskReports())
 
 
 def _check_free_space(directory: str, state: Any) -> None:
