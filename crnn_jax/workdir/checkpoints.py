@@ -30,6 +30,7 @@ import os
 import shutil
 import sys
 import time
+import traceback
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple, TypeVar
 
@@ -149,14 +150,30 @@ _ORBAX_DIR = os.path.dirname(ocp.__file__) + os.sep
 
 
 class _OrbaxTaskReports(logging.Filter):
-  """Drops asyncio's "Task exception was never retrieved" (or "destroyed but
-  pending") of a task running orbax's code: its repr names where that is."""
-
-  ORPHANED = ('Task exception was never retrieved', 'Task was destroyed but it is pending')
+  """Drops asyncio's reports of orbax's own futures: "... exception was never
+  retrieved" (a task or a gathering future) of an error raised in orbax's code,
+  and "Task was destroyed but it is pending" of a task running orbax's code."""
 
   def filter(self, record: logging.LogRecord) -> bool:
     message = record.getMessage()
-    return not (message.startswith(self.ORPHANED) and f'defined at {_ORBAX_DIR}' in message)
+    first_line = message.partition('\n')[0]
+    if first_line.endswith('exception was never retrieved'):
+      return not _raised_in_orbax(record.exc_info[1] if record.exc_info else None)
+    if first_line.startswith('Task was destroyed but it is pending'):
+      return f'defined at {_ORBAX_DIR}' not in message
+    return True
+
+
+def _raised_in_orbax(error: BaseException | None) -> bool:
+  """Whether a frame of the error's traceback, or of an error it chains, is orbax's."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if any(frame.f_code.co_filename.startswith(_ORBAX_DIR)
+           for frame, _ in traceback.walk_tb(error.__traceback__)):
+      return True
+    error = error.__cause__ or error.__context__
+  return False
 
 
 class _OrbaxCoroutineHook:
