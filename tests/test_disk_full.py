@@ -322,9 +322,10 @@ def test_a_checkpoint_save_on_a_full_disk_keeps_the_previous_one_injected(tmp_pa
 def test_orbax_stragglers_failing_after_the_save_raised_stay_quiet(tmp_path, caplog, monkeypatch):
   """On a busy machine one of orbax's parallel writes or reads can fail, and be
   collected, after the save or read raised and the quiet window closed: asyncio
-  logs "Task (or _GatheringFuture) exception was never retrieved", or the unraisable hook prints
-  "Exception ignored in: <coroutine ...>", each with a traceback under the
-  one-line error. Such reports of orbax's own code are dropped; others are not."""
+  logs "Task (or _GatheringFuture) exception was never retrieved", or the
+  unraisable hook prints "Exception ignored in: <coroutine ...>", each with a
+  traceback under the one-line error. Such reports of orbax's own code are
+  dropped; others are not."""
   import asyncio
   import gc
 
