@@ -149,6 +149,11 @@ def _quiet_failures() -> Iterator[None]:
 _ORBAX_DIR = os.path.dirname(ocp.__file__) + os.sep
 
 
+def _is_orbax(code: Any) -> bool:
+  """Whether a code object (a frame's, a coroutine's) is orbax's own."""
+  return code is not None and code.co_filename.startswith(_ORBAX_DIR)
+
+
 class _OrbaxTaskReports(logging.Filter):
   """Drops asyncio's reports of orbax's own futures: "... exception was never
   retrieved" (a task or a gathering future) of an error raised in orbax's code,
@@ -169,8 +174,7 @@ def _raised_in_orbax(error: BaseException | None) -> bool:
   seen = set()
   while error is not None and id(error) not in seen:
     seen.add(id(error))
-    if any(frame.f_code.co_filename.startswith(_ORBAX_DIR)
-           for frame, _ in traceback.walk_tb(error.__traceback__)):
+    if any(_is_orbax(frame.f_code) for frame, _ in traceback.walk_tb(error.__traceback__)):
       return True
     error = error.__cause__ or error.__context__
   return False
@@ -184,8 +188,7 @@ class _OrbaxCoroutineHook:
     self.previous = previous
 
   def __call__(self, unraisable: Any) -> None:
-    code = getattr(unraisable.object, 'cr_code', None)
-    if code is None or not code.co_filename.startswith(_ORBAX_DIR):
+    if not _is_orbax(getattr(unraisable.object, 'cr_code', None)):
       self.previous(unraisable)
 
 
